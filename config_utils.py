@@ -1,0 +1,372 @@
+"""Configuration: the YAML schema, validation, command-line flags and ``-o`` overrides.
+
+Every script starts with ``cfg, args = parse_args(mode)``. All config keys are declared once, in ``SCHEMA``, with
+their type and the original recipe's value (``slowfast.yaml``, SlowFast-R50 4x16); a YAML file may leave a key out
+(it then takes the recipe value) but may not add one. Errors exit with status 2 and name the culprit.
+
+    python config_utils.py [train|eval|infer] --config slowfast.yaml -o TRAIN.epoch=1   # print it, exit
+"""
+import argparse
+import difflib
+import logging
+import os
+import re
+import sys
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+class ConfigError(ValueError):
+    """A config file, key, value or override that cannot be used."""
+
+
+class AttrDict(dict):
+    """A dict whose items are also attributes: ``cfg.TRAIN.base_lr``."""
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        self[key] = value
+
+
+# Type tags of the schema. A float key accepts an int; a bool key accepts only true/false.
+FLOAT_LIST = 'list of numbers'
+OPTIONAL_STR = 'string or null'
+
+# section -> key -> (type, recipe value). Values are the original slowfast.yaml's (spec 1.1) plus the network
+# knobs the original hard-coded (spec 1.5). Keep slowfast.yaml and this table in step: a test checks it.
+SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
+    'MODEL': {
+        'name': (str, 'SLOWFAST'),
+        'format': (str, 'mp4'),
+        'num_classes': (int, 400),
+        'num_frames': (int, 32),             # T, frames of the fast pathway
+        'sampling_rate': (int, 2),           # tau / alpha: source-frame stride of the fast pathway at target_fps
+        'target_fps': (int, 30),
+        'alpha': (int, 8),                   # slow pathway sees T / alpha frames; fuse stride
+        'beta': (int, 8),                    # beta_inv: fast channels = slow channels / beta
+        'crop_size': (int, 224),             # train crop; sets the head's pooling window (crop_size // 32)
+        'image_mean': (FLOAT_LIST, [0.45, 0.45, 0.45]),
+        'image_std': (FLOAT_LIST, [0.225, 0.225, 0.225]),
+        'depth': (int, 50),                  # ResNet depth: 50 or 101 (or 152)
+        'width_per_group': (int, 64),        # slow stem width; res2 inner width
+        'fusion_kernel_size': (int, 5),      # temporal kernel of the fast->slow lateral conv
+        'fusion_conv_channel_ratio': (int, 2),
+        'dropout_rate': (float, 0.5),
+    },
+    'TRAIN': {
+        'epoch': (int, 196),
+        'target_size': (int, 224),
+        'min_size': (int, 256),
+        'max_size': (int, 320),
+        'batch_size': (int, 64),             # global: divided by the number of ranks
+        'use_gpu': (bool, True),
+        'num_gpus': (int, 8),
+        'filelist': (str, './data/train.csv'),
+        'base_lr': (float, 0.1),
+        'warmup_epochs': (float, 34),
+        'warmup_start_lr': (float, 0.01),
+        'l2_weight_decay': (float, 1e-4),
+        'momentum': (float, 0.9),
+    },
+    'VALID': {
+        'use_preciseBN': (bool, True),
+        'preciseBN_interval': (int, 10),
+        'num_batches_preciseBN': (int, 200),
+        'target_size': (int, 224),
+        'min_size': (int, 256),
+        'max_size': (int, 320),
+        'batch_size': (int, 64),
+        'filelist': (str, './data/val.csv'),
+    },
+    'TEST': {
+        'target_size': (int, 256),
+        'batch_size': (int, 64),
+        'filelist': (str, './data/val.csv'),
+        'weights': (OPTIONAL_STR, 'checkpoints/slowfast_epoch195'),
+        'num_ensemble_views': (int, 10),
+        'num_spatial_crops': (int, 3),
+    },
+    'INFER': {
+        'target_size': (int, 256),
+        'batch_size': (int, 32),
+        'filelist': (str, './data/infer.csv'),
+        'weights': (OPTIONAL_STR, 'checkpoints/slowfast_epoch195'),
+        'num_ensemble_views': (int, 10),
+        'num_spatial_crops': (int, 3),
+        'save_path': (str, './data/results'),
+    },
+}
+
+# Bottleneck blocks per stage (res2..res5) for each supported depth (He et al. 2016, Table 1).
+STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# YAML loading
+
+class _Loader(yaml.SafeLoader):
+    """The safe loader, with YAML 1.2 floats: PyYAML's YAML 1.1 rules read ``1e-4`` as a string."""
+
+
+_Loader.add_implicit_resolver(
+    'tag:yaml.org,2002:float',
+    re.compile(r'''^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+                    |[-+]?\.(?:inf|Inf|INF)
+                    |\.(?:nan|NaN|NAN))$''', re.X),
+    list('-+0123456789.'))
+
+
+def _yaml_value(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
+
+
+def _closest(word: str, choices, prefix: str = '') -> str:
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{prefix}{match[0]}'?)" if match else ''
+
+
+def _check_value(where: str, kind: Any, value: Any) -> Any:
+    """Return ``value`` converted to ``kind``, or raise ConfigError naming ``where``."""
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is str:
+        ok = isinstance(value, str)
+    elif kind is OPTIONAL_STR:
+        ok = value is None or isinstance(value, str)
+    elif kind is FLOAT_LIST:
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                             for v in value)
+        value = [float(v) for v in value] if ok else value
+    else:  # pragma: no cover - a schema typo
+        raise TypeError(kind)
+    if not ok:
+        name = kind if isinstance(kind, str) else kind.__name__
+        raise ConfigError(f'{where} must be {name}, got {value!r} ({type(value).__name__})')
+    return value
+
+
+def _set_key(cfg: AttrDict, section: str, key: str, value: Any, origin: str) -> None:
+    if section not in SCHEMA:
+        raise ConfigError(f"{origin}: unknown section '{section}'{_closest(section, SCHEMA)}; "
+                          f"sections are {', '.join(SCHEMA)}")
+    if key not in SCHEMA[section]:
+        raise ConfigError(f"{origin}: unknown key '{section}.{key}'"
+                          f"{_closest(key, SCHEMA[section], section + '.')}")
+    cfg[section][key] = _check_value(f'{origin}: {section}.{key}', SCHEMA[section][key][0], value)
+
+
+def default_config() -> AttrDict:
+    """The original recipe (``slowfast.yaml``) as a config."""
+    return AttrDict({sec: AttrDict({k: (list(v) if isinstance(v, list) else v) for k, (_, v) in keys.items()})
+                     for sec, keys in SCHEMA.items()})
+
+
+def parse_config(path: str, overrides: Sequence[str] = ()) -> AttrDict:
+    """Load a YAML config (safe loader) over the recipe defaults, apply ``SECTION.key=value`` overrides, validate.
+
+    Raises ConfigError naming the file, key or override at fault.
+    """
+    cfg = _load(path, overrides)
+    check_config(cfg)
+    return cfg
+
+
+def _load(path: str, overrides: Sequence[str]) -> AttrDict:
+    if not os.path.isfile(path):
+        raise ConfigError(f'config file not found: {path}')
+    try:
+        with open(path, encoding='utf-8') as f:
+            loaded = yaml.load(f, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f'{path}: not valid YAML: {e}') from None
+    loaded = {} if loaded is None else loaded
+    if not isinstance(loaded, dict):
+        raise ConfigError(f'{path}: expected a mapping of sections, got {type(loaded).__name__}')
+    cfg = default_config()
+    for section, keys in loaded.items():
+        if not isinstance(keys, dict):
+            if section in SCHEMA:
+                raise ConfigError(f'{path}: section {section} must be a mapping of keys')
+            _set_key(cfg, str(section), '', None, path)  # raises: unknown section
+        for key, value in keys.items():
+            _set_key(cfg, str(section), str(key), value, path)
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def apply_override(cfg: AttrDict, item: str) -> None:
+    """Apply one ``SECTION.key=value`` override; the value is read as YAML (``True``, ``1e-4``, ``[1, 2]``)."""
+    match = re.fullmatch(r'\s*([A-Za-z_]\w*)\.([A-Za-z_]\w*)\s*=(.*)', item, re.S)
+    if not match:
+        raise ConfigError(f"malformed override '{item}': expected SECTION.key=value, e.g. TRAIN.epoch=1")
+    section, key, text = match.groups()
+    try:
+        value = _yaml_value(text) if text.strip() else ''
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override '{item}': value is not valid YAML: {e}") from None
+    _set_key(cfg, section, key, value, f"override '{item}'")
+
+
+def check_config(cfg: AttrDict) -> None:
+    """Checks that span several keys: what the network and sampler need to be buildable."""
+    m = cfg.MODEL
+    positive = [('MODEL', k) for k in ('num_classes', 'num_frames', 'sampling_rate', 'target_fps', 'alpha', 'beta',
+                                       'crop_size', 'width_per_group', 'fusion_kernel_size',
+                                       'fusion_conv_channel_ratio')]
+    positive += [(s, 'batch_size') for s in ('TRAIN', 'VALID', 'TEST', 'INFER')]
+    positive += [('TRAIN', k) for k in ('epoch', 'target_size', 'min_size', 'num_gpus')]
+    positive += [(s, k) for s in ('TEST', 'INFER') for k in ('target_size', 'num_ensemble_views', 'num_spatial_crops')]
+    positive += [('VALID', 'target_size'), ('VALID', 'preciseBN_interval'), ('VALID', 'num_batches_preciseBN')]
+    for section, key in positive:
+        if cfg[section][key] <= 0:
+            raise ConfigError(f'{section}.{key} must be positive, got {cfg[section][key]}')
+    if m.depth not in STAGE_DEPTHS:
+        raise ConfigError(f'MODEL.depth must be one of {sorted(STAGE_DEPTHS)}, got {m.depth}')
+    if m.num_frames % m.alpha:
+        raise ConfigError(f'MODEL.num_frames ({m.num_frames}) must be divisible by MODEL.alpha ({m.alpha})')
+    if m.width_per_group % m.beta:
+        raise ConfigError(f'MODEL.width_per_group ({m.width_per_group}) must be divisible by MODEL.beta ({m.beta})')
+    if m.beta % m.fusion_conv_channel_ratio:
+        raise ConfigError(f'MODEL.beta ({m.beta}) must be divisible by MODEL.fusion_conv_channel_ratio '
+                          f'({m.fusion_conv_channel_ratio})')
+    if m.crop_size % 32:
+        raise ConfigError(f'MODEL.crop_size ({m.crop_size}) must be a multiple of 32 (the network stride)')
+    if len(m.image_mean) != 3 or len(m.image_std) != 3 or min(m.image_std) <= 0:
+        raise ConfigError('MODEL.image_mean and MODEL.image_std must hold 3 values (RGB), std > 0')
+    if not 0.0 <= m.dropout_rate < 1.0:
+        raise ConfigError(f'MODEL.dropout_rate must be in [0, 1), got {m.dropout_rate}')
+    for section in ('TRAIN', 'VALID'):
+        s = cfg[section]
+        if not s.min_size <= s.max_size:
+            raise ConfigError(f'{section}.min_size ({s.min_size}) must be <= {section}.max_size ({s.max_size})')
+        if s.target_size > s.min_size:
+            raise ConfigError(f'{section}.target_size ({s.target_size}) must be <= {section}.min_size '
+                              f'({s.min_size}): the crop is cut from the rescaled short side')
+    t = cfg.TRAIN
+    if t.warmup_epochs < 0 or t.base_lr <= 0 or t.warmup_start_lr < 0:
+        raise ConfigError('TRAIN.base_lr must be positive, TRAIN.warmup_epochs and TRAIN.warmup_start_lr >= 0; got '
+                          f'{t.base_lr}, {t.warmup_epochs}, {t.warmup_start_lr}')
+
+
+def format_config(cfg: AttrDict, mode: str) -> List[str]:
+    """The original's config printout, one line per entry."""
+    lines = ['---------------- {:>5} Arguments ----------------'.format(mode)]
+    for section, keys in cfg.items():
+        lines.append(f'{section}:')
+        lines.extend(f'    {k}:{v}' for k, v in keys.items())
+    lines.append('-' * 50)
+    return lines
+
+
+def log_config(cfg: AttrDict, mode: str) -> None:
+    for line in format_config(cfg, mode):
+        logger.info(line)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Command line
+
+def str2bool(text: str) -> bool:
+    """``True/False/1/0/yes/no`` (any case), as the original's ``ast.literal_eval`` flags accepted."""
+    low = text.strip().lower()
+    if low in ('true', '1', 'yes', 'y'):
+        return True
+    if low in ('false', '0', 'no', 'n'):
+        return False
+    raise argparse.ArgumentTypeError(f"expected True or False, got '{text}'")
+
+
+# flag -> (argparse options, {mode: config keys it overrides}). The original's merge_configs wrote a flag into the
+# key of the same name in the script's sections (train: TRAIN and VALID; eval: TEST; infer: INFER).
+_FLAGS: Dict[str, Tuple[dict, Dict[str, Tuple[str, ...]]]] = {
+    'use_gpu': (dict(type=str2bool, help='run on the GPU when Paddle has CUDA (default: TRAIN.use_gpu, then '
+                                         'whatever is available); False forces the CPU'),
+                {'train': ('TRAIN.use_gpu',)}),
+    'use_data_parallel': (dict(type=str2bool, default=True,
+                               help='data parallel over the ranks started by paddle.distributed.launch'), {}),
+    'epoch': (dict(type=int, help='number of training epochs (TRAIN.epoch)'), {'train': ('TRAIN.epoch',)}),
+    'batch_size': (dict(type=int, help='global batch size, divided over ranks'),
+                   {'train': ('TRAIN.batch_size', 'VALID.batch_size'), 'eval': ('TEST.batch_size',),
+                    'infer': ('INFER.batch_size',)}),
+    'save_dir': (dict(default='./checkpoints', help='checkpoint folder'), {}),
+    'resume': (dict(type=str2bool, default=False, help='continue from the newest complete checkpoint in save_dir'),
+               {}),
+    'resume_epoch': (dict(type=int, help='resume from this (0-indexed) epoch instead of the newest'), {}),
+    'use_visualdl': (dict(type=str2bool, default=False, help='write VisualDL scalars'), {}),
+    'vd_logdir': (dict(default='./vdlog', help='VisualDL log folder'), {}),
+    'log_interval': (dict(type=int, default=10, help='log every N iterations'), {}),
+    'valid_interval': (dict(type=int, default=1, help='validate every N epochs'), {}),
+    'weights': (dict(help='weights to load (.pdparams; the extension may be left out)'),
+                {'eval': ('TEST.weights',), 'infer': ('INFER.weights',)}),
+    'save_path': (dict(help='output folder'), {'infer': ('INFER.save_path',)}),
+}
+
+MODE_FLAGS = {
+    'train': ('use_gpu', 'use_data_parallel', 'epoch', 'batch_size', 'save_dir', 'resume', 'resume_epoch',
+              'use_visualdl', 'vd_logdir', 'log_interval', 'valid_interval', 'weights'),
+    'eval': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path'),
+    'infer': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path'),
+}
+
+
+def build_parser(mode: str, description: Optional[str] = None) -> argparse.ArgumentParser:
+    """The flags of one script (``mode`` is ``train``, ``eval`` or ``infer``); scripts may add their own."""
+    if mode not in MODE_FLAGS:
+        raise ValueError(f'mode must be one of {sorted(MODE_FLAGS)}, got {mode!r}')
+    parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
+    parser.add_argument('--config', default='slowfast.yaml', help='YAML config file (default: %(default)s)')
+    for name in MODE_FLAGS[mode]:
+        parser.add_argument('--' + name, **_FLAGS[name][0])
+    parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
+                        help='override a config key; may be given many times, e.g. -o TRAIN.epoch=1')
+    return parser
+
+
+def parse_args(mode: str, argv: Optional[Sequence[str]] = None,
+               parser: Optional[argparse.ArgumentParser] = None) -> Tuple[AttrDict, argparse.Namespace]:
+    """Parse the command line of a ``mode`` script and return ``(cfg, args)``.
+
+    Order of precedence: flags > ``-o`` overrides > YAML file > recipe defaults. Any error exits with status 2 and a
+    message naming the file, key or flag.
+    """
+    parser = parser or build_parser(mode)
+    args = parser.parse_args(argv)
+    try:
+        cfg = _load(args.config, args.override)
+        for name in MODE_FLAGS[mode]:
+            value = getattr(args, name)
+            for target in _FLAGS[name][1].get(mode, ()) if value is not None else ():
+                section, key = target.split('.')
+                _set_key(cfg, section, key, value, '--' + name)
+        check_config(cfg)
+    except ConfigError as e:
+        parser.error(str(e))
+    return cfg, args
+
+
+def main(argv: Sequence[str]) -> None:
+    mode = argv[0] if argv and argv[0] in MODE_FLAGS else 'train'
+    argv = argv[1:] if argv and argv[0] == mode else argv
+    parser = build_parser(mode, description=f'Validate a config and print it as the {mode} script sees it.')
+    cfg, _ = parse_args(mode, argv, parser)
+    print('\n'.join(format_config(cfg, mode.capitalize())))
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])

@@ -1,0 +1,110 @@
+"""SlowFast network (Feichtenhofer et al., "SlowFast Networks for Video Recognition", ICCV 2019), ResNet-50/101.
+
+``build_model(cfg)`` builds it from a config; ``model([slow, fast])`` takes slow ``[N, 3, T/alpha, H, W]`` and fast
+``[N, 3, T, H, W]``. ``model.train()``: logits ``[N, num_classes]``; ``model.eval()``: probabilities (softmax per
+position of the fully-convolutional head, averaged over positions).
+"""
+import logging
+from typing import List, Sequence
+
+import paddle
+import paddle.nn as nn
+
+from config_utils import STAGE_DEPTHS, AttrDict
+from model_utils import (FuseFastToSlow, ResNetBasicHead, ResStage, VideoModelStem, count_flops,
+                         count_parameters)
+
+logger = logging.getLogger(__name__)
+
+# Temporal kernel of (slow, fast) for conv1, res2, res3, res4, res5 (paper Table 1): the slow pathway uses temporal
+# convolutions only in res4 and res5 ("non-degenerate temporal filters"), the fast pathway everywhere.
+TEMPORAL_KERNELS = ((1, 5), (1, 3), (1, 3), (3, 3), (3, 3))
+SPATIAL_STRIDES = (1, 2, 2, 2)  # res2..res5
+
+
+class SlowFast(nn.Layer):
+    r"""SlowFast with a ResNet bottleneck backbone on both pathways and lateral fast->slow fusion after every stage::
+
+        slow [N,3,T/a,H,W] -> s1.pathway0_stem -+-> s2.pathway0 -+-> s3 ... -+-> s5.pathway0 --+--> head -> [N, K]
+                                                |  (concat)      |           |                 |
+                                  s1_fuse._conv_f2s    s2_fuse._conv_f2s    s4_fuse            |
+                                                |                |           |                 |
+        fast [N,3,T,H,W]   -> s1.pathway1_stem -+-> s2.pathway1 -+-> s3 ... -+-> s5.pathway1 --+
+
+    Fast channels are slow channels / ``beta``; each fuse conv (kernel [fusion_kernel, 1, 1], temporal stride
+    ``alpha``) maps fast C to ``fusion_conv_channel_ratio`` * C channels concatenated to slow.
+
+    Args:
+        num_classes: output classes K.
+        num_frames: T, fast-pathway frames of a clip.
+        alpha: frame-rate ratio; slow sees T / alpha frames.
+        beta: channel ratio (beta_inv of the paper).
+        crop_size: training crop; the head pools over [T/alpha or T, crop/32, crop/32].
+        depth: 50, 101 or 152.
+        width_per_group: slow stem width (64 in the paper).
+        fusion_kernel_size: temporal kernel of the lateral conv (5 for 4x16, 7 for 8x8).
+        fusion_conv_channel_ratio: channel multiplier of the lateral conv (2).
+        dropout_rate: dropout before the FC (0.5).
+    """
+
+    def __init__(self, num_classes: int = 400, num_frames: int = 32, alpha: int = 8, beta: int = 8,
+                 crop_size: int = 224, depth: int = 50, width_per_group: int = 64, fusion_kernel_size: int = 5,
+                 fusion_conv_channel_ratio: int = 2, dropout_rate: float = 0.5):
+        super().__init__()
+        self.alpha = alpha
+        self.num_frames = num_frames
+        ratio = fusion_conv_channel_ratio
+        width = width_per_group
+        kernels = TEMPORAL_KERNELS
+
+        stem_out = [width, width // beta]
+        self.s1 = VideoModelStem([3, 3], stem_out, kernels[0])
+        self.s1_fuse = FuseFastToSlow(stem_out[1], ratio, fusion_kernel_size, alpha)
+
+        # res2..res5: output 4x, 8x, 16x, 32x the stem width, bottleneck inner 1x, 2x, 4x, 8x.
+        dim_in = [stem_out[0] + stem_out[1] * ratio, stem_out[1]]
+        for k, (blocks, stride) in enumerate(zip(STAGE_DEPTHS[depth], SPATIAL_STRIDES)):
+            dim_out = [width * 4 * 2 ** k, width * 4 * 2 ** k // beta]
+            dim_inner = [width * 2 ** k, width * 2 ** k // beta]
+            self.add_sublayer(f's{k + 2}', ResStage(dim_in, dim_out, dim_inner, kernels[k + 1], stride, blocks))
+            if k < 3:  # a lateral connection after res2, res3, res4; none after res5
+                self.add_sublayer(f's{k + 2}_fuse', FuseFastToSlow(dim_out[1], ratio, fusion_kernel_size, alpha))
+                dim_in = [dim_out[0] + dim_out[1] * ratio, dim_out[1]]
+
+        pool = crop_size // 32
+        self.head = ResNetBasicHead(dim_out, num_classes, [[num_frames // alpha, pool, pool],
+                                                           [num_frames, pool, pool]], dropout_rate)
+
+    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """``[slow [N, 3, T/alpha, H, W], fast [N, 3, T, H, W]]`` -> logits (train) or probabilities (eval)."""
+        x = self.s1_fuse(self.s1(list(x)))
+        x = self.s2_fuse(self.s2(x))
+        x = self.s3_fuse(self.s3(x))
+        x = self.s4_fuse(self.s4(x))
+        return self.head(self.s5(x))
+
+
+def build_model(cfg: AttrDict) -> SlowFast:
+    """The SlowFast network of ``cfg.MODEL``."""
+    m = cfg.MODEL
+    return SlowFast(num_classes=m.num_classes, num_frames=m.num_frames, alpha=m.alpha, beta=m.beta,
+                    crop_size=m.crop_size, depth=m.depth, width_per_group=m.width_per_group,
+                    fusion_kernel_size=m.fusion_kernel_size, fusion_conv_channel_ratio=m.fusion_conv_channel_ratio,
+                    dropout_rate=m.dropout_rate)
+
+
+def input_shapes(cfg: AttrDict, size: int) -> List[List[int]]:
+    """Per-sample shapes ``[slow, fast]`` of a clip of ``size`` x ``size`` pixels."""
+    frames = cfg.MODEL.num_frames
+    return [[3, frames // cfg.MODEL.alpha, size, size], [3, frames, size, size]]
+
+
+def model_summary(model: SlowFast, cfg: AttrDict, sizes: Sequence[int] = ()) -> str:
+    """One line: parameters and GFLOPs (multiply-adds) per clip at the train crop and the test view size."""
+    m = cfg.MODEL
+    sizes = sizes or sorted({m.crop_size, cfg.TEST.target_size})
+    flops = ', '.join(f'{count_flops(model, input_shapes(cfg, s)) / 1e9:.2f} GFLOPs per {s}x{s} view'
+                      for s in sizes)
+    return (f'SlowFast-R{m.depth} {m.num_frames // m.alpha}x{m.sampling_rate * m.alpha} '
+            f'(alpha {m.alpha}, beta {m.beta}, width {m.width_per_group}): '
+            f'{count_parameters(model) / 1e6:.2f} M parameters, {flops}')

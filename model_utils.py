@@ -1,0 +1,220 @@
+"""Building blocks of the SlowFast network (Feichtenhofer et al., ICCV 2019) and its size/cost summary.
+
+Sub-layer names are the original Paddle port's (``pathway0_stem._conv``, ``branch2.a_bn``, ``_conv_f2s``,
+``projection``) so its checkpoints and PaddleVideo's load unchanged. Init follows the original and PySlowFast:
+convs MSRA-normal with fan = C_out * kT * kH * kW (Caffe2 ``MSRAFill``), BN gamma 1 (0 for the last BN of every
+bottleneck), beta 0, no weight decay on BN, FC Normal(0, 0.01) with zero bias.
+
+Tensors are ``[N, C, T, H, W]`` throughout; a multi-pathway input is a list ``[slow, fast]``.
+"""
+from typing import Dict, List, Sequence, Tuple
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+BN_EPSILON = 1e-5
+BN_MOMENTUM = 0.9  # Paddle's convention: running = 0.9 * running + 0.1 * batch (PyTorch momentum 0.1)
+
+
+def conv3d(dim_in: int, dim_out: int, kernel: Sequence[int], stride: Sequence[int] = (1, 1, 1),
+           padding: Sequence[int] = (0, 0, 0)) -> nn.Conv3D:
+    """A bias-free Conv3D with MSRA init on fan-out (``c2_msra_fill``), as every conv of the network."""
+    fan_out = dim_out * int(np.prod(kernel))
+    return nn.Conv3D(dim_in, dim_out, kernel_size=list(kernel), stride=list(stride), padding=list(padding),
+                     weight_attr=paddle.ParamAttr(initializer=nn.initializer.KaimingNormal(fan_in=fan_out)),
+                     bias_attr=False)
+
+
+def batch_norm(channels: int, zero_init: bool = False) -> nn.BatchNorm3D:
+    """BatchNorm3D with gamma 1 (or 0: zero-init of a residual branch's last BN), beta 0, and no weight decay."""
+    no_decay = paddle.regularizer.L2Decay(0.0)
+    return nn.BatchNorm3D(
+        channels, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+        weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0 if zero_init else 1.0),
+                                     regularizer=no_decay),
+        bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0), regularizer=no_decay))
+
+
+class ResNetBasicStem(nn.Layer):
+    """conv1 of one pathway: Conv [kt, 7, 7] stride [1, 2, 2] -> BN -> ReLU -> MaxPool [1, 3, 3] stride [1, 2, 2].
+
+    ``[N, C_in, T, H, W] -> [N, C_out, T, H/4, W/4]``.
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, temporal_kernel: int):
+        super().__init__()
+        self._conv = conv3d(dim_in, dim_out, (temporal_kernel, 7, 7), (1, 2, 2), (temporal_kernel // 2, 3, 3))
+        self._bn = batch_norm(dim_out)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = F.relu(self._bn(self._conv(x)))
+        return F.max_pool3d(x, kernel_size=[1, 3, 3], stride=[1, 2, 2], padding=[0, 1, 1])
+
+
+class VideoModelStem(nn.Layer):
+    """The stems of all pathways (``pathway{p}_stem``); maps ``[slow, fast]`` to ``[slow, fast]``."""
+
+    def __init__(self, dim_in: Sequence[int], dim_out: Sequence[int], temporal_kernel: Sequence[int]):
+        super().__init__()
+        self.num_pathways = len(dim_in)
+        for p in range(self.num_pathways):
+            self.add_sublayer(f'pathway{p}_stem', ResNetBasicStem(dim_in[p], dim_out[p], temporal_kernel[p]))
+
+    def forward(self, x: List[paddle.Tensor]) -> List[paddle.Tensor]:
+        return [getattr(self, f'pathway{p}_stem')(x[p]) for p in range(self.num_pathways)]
+
+
+class FuseFastToSlow(nn.Layer):
+    """Lateral connection (paper Sec. 3.4, "time-strided convolution"): the fast features, convolved with a
+    [fusion_kernel, 1, 1] kernel of temporal stride alpha into ``fusion_conv_channel_ratio`` x their channels, are
+    concatenated to the slow features.
+
+    ``slow [N, C_s, T/alpha, H, W], fast [N, C_f, T, H, W] -> slow [N, C_s + ratio * C_f, T/alpha, H, W], fast``.
+    """
+
+    def __init__(self, dim_in: int, fusion_conv_channel_ratio: int, fusion_kernel: int, alpha: int):
+        super().__init__()
+        self._conv_f2s = conv3d(dim_in, dim_in * fusion_conv_channel_ratio, (fusion_kernel, 1, 1), (alpha, 1, 1),
+                                (fusion_kernel // 2, 0, 0))
+        self._bn = batch_norm(dim_in * fusion_conv_channel_ratio)
+
+    def forward(self, x: List[paddle.Tensor]) -> List[paddle.Tensor]:
+        slow, fast = x
+        fuse = F.relu(self._bn(self._conv_f2s(fast)))
+        return [paddle.concat([slow, fuse], axis=1), fast]
+
+
+class BottleneckTransform(nn.Layer):
+    """Branch 2 of a bottleneck: a [kt, 1, 1] -> b [1, 3, 3] (spatial stride here) -> c [1, 1, 1], each with BN; the
+    last BN starts at zero so every residual block starts as the identity."""
+
+    def __init__(self, dim_in: int, dim_out: int, dim_inner: int, temporal_kernel: int, stride: int):
+        super().__init__()
+        self.a = conv3d(dim_in, dim_inner, (temporal_kernel, 1, 1), padding=(temporal_kernel // 2, 0, 0))
+        self.a_bn = batch_norm(dim_inner)
+        self.b = conv3d(dim_inner, dim_inner, (1, 3, 3), (1, stride, stride), (0, 1, 1))
+        self.b_bn = batch_norm(dim_inner)
+        self.c = conv3d(dim_inner, dim_out, (1, 1, 1))
+        self.c_bn = batch_norm(dim_out, zero_init=True)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        x = F.relu(self.a_bn(self.a(x)))
+        x = F.relu(self.b_bn(self.b(x)))
+        return self.c_bn(self.c(x))
+
+
+class ResBlock(nn.Layer):
+    """``relu(shortcut(x) + branch2(x))``; the shortcut is a strided 1x1x1 conv + BN (``branch1``) when the shape
+    changes (first block of a stage), else the identity."""
+
+    def __init__(self, dim_in: int, dim_out: int, dim_inner: int, temporal_kernel: int, stride: int):
+        super().__init__()
+        self.has_branch1 = dim_in != dim_out or stride != 1
+        if self.has_branch1:
+            self.branch1 = conv3d(dim_in, dim_out, (1, 1, 1), (1, stride, stride))
+            self.branch1_bn = batch_norm(dim_out)
+        self.branch2 = BottleneckTransform(dim_in, dim_out, dim_inner, temporal_kernel, stride)
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        shortcut = self.branch1_bn(self.branch1(x)) if self.has_branch1 else x
+        return F.relu(shortcut + self.branch2(x))
+
+
+class ResStage(nn.Layer):
+    """One ResNet stage (res2..res5) for every pathway: blocks ``pathway{p}_res{i}``; the first block of each
+    pathway carries the stage's spatial stride. Every block uses its pathway's temporal kernel for conv ``a``."""
+
+    def __init__(self, dim_in: Sequence[int], dim_out: Sequence[int], dim_inner: Sequence[int],
+                 temporal_kernel: Sequence[int], stride: int, num_blocks: int):
+        super().__init__()
+        self.num_pathways = len(dim_in)
+        self.num_blocks = num_blocks
+        for p in range(self.num_pathways):
+            for i in range(num_blocks):
+                block = ResBlock(dim_in[p] if i == 0 else dim_out[p], dim_out[p], dim_inner[p], temporal_kernel[p],
+                                 stride if i == 0 else 1)
+                self.add_sublayer(f'pathway{p}_res{i}', block)
+
+    def forward(self, x: List[paddle.Tensor]) -> List[paddle.Tensor]:
+        out = []
+        for p in range(self.num_pathways):
+            y = x[p]
+            for i in range(self.num_blocks):
+                y = getattr(self, f'pathway{p}_res{i}')(y)
+            out.append(y)
+        return out
+
+
+class ResNetBasicHead(nn.Layer):
+    """Per-pathway average pool (stride 1) -> concat -> dropout -> FC, applied at every remaining position.
+
+    The pool window is the training clip's final feature map, so a 224 training crop leaves one position and a 256
+    test crop leaves 2x2: the test is fully convolutional (original and PySlowFast). Training mode returns logits
+    ``[N, num_classes]`` (averaged over positions); eval mode returns the softmax at each position averaged over
+    positions: probabilities ``[N, num_classes]`` that sum to 1.
+    """
+
+    def __init__(self, dim_in: Sequence[int], num_classes: int, pool_size: Sequence[Sequence[int]],
+                 dropout_rate: float):
+        super().__init__()
+        self.pool_size = [list(size) for size in pool_size]
+        self.dropout = nn.Dropout(p=dropout_rate)
+        self.projection = nn.Linear(
+            sum(dim_in), num_classes,
+            weight_attr=paddle.ParamAttr(initializer=nn.initializer.Normal(mean=0.0, std=0.01)),
+            bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
+
+    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        for p, (feature, size) in enumerate(zip(x, self.pool_size)):
+            if any(have < need for have, need in zip(feature.shape[2:], size)):
+                raise ValueError(f'pathway {p} feature map {list(feature.shape[2:])} is smaller than the head pool '
+                                 f'{size}: input clips need MODEL.num_frames frames (/ alpha on the slow pathway) '
+                                 'and at least MODEL.crop_size pixels')
+        x = paddle.concat([F.avg_pool3d(feature, size, stride=1) for feature, size in zip(x, self.pool_size)],
+                          axis=1)
+        x = x.transpose([0, 2, 3, 4, 1])  # [N, C, t, h, w] -> [N, t, h, w, C]: the FC acts per position
+        x = self.projection(self.dropout(x))
+        if not self.training:
+            x = F.softmax(x, axis=-1)
+        return x.mean(axis=[1, 2, 3])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Size and cost
+
+def count_parameters(model: nn.Layer) -> int:
+    """Trainable parameters (BN running statistics excluded), the figure papers report."""
+    return sum(int(np.prod(p.shape)) for p in model.parameters() if not p.stop_gradient)
+
+
+def count_flops(model: nn.Layer, input_shapes: Sequence[Sequence[int]]) -> int:
+    """Multiply-adds of convs and FC layers for one forward pass at ``input_shapes`` (batch 1), the paper's "FLOPs"
+    convention. Runs one forward pass in eval mode without gradients."""
+    total = [0]
+
+    def conv_hook(layer, inputs, output):
+        kernel = layer.weight.shape  # [C_out, C_in / groups, kT, kH, kW]
+        total[0] += int(np.prod(output.shape[1:])) * int(np.prod(kernel[1:]))
+
+    def linear_hook(layer, inputs, output):
+        total[0] += int(np.prod(output.shape[1:])) * layer.weight.shape[0]
+
+    hooks = []
+    for layer in model.sublayers():
+        if isinstance(layer, nn.Conv3D):
+            hooks.append(layer.register_forward_post_hook(conv_hook))
+        elif isinstance(layer, nn.Linear):
+            hooks.append(layer.register_forward_post_hook(linear_hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with paddle.no_grad():
+            model([paddle.zeros([1] + list(shape), dtype='float32') for shape in input_shapes])
+    finally:
+        for hook in hooks:
+            hook.remove()
+        if was_training:
+            model.train()
+    return total[0]
