@@ -61,6 +61,11 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'fusion_conv_channel_ratio': (int, 2),
         'dropout_rate': (float, 0.5),
     },
+    'DATA': {
+        'path_prefix': (str, ''),            # folder relative list paths are joined to; '' = the list file's folder
+        'num_workers': (int, 8),             # DataLoader worker processes per rank (the original's 8)
+        'num_retries': (int, 10),            # training: replacement samples tried for an undecodable video
+    },
     'TRAIN': {
         'epoch': (int, 196),
         'target_size': (int, 224),
@@ -233,9 +238,12 @@ def check_config(cfg: AttrDict) -> None:
     positive += [('TRAIN', k) for k in ('epoch', 'target_size', 'min_size', 'num_gpus')]
     positive += [(s, k) for s in ('TEST', 'INFER') for k in ('target_size', 'num_ensemble_views', 'num_spatial_crops')]
     positive += [('VALID', 'target_size'), ('VALID', 'preciseBN_interval'), ('VALID', 'num_batches_preciseBN')]
+    positive += [('DATA', 'num_retries')]
     for section, key in positive:
         if cfg[section][key] <= 0:
             raise ConfigError(f'{section}.{key} must be positive, got {cfg[section][key]}')
+    if cfg.DATA.num_workers < 0:
+        raise ConfigError(f'DATA.num_workers must be >= 0, got {cfg.DATA.num_workers}')
     if m.depth not in STAGE_DEPTHS:
         raise ConfigError(f'MODEL.depth must be one of {sorted(STAGE_DEPTHS)}, got {m.depth}')
     if m.num_frames % m.alpha:

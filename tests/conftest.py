@@ -6,6 +6,7 @@ os.environ.setdefault('OMP_NUM_THREADS', '2')  # Paddle uses one CPU thread unle
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import pytest  # noqa: E402
 
@@ -28,3 +29,33 @@ def tiny_cfg():
         'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', 'TRAIN.target_size=64', 'TRAIN.min_size=72',
         'TRAIN.max_size=80', 'VALID.target_size=64', 'VALID.min_size=72', 'VALID.max_size=80',
         'TEST.target_size=96', 'INFER.target_size=96'])
+
+
+@pytest.fixture(scope='session')
+def videos(tmp_path_factory):
+    """Small videos of every container, frames showing their own index (tests/videos.py), and broken files."""
+    from videos import write_index_video
+    from video_io import write_video
+
+    root = tmp_path_factory.mktemp('videos')
+    out = {}
+    for ext in ('mp4', 'webm', 'mkv', 'avi'):
+        out[ext] = write_index_video(str(root / f'index300.{ext}'), 300)
+    out['fps15'] = write_index_video(str(root / 'index_15fps.mp4'), 150, fps=15)
+    out['short'] = write_index_video(str(root / 'index20.mp4'), 20)
+    out['portrait'] = write_index_video(str(root / 'portrait.mp4'), 90, height=128, width=96)
+    out['ramp'] = str(root / 'ramp.mp4')  # dark left, bright right: shows a horizontal flip
+    ramp = np.tile(np.linspace(0, 255, 128).astype(np.uint8)[None, :, None], (96, 1, 3))
+    write_video(out['ramp'], [ramp] * 64, 30)
+    out['zero'] = str(root / 'zero.mp4')
+    open(out['zero'], 'wb').close()
+    out['garbage'] = str(root / 'garbage.mp4')
+    with open(out['garbage'], 'wb') as f:
+        f.write(np.random.default_rng(0).integers(0, 256, 50000, dtype=np.uint8).tobytes())
+    for ext in ('mp4', 'mkv'):  # cut in half: mp4 loses its index (moov at the end), mkv its second half
+        data = open(out[ext], 'rb').read()
+        out[f'truncated_{ext}'] = str(root / f'truncated.{ext}')
+        with open(out[f'truncated_{ext}'], 'wb') as f:
+            f.write(data[:len(data) // 2])
+    out['missing'] = str(root / 'does_not_exist.mp4')
+    return out

@@ -1,0 +1,327 @@
+"""Kinetics-style video lists -> SlowFast inputs (the original's sampling and transforms, spec section 1.4).
+
+Lists: one video per line, ``path label`` (whitespace) or ``path,label`` (CSV); relative paths resolve against
+``DATA.path_prefix`` or else the list file's folder; infer lists may hold paths only.
+
+    KineticsDataset(cfg, 'train' | 'valid')        map-style; items (slow, fast, label [1], index [1])
+    KineticsMultiViewDataset(cfg, 'test' | 'infer') iterable; every video decoded once, its
+                                                   num_ensemble_views x num_spatial_crops views cut from that decode;
+                                                   items (slow, fast, label [1], view_id [1]),
+                                                   view_id = video_index * num_views + view
+
+slow is ``[3, T/alpha, S, S]`` and fast ``[3, T, S, S]``, float32, normalised. Random draws come from
+``(seed, epoch, index)`` only, so an epoch's clips do not depend on the number of workers or ranks.
+"""
+import csv
+import logging
+import math
+import multiprocessing
+import os
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import paddle
+
+from config_utils import AttrDict
+from video_io import VideoError, VideoReader
+
+logger = logging.getLogger(__name__)
+
+NO_LABEL = -1  # label of an infer-list line that holds only a path
+
+
+class ListError(ValueError):
+    """A video list that cannot be used; the message names the file and line."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Lists
+
+def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
+                    labels_required: bool = True) -> List[Tuple[str, int]]:
+    """``[(video path, label)]`` from a list file; label is NO_LABEL for path-only lines when labels are optional.
+
+    Raises ListError naming the file (and line) for a missing or empty list, a malformed line or a label outside
+    ``[0, num_classes)``.
+    """
+    if not os.path.isfile(list_path):
+        raise ListError(f'video list not found: {list_path}')
+    root = path_prefix or os.path.dirname(os.path.abspath(list_path))
+    with open(list_path, encoding='utf-8') as f:
+        lines = [(n, line.strip()) for n, line in enumerate(f, 1)]
+    lines = [(n, line) for n, line in lines if line and not line.startswith('#')]
+    if not lines:
+        raise ListError(f'video list is empty: {list_path}')
+    is_csv = len(next(csv.reader([lines[0][1]]))) == 2
+    if is_csv and not _is_int(next(csv.reader([lines[0][1]]))[1]) and labels_required:
+        lines = lines[1:]  # a header row such as "path,label"
+    samples = []
+    for n, line in lines:
+        fields = next(csv.reader([line])) if is_csv else line.rsplit(None, 1)
+        fields = [x.strip() for x in fields]
+        if len(fields) == 2 and _is_int(fields[1]):
+            path, label = fields[0], int(fields[1])
+            if not 0 <= label < num_classes:
+                raise ListError(f'{list_path}:{n}: label {label} is outside [0, {num_classes}) '
+                                f'(MODEL.num_classes={num_classes})')
+        elif not labels_required and line:
+            path, label = line if not is_csv else fields[0], NO_LABEL
+        else:
+            raise ListError(f"{list_path}:{n}: expected 'path label' (or 'path,label') with an integer label, "
+                            f'got {line!r}')
+        samples.append((os.path.join(root, os.path.expanduser(path)), label))
+    return samples
+
+
+def _is_int(text: str) -> bool:
+    try:
+        int(text)
+        return True
+    except ValueError:
+        return False
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Sampling and transforms (the original's numbers, spec 1.4)
+
+def clip_frame_indices(video_frames: int, clip_size: float, num_frames: int, position: Optional[float],
+                       rng: Optional[np.random.Generator] = None) -> np.ndarray:
+    """Source-frame indices of one clip: ``num_frames`` frames spread over ``clip_size`` source frames.
+
+    ``position`` in [0, 1) places the clip start at ``position * max(video_frames - clip_size, 0)``; None draws it
+    uniformly (training). As the original (and PySlowFast): start rounded up, ``linspace(0, clip_size - 1)`` offsets
+    truncated to int, indices clamped to the video.
+    """
+    delta = max(video_frames - clip_size, 0.0)
+    start = rng.uniform(0, delta) if position is None else delta * position
+    offsets = np.linspace(0, clip_size - 1, num_frames).astype(np.int64)
+    return np.clip(math.ceil(start) + offsets, 0, video_frames - 1)
+
+
+def scaled_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
+    """``(h, w)`` with the short side at ``short_side`` and the long side floor-scaled (the original's scale)."""
+    if min(height, width) == short_side:
+        return height, width
+    if width <= height:
+        return int(math.floor(height / width * short_side)), short_side
+    return short_side, int(math.floor(width / height * short_side))
+
+
+def resize_frame(frame: np.ndarray, short_side: int) -> np.ndarray:
+    height, width = scaled_size(frame.shape[0], frame.shape[1], short_side)
+    if (height, width) == frame.shape[:2]:
+        return frame
+    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+
+
+def crop_offset(height: int, width: int, size: int, spatial_idx: int, num_crops: int,
+                rng: Optional[np.random.Generator] = None) -> Tuple[int, int]:
+    """Top-left ``(y, x)`` of a ``size`` square crop.
+
+    ``spatial_idx`` -1: uniform random (inclusive bounds, as the original's ``random.randint``). Otherwise crop
+    ``spatial_idx`` of ``num_crops`` spaced along the long side (left/centre/right, or top/centre/bottom for portrait
+    video) and centred on the short side; a single crop is the centre crop.
+    """
+    if height < size or width < size:
+        raise ValueError(f'frame {height}x{width} is smaller than the crop {size}')
+    if spatial_idx == -1:
+        return int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
+    y, x = math.ceil((height - size) / 2), math.ceil((width - size) / 2)
+    if num_crops == 1:
+        return y, x
+    along = math.ceil(((height if height > width else width) - size) / (num_crops - 1)) * spatial_idx
+    if spatial_idx == num_crops - 1:
+        along = (height if height > width else width) - size
+    return (along, x) if height > width else (y, along)
+
+
+class Normalizer:
+    """uint8 BGR ``[T, H, W, 3]`` -> float32 RGB ``[3, T, H, W]``: ``(x / 255 - mean) / std``, one pass."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]):
+        self.scale = [1.0 / (255.0 * s) for s in std]
+        self.shift = [-m / s for m, s in zip(mean, std)]
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        out = np.empty((3,) + frames.shape[:3], dtype=np.float32)
+        for c in range(3):  # RGB channel c is BGR channel 2 - c
+            np.multiply(frames[..., 2 - c], np.float32(self.scale[c]), out=out[c], casting='unsafe')
+            out[c] += np.float32(self.shift[c])
+        return out
+
+
+def pack_pathways(fast: np.ndarray, alpha: int) -> Tuple[np.ndarray, np.ndarray]:
+    """``fast [3, T, H, W]`` -> ``(slow [3, T/alpha, H, W], fast)``; slow takes ``linspace(0, T-1, T/alpha)``."""
+    frames = fast.shape[1]
+    return fast[:, np.linspace(0, frames - 1, frames // alpha).astype(np.int64)], fast
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Decode failures, shared by DataLoader worker processes
+
+class DecodeFailures:
+    """Which videos failed to decode and how many failures happened, visible to the process that owns the dataset.
+
+    Lives in shared memory created before the DataLoader forks its workers, so workers' records reach the trainer.
+    """
+
+    def __init__(self, num_videos: int):
+        self._flags = multiprocessing.RawArray('b', max(num_videos, 1))
+        self._events = multiprocessing.Value('q', 0)
+
+    def record(self, index: int, error: VideoError) -> None:
+        first = not self._flags[index]
+        self._flags[index] = 1
+        with self._events.get_lock():
+            self._events.value += 1
+        if first:  # the first failure of each video is logged with its reason
+            logger.warning('cannot decode video %s: %s', error.path, error.reason)
+
+    def indices(self) -> List[int]:
+        """Indices (into the list) of every video that failed so far."""
+        return np.flatnonzero(np.frombuffer(self._flags, dtype=np.int8)).tolist()
+
+    def take_count(self) -> int:
+        """Failures since the last call (per epoch, when called once an epoch)."""
+        with self._events.get_lock():
+            count, self._events.value = self._events.value, 0
+        return count
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Datasets
+
+class _VideoDataset:
+    """What both datasets share: the list, the decoding settings and the transforms."""
+
+    def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]]):
+        m = cfg.MODEL
+        self.samples = samples
+        self.num_frames, self.alpha = m.num_frames, m.alpha
+        self.sampling_rate, self.target_fps = m.sampling_rate, m.target_fps
+        self.normalize = Normalizer(m.image_mean, m.image_std)
+        self.failures = DecodeFailures(len(self.samples))
+
+    def clip_size(self, fps: float) -> float:
+        """Source frames a clip spans: ``num_frames * sampling_rate`` at ``target_fps``, in the video's fps."""
+        return self.num_frames * self.sampling_rate * fps / self.target_fps
+
+    def to_inputs(self, frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """``[T, S, S, 3]`` uint8 BGR -> ``(slow, fast)`` float32."""
+        return pack_pathways(self.normalize(frames), self.alpha)
+
+
+class KineticsDataset(_VideoDataset, paddle.io.Dataset):
+    """Training (``mode='train'``: random clip, scale, crop, flip) or validation (``'valid'``: centre clip, short
+    side ``VALID.min_size``, centre crop) samples, one clip per video.
+
+    An undecodable video is recorded in ``failures`` and replaced by another sample drawn from the same random
+    stream, up to ``DATA.num_retries`` times; call ``set_epoch`` before each epoch.
+    """
+
+    def __init__(self, cfg: AttrDict, mode: str, seed: int = 0):
+        if mode not in ('train', 'valid'):
+            raise ValueError(f"mode must be 'train' or 'valid', got {mode!r}")
+        section = cfg.TRAIN if mode == 'train' else cfg.VALID
+        super().__init__(cfg, read_video_list(section.filelist, cfg.MODEL.num_classes, cfg.DATA.path_prefix))
+        self.mode, self.seed, self.epoch = mode, seed, 0
+        self.min_size, self.max_size, self.target_size = section.min_size, section.max_size, section.target_size
+        self.num_retries = cfg.DATA.num_retries
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        index = int(index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        for _ in range(self.num_retries + 1):
+            path, label = self.samples[index]
+            try:
+                slow, fast = self.load_clip(path, rng)
+                return slow, fast, np.array([label], dtype=np.int64), np.array([index], dtype=np.int64)
+            except VideoError as error:
+                self.failures.record(index, error)
+                index = int(rng.integers(0, len(self.samples)))
+        raise RuntimeError(f'{self.num_retries + 1} videos in a row failed to decode (last: {path}); check the list '
+                           'and DATA.path_prefix, or clean the list with tools/check_videos.py')
+
+    def load_clip(self, path: str, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+        train = self.mode == 'train'
+        short_side = int(round(rng.uniform(self.min_size, self.max_size))) if train else self.min_size
+        with VideoReader(path, self.target_fps) as video:
+            indices = clip_frame_indices(video.num_frames, self.clip_size(video.fps), self.num_frames,
+                                         None if train else 0.5, rng)
+            decoded = video.read(indices, lambda frame: resize_frame(frame, short_side))
+        frames = np.stack([decoded[i] for i in indices])  # [T, H, W, 3]
+        y, x = crop_offset(frames.shape[1], frames.shape[2], self.target_size, -1 if train else 0, 1, rng)
+        frames = frames[:, y:y + self.target_size, x:x + self.target_size]
+        if train and rng.uniform() < 0.5:
+            frames = frames[:, :, ::-1]
+        return self.to_inputs(frames)
+
+
+class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
+    """Test (``mode='test'``, labelled list ``TEST.filelist``) or prediction (``'infer'``, ``INFER.filelist``,
+    labels optional) views: per video ``num_ensemble_views`` uniformly spaced clips x ``num_spatial_crops`` crops at
+    short side ``target_size``.
+
+    Each video is decoded once; frames are resized as they decode and only the clips' frames are kept, so memory
+    is one video's ``num_views * T`` small frames per worker. Videos are split over ranks (``rank::world_size``, no
+    padding) and then over DataLoader workers. An undecodable video yields no view; it is recorded in ``failures``
+    (and, with several workers, found by its missing views).
+    """
+
+    def __init__(self, cfg: AttrDict, mode: str, rank: int = 0, world_size: int = 1,
+                 samples: Optional[List[Tuple[str, int]]] = None):
+        if mode not in ('test', 'infer'):
+            raise ValueError(f"mode must be 'test' or 'infer', got {mode!r}")
+        section = cfg.TEST if mode == 'test' else cfg.INFER
+        if samples is None:  # predict.py passes videos given on its command line instead
+            samples = read_video_list(section.filelist, cfg.MODEL.num_classes, cfg.DATA.path_prefix,
+                                      labels_required=mode == 'test')
+        super().__init__(cfg, samples)
+        self.mode = mode
+        self.target_size = section.target_size
+        self.num_ensemble_views, self.num_spatial_crops = section.num_ensemble_views, section.num_spatial_crops
+        self.num_views = self.num_ensemble_views * self.num_spatial_crops
+        self.video_indices = list(range(rank, len(self.samples), world_size))
+
+    def __len__(self) -> int:
+        """Views this rank yields when every video decodes."""
+        return len(self.video_indices) * self.num_views
+
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        worker = paddle.io.get_worker_info()
+        videos = self.video_indices if worker is None else self.video_indices[worker.id::worker.num_workers]
+        for video_index in videos:
+            path, label = self.samples[video_index]
+            try:
+                views = self.load_views(path)
+            except VideoError as error:
+                self.failures.record(video_index, error)
+                continue
+            label = np.array([label], dtype=np.int64)
+            for view, (slow, fast) in enumerate(views):
+                yield slow, fast, label, np.array([video_index * self.num_views + view], dtype=np.int64)
+
+    def load_views(self, path: str) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
+        """Decode ``path`` once and return a generator of its views in order ``temporal * num_spatial_crops +
+        spatial`` (the original's clip order). Decoding errors are raised here, before any view is produced."""
+        size = self.target_size
+        with VideoReader(path, self.target_fps) as video:
+            clip_size = self.clip_size(video.fps)
+            clips = [clip_frame_indices(video.num_frames, clip_size, self.num_frames, t / self.num_ensemble_views)
+                     for t in range(self.num_ensemble_views)]
+            decoded = video.read(np.concatenate(clips), lambda frame: resize_frame(frame, size))
+
+        def views():
+            for indices in clips:
+                frames = np.stack([decoded[i] for i in indices])
+                for spatial in range(self.num_spatial_crops):
+                    y, x = crop_offset(frames.shape[1], frames.shape[2], size, spatial, self.num_spatial_crops)
+                    yield self.to_inputs(frames[:, y:y + size, x:x + size])
+        return views()

@@ -1,0 +1,323 @@
+import os
+
+import cv2
+import numpy as np
+import paddle
+import pytest
+
+import kinetics_dataset
+from kinetics_dataset import (NO_LABEL, KineticsDataset, KineticsMultiViewDataset, ListError, clip_frame_indices,
+                              crop_offset, pack_pathways, read_video_list, scaled_size)
+from video_io import VideoReader
+
+from conftest import ROOT
+from config_utils import parse_config
+from videos import read_index
+
+MEAN, STD = 0.45, 0.225
+
+
+@pytest.fixture
+def cfg(tmp_path):
+    """Recipe sampling (32 frames, stride 2, alpha 8) at small sizes: test views 96, train crops 64 from 72-80."""
+    return parse_config(os.path.join(ROOT, 'slowfast.yaml'), [
+        'MODEL.num_classes=5', 'TRAIN.min_size=72', 'TRAIN.max_size=80', 'TRAIN.target_size=64',
+        'VALID.min_size=96', 'VALID.max_size=96', 'VALID.target_size=96', 'TEST.target_size=96',
+        'INFER.target_size=96', 'DATA.num_workers=0'])
+
+
+def write_list(tmp_path, lines, name='list.txt'):
+    path = tmp_path / name
+    path.write_text('\n'.join(lines) + '\n')
+    return str(path)
+
+
+def use_list(cfg, path, *sections):
+    for section in sections:
+        cfg[section].filelist = path
+
+
+def pixels(tensor):
+    """Normalised float [3, T, H, W] -> uint8-scale RGB [T, H, W, 3]."""
+    return np.clip((tensor * STD + MEAN) * 255, 0, 255).transpose(1, 2, 3, 0)
+
+
+def shown_indices(fast):
+    return [read_index(frame) for frame in pixels(fast)]
+
+
+# ---- lists -------------------------------------------------------------------------------------------------------
+
+def test_list_formats_and_path_resolution(tmp_path):
+    (tmp_path / 'sub').mkdir()
+    path = write_list(tmp_path, ['a.mp4 1', '  sub/b c.webm\t4  ', '', '# a comment', '/abs/d.mkv 0'])
+    assert read_video_list(path, 5) == [(str(tmp_path / 'a.mp4'), 1), (str(tmp_path / 'sub' / 'b c.webm'), 4),
+                                        ('/abs/d.mkv', 0)]
+    assert read_video_list(path, 5, path_prefix='/data/k400')[0] == ('/data/k400/a.mp4', 1)
+    csv_path = write_list(tmp_path, ['path,label', 'x/a.mp4,3', '"y,z.mp4",0'], 'list.csv')
+    assert read_video_list(csv_path, 5) == [(str(tmp_path / 'x/a.mp4'), 3), (str(tmp_path / 'y,z.mp4'), 0)]
+    infer = write_list(tmp_path, ['one.mp4', 'two words.mp4', 'three.mp4 2'], 'infer.txt')
+    assert read_video_list(infer, 5, labels_required=False) == [
+        (str(tmp_path / 'one.mp4'), NO_LABEL), (str(tmp_path / 'two words.mp4'), NO_LABEL),
+        (str(tmp_path / 'three.mp4'), 2)]
+
+
+@pytest.mark.parametrize('lines, message', [
+    (['a.mp4 1', 'b.mp4'], r'list.txt:2: expected .path label.'),
+    (['a.mp4 1', '', 'b.mp4 x'], r'list.txt:3: expected'),
+    (['a.mp4 1', 'b.mp4 5'], r'list.txt:2: label 5 is outside \[0, 5\)'),
+    (['a.mp4 -1'], r'list.txt:1: label -1 is outside'),
+    (['# only a comment', ''], r'video list is empty: .*list.txt'),
+])
+def test_bad_lists_name_file_and_line(tmp_path, lines, message):
+    with pytest.raises(ListError, match=message):
+        read_video_list(write_list(tmp_path, lines), 5)
+
+
+def test_missing_list_is_named(cfg, tmp_path):
+    cfg.TRAIN.filelist = str(tmp_path / 'nope.txt')
+    with pytest.raises(ListError, match='video list not found: .*nope.txt'):
+        KineticsDataset(cfg, 'train')
+
+
+# ---- sampling math (spec 1.4) ------------------------------------------------------------------------------------
+
+def test_clip_indices_follow_the_original():
+    offsets = list(range(0, 62, 2)) + [63]  # linspace(0, 63, 32) truncated
+    # 300 frames, a 64-frame clip, clip 5 of 10: start = 236 * 5 / 10 = 118
+    assert clip_frame_indices(300, 64.0, 32, 0.5).tolist() == [118 + o for o in offsets]
+    # clip 3 of 10: start 70.8 -> rounded up to 71
+    assert clip_frame_indices(300, 64.0, 32, 0.3).tolist() == [71 + o for o in offsets]
+    # shorter than a clip: start 0, clamped to the last frame
+    assert clip_frame_indices(20, 64.0, 32, 0.7).tolist() == [min(o, 19) for o in offsets]
+    # fps normalisation: 15 fps -> the clip spans 32 source frames, one per output frame
+    assert clip_frame_indices(150, 32 * 2 * 15 / 30, 32, 0.0).tolist() == list(range(32))
+    rng = np.random.default_rng(0)
+    starts = {clip_frame_indices(300, 64.0, 32, None, rng)[0] for _ in range(200)}
+    assert min(starts) >= 0 and max(starts) <= 236 and len(starts) > 100
+
+
+def test_slow_pathway_takes_the_original_linspace_frames():
+    fast = np.arange(32, dtype=np.float32).reshape(1, 32, 1, 1).repeat(3, 0)
+    slow, same = pack_pathways(fast, 8)
+    assert same is fast and slow[0, :, 0, 0].tolist() == [0, 10, 20, 31]
+    assert pack_pathways(fast, 4)[0][0, :, 0, 0].tolist() == [0, 4, 8, 13, 17, 22, 26, 31]
+
+
+def test_scale_and_crop_positions():
+    assert scaled_size(240, 320, 256) == (256, 341) and scaled_size(320, 240, 256) == (341, 256)
+    assert scaled_size(256, 340, 256) == (256, 340)
+    # landscape 256x341, crop 256: left / centre / right, as PySlowFast's uniform_crop
+    assert [crop_offset(256, 341, 256, i, 3) for i in range(3)] == [(0, 0), (0, 43), (0, 85)]
+    # portrait: top / centre / bottom
+    assert [crop_offset(341, 256, 256, i, 3) for i in range(3)] == [(0, 0), (43, 0), (85, 0)]
+    assert crop_offset(256, 341, 256, 0, 1) == (0, 43)  # one crop: the centre (the original divided by zero)
+    rng = np.random.default_rng(0)
+    draws = {crop_offset(72, 96, 64, -1, 1, rng) for _ in range(500)}
+    assert {y for y, _ in draws} == set(range(9)) and {x for _, x in draws} == set(range(33))  # inclusive bounds
+
+
+# ---- test / infer views ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('container', ['mp4', 'webm', 'mkv', 'avi'])
+def test_test_views_show_the_spec_frames_in_every_container(cfg, videos, tmp_path, container):
+    use_list(cfg, write_list(tmp_path, [f'{videos[container]} 3']), 'TEST')
+    dataset = KineticsMultiViewDataset(cfg, 'test')
+    views = list(dataset)
+    assert len(views) == len(dataset) == 30
+    offsets = list(range(0, 62, 2)) + [63]
+    for view, (slow, fast, label, view_id) in enumerate(views):
+        assert view_id.tolist() == [view] and label.tolist() == [3]
+        assert slow.shape == (3, 4, 96, 96) and fast.shape == (3, 32, 96, 96)
+        assert slow.dtype == fast.dtype == np.float32
+        temporal, spatial = divmod(view, 3)
+        if spatial == 1:  # the centre crop shows the whole index pattern
+            start = int(np.ceil(236 * temporal / 10))
+            assert shown_indices(fast) == [start + o for o in offsets], (container, view)
+            assert np.array_equal(slow, fast[:, [0, 10, 20, 31]])
+
+
+def test_test_crops_are_cut_from_the_decoded_frame(cfg, videos, tmp_path):
+    """Left/centre/right crops at short side 256-equivalent, RGB order and normalisation, checked pixel by pixel."""
+    use_list(cfg, write_list(tmp_path, [f'{videos["avi"]} 0']), 'TEST')
+    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    with VideoReader(videos['avi'], 30) as video:
+        frame = video.read([0])[0][:, :, ::-1]  # BGR -> RGB, 96x128: already at short side 96
+    for spatial, x in enumerate((0, 16, 32)):
+        got = pixels(views[spatial][1])[0]
+        assert np.abs(got - frame[:, x:x + 96]).max() < 1.0
+
+
+def test_portrait_video_crops_top_centre_bottom(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos["portrait"]} 0']), 'TEST')
+    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    with VideoReader(videos['portrait'], 30) as video:
+        frame = video.read([0])[0][:, :, ::-1]  # 128 x 96
+    for spatial, y in enumerate((0, 16, 32)):
+        assert np.abs(pixels(views[spatial][1])[0] - frame[y:y + 96]).max() < 1.0
+
+
+def test_fps_is_normalised_and_short_videos_repeat_their_last_frame(cfg, videos, tmp_path):
+    cfg.TEST.num_ensemble_views, cfg.TEST.num_spatial_crops = 2, 1
+    use_list(cfg, write_list(tmp_path, [f'{videos["fps15"]} 0', f'{videos["short"]} 1']), 'TEST')
+    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    assert [v[3].item() for v in views] == [0, 1, 2, 3]
+    # 15 fps: a 32-frame clip at stride 2 of 30 fps spans 32 source frames; 150 frames -> clip 1 starts at 59
+    assert shown_indices(views[0][1]) == list(range(32))
+    assert shown_indices(views[1][1]) == list(range(59, 91))
+    offsets = list(range(0, 62, 2)) + [63]
+    assert shown_indices(views[2][1]) == [min(o, 19) for o in offsets]
+
+
+def test_each_video_is_decoded_once_and_one_crop_works(cfg, videos, tmp_path, monkeypatch):
+    opened = []
+    real = kinetics_dataset.VideoReader
+
+    class CountingReader(real):
+        def __init__(self, path, fps):
+            opened.append(path)
+            super().__init__(path, fps)
+
+    monkeypatch.setattr(kinetics_dataset, 'VideoReader', CountingReader)
+    cfg.TEST.num_spatial_crops = 1
+    use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 0', f'{videos["webm"]} 1']), 'TEST')
+    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    assert len(views) == 20 and opened == [videos['mp4'], videos['webm']]
+    for view in range(10):  # the single crop is the centre crop
+        assert shown_indices(views[view][1])[0] == int(np.ceil(236 * view / 10))
+
+
+def test_views_split_over_ranks_and_workers_without_padding(cfg, videos, tmp_path):
+    cfg.TEST.num_ensemble_views, cfg.TEST.num_spatial_crops = 2, 3
+    lines = [f'{videos[k]} {i}' for i, k in enumerate(['mp4', 'webm', 'mkv', 'avi', 'fps15'])]
+    use_list(cfg, write_list(tmp_path, lines), 'TEST')
+    ids = []
+    for rank in range(2):
+        dataset = KineticsMultiViewDataset(cfg, 'test', rank=rank, world_size=2)
+        loader = paddle.io.DataLoader(dataset, batch_size=4, num_workers=2)
+        got = [int(i) for batch in loader for i in batch[3].numpy().ravel()]
+        assert len(got) == len(dataset) == len(dataset.video_indices) * 6
+        ids += got
+    assert sorted(ids) == list(range(30))  # every view of every video exactly once
+
+
+def test_undecodable_videos_yield_no_views_in_test(cfg, videos, tmp_path):
+    cfg.INFER.num_ensemble_views, cfg.INFER.num_spatial_crops = 2, 1  # infer mode reads INFER's view counts
+    names = ['mp4', 'zero', 'garbage', 'truncated_mp4', 'truncated_mkv', 'missing', 'avi']
+    use_list(cfg, write_list(tmp_path, [f'{videos[k]}' for k in names]), 'INFER')
+    dataset = KineticsMultiViewDataset(cfg, 'infer')
+    views = list(dataset)
+    assert [v[3].item() for v in views] == [0, 1, 12, 13]
+    assert [v[2].item() for v in views] == [NO_LABEL] * 4
+    assert dataset.failures.indices() == [1, 2, 3, 4, 5]
+
+
+# ---- training / validation ---------------------------------------------------------------------------------------
+
+def test_train_samples_shapes_ranges_and_labels(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos[k]} {i}' for i, k in enumerate(['mp4', 'webm', 'mkv'])]),
+             'TRAIN')
+    dataset = KineticsDataset(cfg, 'train')
+    assert len(dataset) == 3
+    for index in range(3):
+        slow, fast, label, idx = dataset[index]
+        assert slow.shape == (3, 4, 64, 64) and fast.shape == (3, 32, 64, 64)
+        assert slow.dtype == fast.dtype == np.float32 and label.dtype == idx.dtype == np.int64
+        assert label.tolist() == [index] and idx.tolist() == [index]
+        assert fast.min() >= -MEAN / STD - 1e-5 and fast.max() <= (1 - MEAN) / STD + 1e-5
+        assert np.array_equal(slow, fast[:, [0, 10, 20, 31]])
+
+
+def test_train_randomness_depends_only_on_seed_epoch_index(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 0', f'{videos["webm"]} 1']), 'TRAIN')
+    a, b = KineticsDataset(cfg, 'train', seed=7), KineticsDataset(cfg, 'train', seed=7)
+    b[1], b[0]  # other draws in between change nothing
+    assert np.array_equal(a[0][1], b[0][1])
+    a.set_epoch(1)
+    assert not np.array_equal(a[0][1], b[0][1])
+    b.set_epoch(1)
+    assert np.array_equal(a[0][1], b[0][1])
+    assert not np.array_equal(KineticsDataset(cfg, 'train', seed=8)[0][1], KineticsDataset(cfg, 'train', seed=7)[0][1])
+
+
+def test_train_batches_are_the_same_whatever_the_workers(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos[k]} {i}' for i, k in enumerate(['mp4', 'webm', 'mkv', 'avi'])]),
+             'TRAIN')
+    runs = []
+    for workers in (0, 2):
+        dataset = KineticsDataset(cfg, 'train', seed=3)
+        dataset.set_epoch(2)
+        loader = paddle.io.DataLoader(dataset, batch_size=2, shuffle=False, num_workers=workers)
+        runs.append([batch[1].numpy() for batch in loader])
+    assert all(np.array_equal(x, y) for x, y in zip(*runs)) and len(runs[0]) == 2
+
+
+def test_train_clip_start_scale_crop_and_flip_vary(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos["ramp"]} 0']), 'TRAIN')
+    dataset = KineticsDataset(cfg, 'train')
+    flipped = []
+    for epoch in range(40):
+        dataset.set_epoch(epoch)
+        frame = pixels(dataset[0][1])[0].mean(axis=(0, 2))  # mean over rows and channels: the ramp
+        flipped.append(frame[:8].mean() > frame[-8:].mean())
+    assert 8 < sum(flipped) < 32  # p = 0.5
+
+
+def test_valid_is_a_deterministic_centre_clip_and_crop(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 2']), 'VALID')
+    dataset = KineticsDataset(cfg, 'valid')
+    slow, fast, label, _ = dataset[0]
+    dataset.set_epoch(5)
+    assert np.array_equal(dataset[0][1], fast) and label.tolist() == [2]
+    offsets = list(range(0, 62, 2)) + [63]
+    assert shown_indices(fast) == [118 + o for o in offsets]  # centre clip: start 236 / 2
+
+
+def test_bad_training_videos_are_replaced_counted_and_logged(cfg, videos, tmp_path):
+    good, bad = ['mp4', 'webm', 'mkv', 'avi'], ['zero', 'garbage', 'truncated_mp4', 'truncated_mkv', 'missing']
+    lines = [f'{videos[k]} 0' for k in good] + [f'{videos[k]} {1 + i % 4}' for i, k in enumerate(bad)]
+    use_list(cfg, write_list(tmp_path, lines), 'TRAIN')
+    dataset = KineticsDataset(cfg, 'train')
+    loader = paddle.io.DataLoader(dataset, batch_size=3, shuffle=False, num_workers=2)
+    batches = list(loader)
+    assert sum(b[1].shape[0] for b in batches) == 9  # nothing dropped, nothing None
+    assert all(label == 0 for b in batches for label in b[2].numpy().ravel())  # broken ones replaced by good ones
+    assert dataset.failures.indices() == [4, 5, 6, 7, 8]  # recorded in the worker processes, seen here
+    assert dataset.failures.take_count() >= 5 and dataset.failures.take_count() == 0
+
+
+def test_first_failure_of_each_video_is_logged_with_its_reason(cfg, videos, tmp_path, caplog):
+    use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 0', f'{videos["zero"]} 1', f'{videos["missing"]} 1']),
+             'TRAIN')
+    dataset = KineticsDataset(cfg, 'train')
+    with caplog.at_level('WARNING', logger='kinetics_dataset'):
+        for epoch in range(3):
+            dataset.set_epoch(epoch)
+            assert dataset[1][2].tolist() == [0] and dataset[2][2].tolist() == [0]
+    assert caplog.text.count('empty file (0 bytes)') == 1 and caplog.text.count('file not found') == 1
+    assert videos['zero'] in caplog.text
+    assert dataset.failures.take_count() >= 6  # each draw of a broken video counts, replacements included
+
+
+def test_a_list_of_only_broken_videos_stops_with_a_clear_error(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos["zero"]} 0', f'{videos["missing"]} 1']), 'TRAIN')
+    with pytest.raises(RuntimeError, match='11 videos in a row failed to decode'):
+        KineticsDataset(cfg, 'train')[0]
+
+
+def test_missing_fps_falls_back_to_target_fps(videos, monkeypatch):
+    capture = cv2.VideoCapture
+
+    class NoFps:
+        def __init__(self, path):
+            self.cap = capture(path)
+
+        def get(self, prop):
+            return 0.0 if prop == cv2.CAP_PROP_FPS else self.cap.get(prop)
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr('video_io.cv2.VideoCapture', NoFps)
+    with VideoReader(videos['fps15'], 30) as video:
+        assert video.fps == 30.0 and video.num_frames == 150

@@ -1,0 +1,139 @@
+"""Video decoding (OpenCV) and encoding (PyAV), shared by the datasets and the tools.
+
+``VideoReader`` seeks to the first frame a clip needs, grabs forward and converts only the frames it keeps.
+``write_video`` encodes RGB frames to H.264 (.mp4, .mkv), VP9 (.webm) or MPEG-4 part 2 (.avi).
+"""
+import math
+import os
+from typing import Callable, Dict, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+
+class VideoError(Exception):
+    """A video that cannot be decoded; ``reason`` says why."""
+
+    def __init__(self, path: str, reason: str):
+        super().__init__(f'{path}: {reason}')
+        self.path, self.reason = path, reason
+
+
+class VideoReader:
+    """An OpenCV capture that seeks to the first wanted frame and converts only the frames it keeps.
+
+    ``fps`` comes from the container (``fallback_fps`` when it reports none); ``num_frames`` is the container's
+    frame count, or counted by grabbing every frame when it reports none.
+    """
+
+    def __init__(self, path: str, fallback_fps: float):
+        self.path = path
+        if not os.path.isfile(path):
+            raise VideoError(path, 'file not found')
+        if os.path.getsize(path) == 0:
+            raise VideoError(path, 'empty file (0 bytes)')
+        self.cap = cv2.VideoCapture(path)
+        if not self.cap.isOpened():
+            raise VideoError(path, 'OpenCV cannot open it (not a video, corrupt header, or unsupported codec)')
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else float(fallback_fps)
+        self.num_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if self.num_frames <= 0:  # some containers carry no count: count by grabbing, then rewind
+            self.num_frames = self._count_frames()
+        if self.num_frames <= 0:
+            raise VideoError(path, 'no frames')
+
+    def _count_frames(self) -> int:
+        count = 0
+        while self.cap.grab():
+            count += 1
+        self.cap.release()
+        self.cap = cv2.VideoCapture(self.path)
+        return count
+
+    def read(self, indices: Sequence[int], transform: Callable[[np.ndarray], np.ndarray] = lambda f: f
+             ) -> Dict[int, np.ndarray]:
+        """Frames at ``indices`` (BGR uint8, after ``transform``), keyed by index.
+
+        Indices past the end of the stream get the last decoded frame (the original's index clamping, so short
+        videos repeat their last frame). Raises VideoError when no wanted frame decodes or the stream ends well
+        before the container's frame count (a truncated file).
+        """
+        wanted = sorted(set(int(i) for i in indices))
+        first, last = wanted[0], wanted[-1]
+        position = 0
+        if first > 0 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, first):
+            position = first
+        keep = set(wanted)
+        frames: Dict[int, np.ndarray] = {}
+        end = None
+        for index in range(position, last + 1):
+            if not self.cap.grab():
+                end = index
+                break
+            if index in keep:
+                ok, frame = self.cap.retrieve()
+                if ok and frame is not None:
+                    frames[index] = transform(frame)
+        if end is not None and end < self.num_frames - max(3, self.num_frames // 50):
+            raise VideoError(self.path, f'truncated or corrupt: the stream ends at frame {end} of the '
+                                        f'{self.num_frames} the container declares')
+        if not frames:
+            raise VideoError(self.path, f'no frame decodes in [{first}, {last}]')
+        decoded = sorted(frames)
+        for index in wanted:  # clamp to the nearest decoded frame before (after, at the very start)
+            if index not in frames:
+                k = np.searchsorted(decoded, index)
+                frames[index] = frames[decoded[max(k - 1, 0)]]
+        return frames
+
+    def close(self) -> None:
+        self.cap.release()
+
+    def __enter__(self) -> 'VideoReader':
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+CODECS = {'.mp4': 'libx264', '.mkv': 'libx264', '.webm': 'libvpx-vp9', '.avi': 'mpeg4'}
+
+
+def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 23) -> int:
+    """Encode RGB uint8 frames ``[H, W, 3]`` (even H and W) to ``path``; the codec follows the extension.
+
+    Writes to a temporary name and renames at the end, so an interrupted write leaves no half file under ``path``.
+    Returns the number of frames written.
+    """
+    import av  # only the tools and tests write video
+
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in CODECS:
+        raise ValueError(f'cannot choose a codec for {path}: use one of {sorted(CODECS)}')
+    tmp = f'{path}.part{os.getpid()}{ext}'
+    count = 0
+    try:
+        with av.open(tmp, mode='w') as container:
+            stream = container.add_stream(CODECS[ext], rate=_fps_fraction(fps))
+            stream.pix_fmt = 'yuv420p'
+            if CODECS[ext] == 'libx264':
+                stream.options = {'crf': str(crf), 'preset': 'veryfast'}
+            elif CODECS[ext] == 'libvpx-vp9':
+                stream.options = {'crf': str(crf + 8), 'b': '0', 'deadline': 'realtime', 'cpu-used': '8'}
+            for frame in frames:
+                if count == 0:
+                    stream.height, stream.width = frame.shape[:2]
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format='rgb24')))
+                count += 1
+            container.mux(stream.encode())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return count
+
+
+def _fps_fraction(fps: float):
+    from fractions import Fraction
+    return Fraction(fps).limit_denominator(1001)
