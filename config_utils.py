@@ -282,6 +282,13 @@ def format_config(cfg: AttrDict, mode: str) -> List[str]:
     return lines
 
 
+def setup_logging(rank: int = 0, level: int = logging.INFO) -> None:
+    """Log to stdout with time and level (rank > 0: warnings only, so an 8-GPU log is not 8 copies)."""
+    logging.basicConfig(level=level if rank == 0 else logging.WARNING, force=True, stream=sys.stdout,
+                        format='[%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s',
+                        datefmt='%Y-%m-%d %H:%M:%S')
+
+
 def log_config(cfg: AttrDict, mode: str) -> None:
     for line in format_config(cfg, mode):
         logger.info(line)

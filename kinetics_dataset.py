@@ -17,7 +17,7 @@ import logging
 import math
 import multiprocessing
 import os
-from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -38,13 +38,16 @@ class ListError(ValueError):
 # ----------------------------------------------------------------------------------------------------------------
 # Lists
 
-def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
-                    labels_required: bool = True) -> List[Tuple[str, int]]:
-    """``[(video path, label)]`` from a list file; label is NO_LABEL for path-only lines when labels are optional.
+class ListEntry(NamedTuple):
+    path: str    # resolved video path
+    label: int   # NO_LABEL when the line holds only a path
+    line: int    # 1-based line number in the list file
+    text: str    # the line as written
 
-    Raises ListError naming the file (and line) for a missing or empty list, a malformed line or a label outside
-    ``[0, num_classes)``.
-    """
+
+def parse_video_list(list_path: str, num_classes: int, path_prefix: str = '',
+                     labels_required: bool = True) -> List[ListEntry]:
+    """The entries of a list file, in order; see ``read_video_list``."""
     if not os.path.isfile(list_path):
         raise ListError(f'video list not found: {list_path}')
     root = path_prefix or os.path.dirname(os.path.abspath(list_path))
@@ -53,25 +56,35 @@ def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
     lines = [(n, line) for n, line in lines if line and not line.startswith('#')]
     if not lines:
         raise ListError(f'video list is empty: {list_path}')
-    is_csv = len(next(csv.reader([lines[0][1]]))) == 2
-    if is_csv and not _is_int(next(csv.reader([lines[0][1]]))[1]) and labels_required:
+    first = next(csv.reader([lines[0][1]]))
+    is_csv = len(first) == 2
+    if is_csv and not _is_int(first[1]) and labels_required:
         lines = lines[1:]  # a header row such as "path,label"
-    samples = []
+    entries = []
     for n, line in lines:
-        fields = next(csv.reader([line])) if is_csv else line.rsplit(None, 1)
-        fields = [x.strip() for x in fields]
+        fields = [x.strip() for x in (next(csv.reader([line])) if is_csv else line.rsplit(None, 1))]
         if len(fields) == 2 and _is_int(fields[1]):
             path, label = fields[0], int(fields[1])
             if not 0 <= label < num_classes:
                 raise ListError(f'{list_path}:{n}: label {label} is outside [0, {num_classes}) '
                                 f'(MODEL.num_classes={num_classes})')
-        elif not labels_required and line:
-            path, label = line if not is_csv else fields[0], NO_LABEL
+        elif not labels_required:
+            path, label = fields[0] if is_csv else line, NO_LABEL
         else:
             raise ListError(f"{list_path}:{n}: expected 'path label' (or 'path,label') with an integer label, "
                             f'got {line!r}')
-        samples.append((os.path.join(root, os.path.expanduser(path)), label))
-    return samples
+        entries.append(ListEntry(os.path.join(root, os.path.expanduser(path)), label, n, line))
+    return entries
+
+
+def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
+                    labels_required: bool = True) -> List[Tuple[str, int]]:
+    """``[(video path, label)]`` from a list file; label is NO_LABEL for path-only lines when labels are optional.
+
+    Raises ListError naming the file (and line) for a missing or empty list, a malformed line or a label outside
+    ``[0, num_classes)``.
+    """
+    return [(e.path, e.label) for e in parse_video_list(list_path, num_classes, path_prefix, labels_required)]
 
 
 def _is_int(text: str) -> bool:

@@ -7,7 +7,7 @@ bottleneck), beta 0, no weight decay on BN, FC Normal(0, 0.01) with zero bias.
 
 Tensors are ``[N, C, T, H, W]`` throughout; a multi-pathway input is a list ``[slow, fast]``.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence
 
 import numpy as np
 import paddle

@@ -4,6 +4,7 @@
 ``write_video`` encodes RGB frames to H.264 (.mp4, .mkv), VP9 (.webm) or MPEG-4 part 2 (.avi).
 """
 import math
+import multiprocessing
 import os
 from typing import Callable, Dict, Iterable, Sequence
 
@@ -37,6 +38,8 @@ class VideoReader:
             raise VideoError(path, 'OpenCV cannot open it (not a video, corrupt header, or unsupported codec)')
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else float(fallback_fps)
+        self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
         self.num_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
         if self.num_frames <= 0:  # some containers carry no count: count by grabbing, then rewind
             self.num_frames = self._count_frames()
@@ -75,9 +78,8 @@ class VideoReader:
                 ok, frame = self.cap.retrieve()
                 if ok and frame is not None:
                     frames[index] = transform(frame)
-        if end is not None and end < self.num_frames - max(3, self.num_frames // 50):
-            raise VideoError(self.path, f'truncated or corrupt: the stream ends at frame {end} of the '
-                                        f'{self.num_frames} the container declares')
+        if end is not None:
+            self._check_end(end)
         if not frames:
             raise VideoError(self.path, f'no frame decodes in [{first}, {last}]')
         decoded = sorted(frames)
@@ -86,6 +88,35 @@ class VideoReader:
                 k = np.searchsorted(decoded, index)
                 frames[index] = frames[decoded[max(k - 1, 0)]]
         return frames
+
+    def _check_end(self, end: int) -> None:
+        """A stream may end a few frames before the container's (estimated) count; well before is a broken file."""
+        if end < self.num_frames - max(3, self.num_frames // 50):
+            raise VideoError(self.path, f'truncated or corrupt: the stream ends at frame {end} of the '
+                                        f'{self.num_frames} the container declares')
+
+    def frames(self) -> Iterable[np.ndarray]:
+        """Every frame from the current position on (BGR uint8), then the end-of-stream check."""
+        count = 0
+        while True:
+            ok, frame = self.cap.read()
+            if not ok or frame is None:
+                break
+            count += 1
+            yield frame
+        if count == 0:
+            raise VideoError(self.path, 'no frame decodes')
+        self._check_end(count)
+
+    def check(self) -> int:
+        """Decode the whole stream (grab only; the first frame also converted) and return the frames it holds."""
+        if not self.cap.grab() or self.cap.retrieve()[1] is None:
+            raise VideoError(self.path, 'the first frame does not decode')
+        count = 1
+        while self.cap.grab():
+            count += 1
+        self._check_end(count)
+        return count
 
     def close(self) -> None:
         self.cap.release()
@@ -132,6 +163,17 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 
         if os.path.exists(tmp):
             os.remove(tmp)
     return count
+
+
+def map_videos(func: Callable, jobs: Sequence, workers: int, desc: str) -> list:
+    """``[func(job) for job in jobs]`` in ``workers`` processes (one OpenCV thread each), with a progress bar."""
+    from tqdm import tqdm
+
+    pool = multiprocessing.Pool(max(1, workers), initializer=cv2.setNumThreads, initargs=(1,))
+    results = list(tqdm(pool.imap(func, jobs), total=len(jobs), desc=desc, unit='video'))
+    pool.close()  # workers exit on their own: terminate() would SIGTERM them, which Paddle's handler reports as a crash
+    pool.join()
+    return results
 
 
 def _fps_fraction(fps: float):

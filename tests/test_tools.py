@@ -1,0 +1,130 @@
+"""The data tools end to end, run as a user runs them."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from kinetics_dataset import read_video_list
+from video_io import VideoReader
+
+
+def run_tool(name, *args, expect=0):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', name)] + [str(a) for a in args],
+                            capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS='ignore'),
+                            timeout=300)
+    assert result.returncode == expect, result.stdout + result.stderr
+    return result.stdout + result.stderr
+
+
+def mean_flow(path):
+    """Mean (dy, dx) optical flow of the pixels that move, over a video."""
+    with VideoReader(path, 30) as video:
+        frames = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in video.frames()]
+    flows = [cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0) for a, b in zip(frames, frames[1:])]
+    flow = np.stack(flows).reshape(-1, 2)
+    moving = flow[np.linalg.norm(flow, axis=1) > 0.5]
+    return moving[:, 1].mean(), moving[:, 0].mean()
+
+
+# ---- make_demo_data ----------------------------------------------------------------------------------------------
+
+def test_make_demo_data_writes_a_motion_dataset_and_reuses_it(tmp_path):
+    out = tmp_path / 'demo'
+    args = ['--out', out, '--train-per-class', 2, '--val-per-class', 1, '--frames', 24]
+    run_tool('make_demo_data.py', *args)
+    classes = (out / 'classes.txt').read_text().split()
+    assert classes == ['right', 'left', 'down', 'up']
+    train = read_video_list(str(out / 'train.txt'), 4)
+    val = read_video_list(str(out / 'val.txt'), 4)
+    assert len(train) == 8 and len(val) == 4 and sorted({label for _, label in train}) == [0, 1, 2, 3]
+    for path, label in val:
+        with VideoReader(path, 30) as video:
+            assert (video.num_frames, video.height, video.width) == (24, 96, 128)
+        dy, dx = mean_flow(path)
+        expected = {'right': (0, 1), 'left': (0, -1), 'down': (1, 0), 'up': (-1, 0)}[classes[label]]
+        main_axis = np.argmax(np.abs(expected))
+        assert np.sign([dy, dx][main_axis]) == expected[main_axis], (path, dy, dx)
+        assert abs([dy, dx][main_axis]) > 2 * abs([dy, dx][1 - main_axis]), (path, dy, dx)
+
+    stamp = os.path.getmtime(train[0][0])
+    assert 'reusing the demo dataset' in run_tool('make_demo_data.py', *args)
+    assert os.path.getmtime(train[0][0]) == stamp
+    # an interrupted run (no DONE marker, a video missing) is completed, keeping the finished videos
+    os.remove(out / 'DONE')
+    os.remove(train[-1][0])
+    run_tool('make_demo_data.py', *args)
+    assert os.path.isfile(train[-1][0]) and os.path.getmtime(train[0][0]) == stamp and (out / 'DONE').exists()
+    # other settings, or --fresh, regenerate
+    run_tool('make_demo_data.py', *args[:-1], 16)
+    with VideoReader(train[0][0], 30) as video:
+        assert video.num_frames == 16
+
+
+# ---- check_videos ------------------------------------------------------------------------------------------------
+
+def test_check_videos_drops_broken_videos_and_keeps_lines(videos, tmp_path):
+    lines = [f'{videos["mp4"]} 1', f'{videos["zero"]} 2', f'{videos["truncated_mkv"]} 3', f'{videos["short"]} 4',
+             f'{videos["missing"]} 0', f'{videos["garbage"]} 0', f'{videos["webm"]} 0']
+    listing = tmp_path / 'train.txt'
+    listing.write_text('\n'.join(lines) + '\n')
+    report = tmp_path / 'report.json'
+    log = run_tool('check_videos.py', listing, '--report', report, '--workers', 2)
+    assert (tmp_path / 'train.txt.clean').read_text().splitlines() == [lines[0], lines[3], lines[6]]
+    result = json.loads(report.read_text())
+    reasons = {d['line']: d['reason'] for d in result['dropped']}
+    assert set(reasons) == {2, 3, 5, 6}
+    assert reasons[2] == 'empty file (0 bytes)' and reasons[5] == 'file not found'
+    assert reasons[3].startswith('truncated or corrupt') and 'cannot open' in reasons[6]
+    assert [s['line'] for s in result['short']] == [4]  # 20 frames < a 64-frame clip: kept, reported
+    assert 'checked 7 videos: 3 kept, 4 dropped' in log
+
+    run_tool('check_videos.py', listing, '--out', tmp_path / 'strict.txt', '--strict', '--min-frames', 30,
+             '--workers', 1, expect=1)
+    assert (tmp_path / 'strict.txt').read_text().splitlines() == [lines[0], lines[6]]
+
+
+def test_check_videos_rejects_a_bad_list(tmp_path):
+    assert 'video list not found' in run_tool('check_videos.py', tmp_path / 'none.txt', expect=2)
+    (tmp_path / 'bad.txt').write_text('a.mp4 1\nb.mp4 400\n')
+    assert 'bad.txt:2: label 400 is outside [0, 400)' in run_tool('check_videos.py', tmp_path / 'bad.txt', expect=2)
+
+
+# ---- resize_videos -----------------------------------------------------------------------------------------------
+
+def test_resize_videos_converts_a_tree_and_resumes(videos, tmp_path):
+    src = tmp_path / 'raw'
+    (src / 'a').mkdir(parents=True)
+    shutil.copy(videos['webm'], src / 'a' / 'one.webm')
+    shutil.copy(videos['portrait'], src / 'two.mp4')
+    shutil.copy(videos['garbage'], src / 'a' / 'bad.mkv')
+    (src / 'notes.txt').write_text('not a video')
+    (src / 'train.txt').write_text('a/one.webm 3\ntwo.mp4 1\na/bad.mkv 2\n')
+    dst = tmp_path / 'small'
+
+    log = run_tool('resize_videos.py', src, dst, '--short-side', 48, '--list', src / 'train.txt', '--workers', 2)
+    assert '3 videos: 2 converted, 0 already done, 1 failed' in log and 'bad.mkv' in log
+    assert read_video_list(str(dst / 'train.txt'), 400) == [(str(dst / 'a' / 'one.mp4'), 3),
+                                                           (str(dst / 'two.mp4'), 1)]
+    with VideoReader(str(dst / 'a' / 'one.mp4'), 30) as video:
+        assert (video.height, video.width, video.num_frames, video.fps) == (48, 64, 300, 30.0)
+    with VideoReader(str(dst / 'two.mp4'), 30) as video:
+        assert (video.height, video.width, video.num_frames) == (64, 48, 90)
+
+    stamp = os.path.getmtime(dst / 'two.mp4')
+    log = run_tool('resize_videos.py', src, dst, '--short-side', 48, '--workers', 1)
+    assert '3 videos: 0 converted, 2 already done, 1 failed' in log
+    assert os.path.getmtime(dst / 'two.mp4') == stamp
+    assert sorted((dst / 'videos.txt').read_text().split()) == ['a/one.mp4', 'two.mp4']
+
+
+def test_resize_videos_rejects_list_entries_outside_the_source(videos, tmp_path):
+    (tmp_path / 'src').mkdir()
+    (tmp_path / 'list.txt').write_text(f'{videos["mp4"]} 0\n')
+    log = run_tool('resize_videos.py', tmp_path / 'src', tmp_path / 'dst', '--list', tmp_path / 'list.txt', expect=2)
+    assert 'are not under' in log

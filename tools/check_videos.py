@@ -1,0 +1,95 @@
+"""Decode every video of a list in parallel; report the broken and short ones; write a cleaned list.
+
+    python tools/check_videos.py data/train.csv                    # writes data/train.csv.clean
+    python tools/check_videos.py data/train.csv --out clean.csv --min-frames 32 --report report.json
+
+A video is broken when it is missing, empty, cannot be opened, its first frame does not decode, or its stream ends
+well before the frame count its container declares (truncated). One shorter than ``--min-frames`` decodable frames
+is dropped too; one shorter than a training clip (``MODEL.num_frames * sampling_rate`` at ``target_fps``) is only
+reported (clips of it repeat its last frame). The cleaned list keeps the kept lines exactly as written.
+Exit status: 0 when the check ran (1 with ``--strict`` when any video was dropped), 2 for a bad list or argument.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from typing import Optional, Tuple
+
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from config_utils import ConfigError, parse_config, setup_logging  # noqa: E402
+from kinetics_dataset import ListError, parse_video_list  # noqa: E402
+from video_io import VideoError, VideoReader, map_videos  # noqa: E402
+
+logger = logging.getLogger('check_videos')
+
+
+def check_one(job: Tuple[str, float]) -> Tuple[Optional[int], float, str]:
+    """``(frames, fps, '')`` for a decodable video, ``(None, 0, reason)`` for a broken one."""
+    path, fallback_fps = job
+    try:
+        with VideoReader(path, fallback_fps) as video:
+            return video.check(), video.fps, ''
+    except VideoError as error:
+        return None, 0.0, error.reason
+    except Exception as error:  # a decoder crash must not stop the check of the other videos
+        return None, 0.0, f'{type(error).__name__}: {error}'
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('list', help='video list (path label, or paths only)')
+    parser.add_argument('--out', help='cleaned list (default: LIST.clean)')
+    parser.add_argument('--report', help='also write a JSON report here')
+    parser.add_argument('--config', default=os.path.join(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))), 'slowfast.yaml'), help='config for num_classes, clip length, DATA.path_prefix')
+    parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value')
+    parser.add_argument('--min-frames', type=int, default=1, help='drop videos with fewer decodable frames')
+    parser.add_argument('--workers', type=int, default=os.cpu_count(), help='parallel processes')
+    parser.add_argument('--strict', action='store_true', help='exit 1 when any video is dropped')
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = parse_config(args.config, args.override)
+        entries = parse_video_list(args.list, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False)
+    except (ConfigError, ListError) as error:
+        parser.error(str(error))
+    m = cfg.MODEL
+    out = args.out or args.list + '.clean'
+
+    jobs = [(e.path, float(m.target_fps)) for e in entries]
+    results = map_videos(check_one, jobs, args.workers, 'checking')
+
+    kept, dropped, short = [], [], []
+    for entry, (frames, fps, reason) in zip(entries, results):
+        if frames is not None and frames < args.min_frames:
+            reason = f'only {frames} decodable frames (< --min-frames {args.min_frames})'
+        if reason:
+            dropped.append({'path': entry.path, 'line': entry.line, 'reason': reason})
+            logger.warning('%s:%d %s: %s', args.list, entry.line, entry.path, reason)
+            continue
+        kept.append(entry.text)
+        clip = m.num_frames * m.sampling_rate * fps / m.target_fps
+        if frames < clip:
+            short.append({'path': entry.path, 'line': entry.line, 'frames': frames, 'clip_frames': clip})
+    tmp = out + '.part'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        f.writelines(line + '\n' for line in kept)
+    os.replace(tmp, out)
+    if args.report:
+        with open(args.report, 'w') as f:
+            json.dump({'list': args.list, 'checked': len(entries), 'kept': len(kept), 'dropped': dropped,
+                       'short': short}, f, indent=1)
+
+    reasons = Counter(d['reason'].split(':')[0] for d in dropped)
+    logger.info('checked %d videos: %d kept, %d dropped%s; %d shorter than a clip (kept, last frame repeats)',
+                len(entries), len(kept), len(dropped),
+                ''.join(f'\n    {n} x {r}' for r, n in reasons.most_common()), len(short))
+    logger.info('cleaned list: %s', out)
+    return 1 if args.strict and dropped else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
