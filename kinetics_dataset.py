@@ -9,8 +9,10 @@ Lists: one video per line, ``path label`` (whitespace) or ``path,label`` (CSV); 
                                                    items (slow, fast, label [1], view_id [1]),
                                                    view_id = video_index * num_views + view
 
-slow is ``[3, T/alpha, S, S]`` and fast ``[3, T, S, S]``, float32, normalised. Random draws come from
-``(seed, epoch, index)`` only, so an epoch's clips do not depend on the number of workers or ranks.
+slow is ``[3, T/alpha, S, S]`` and fast ``[3, T, S, S]``, RGB. Training/validation items are float32, normalised;
+test/infer views are uint8, normalised on the device by ``normalize_batch`` (a quarter of the bytes through the
+DataLoader and to the GPU, 30 views per video). Random draws come from ``(seed, epoch, index)`` only, so an epoch's
+clips do not depend on the number of workers or ranks.
 """
 import csv
 import logging
@@ -19,7 +21,6 @@ import multiprocessing
 import os
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import paddle
 
@@ -112,22 +113,6 @@ def clip_frame_indices(video_frames: int, clip_size: float, num_frames: int, pos
     return np.clip(math.ceil(start) + offsets, 0, video_frames - 1)
 
 
-def scaled_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
-    """``(h, w)`` with the short side at ``short_side`` and the long side floor-scaled (the original's scale)."""
-    if min(height, width) == short_side:
-        return height, width
-    if width <= height:
-        return int(math.floor(height / width * short_side)), short_side
-    return short_side, int(math.floor(width / height * short_side))
-
-
-def resize_frame(frame: np.ndarray, short_side: int) -> np.ndarray:
-    height, width = scaled_size(frame.shape[0], frame.shape[1], short_side)
-    if (height, width) == frame.shape[:2]:
-        return frame
-    return cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
-
-
 def crop_offset(height: int, width: int, size: int, spatial_idx: int, num_crops: int,
                 rng: Optional[np.random.Generator] = None) -> Tuple[int, int]:
     """Top-left ``(y, x)`` of a ``size`` square crop.
@@ -149,19 +134,30 @@ def crop_offset(height: int, width: int, size: int, spatial_idx: int, num_crops:
     return (along, x) if height > width else (y, along)
 
 
+def channels_first(frames: np.ndarray) -> np.ndarray:
+    """BGR ``[T, H, W, 3]`` (any strides) -> contiguous RGB ``[3, T, H, W]``, same dtype."""
+    return np.ascontiguousarray(frames[..., ::-1].transpose(3, 0, 1, 2))
+
+
 class Normalizer:
-    """uint8 BGR ``[T, H, W, 3]`` -> float32 RGB ``[3, T, H, W]``: ``(x / 255 - mean) / std``, one pass."""
+    """uint8 BGR ``[T, H, W, 3]`` -> float32 RGB ``[3, T, H, W]``: ``(x / 255 - mean) / std``."""
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.scale = [1.0 / (255.0 * s) for s in std]
-        self.shift = [-m / s for m, s in zip(mean, std)]
+        self.scale = np.array([1.0 / (255.0 * s) for s in std], np.float32).reshape(3, 1, 1, 1)
+        self.shift = np.array([-m / s for m, s in zip(mean, std)], np.float32).reshape(3, 1, 1, 1)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        out = np.empty((3,) + frames.shape[:3], dtype=np.float32)
-        for c in range(3):  # RGB channel c is BGR channel 2 - c
-            np.multiply(frames[..., 2 - c], np.float32(self.scale[c]), out=out[c], casting='unsafe')
-            out[c] += np.float32(self.shift[c])
+        out = channels_first(frames).astype(np.float32)  # transposing uint8 first moves a quarter of the bytes
+        out *= self.scale
+        out += self.shift
         return out
+
+
+def normalize_batch(x: paddle.Tensor, mean: Sequence[float], std: Sequence[float]) -> paddle.Tensor:
+    """uint8 RGB ``[N, 3, T, H, W]`` (test/infer views) -> float32 ``(x / 255 - mean) / std`` on x's device."""
+    scale = paddle.to_tensor([1.0 / (255.0 * s) for s in std], dtype='float32').reshape([1, 3, 1, 1, 1])
+    shift = paddle.to_tensor([-m / s for m, s in zip(mean, std)], dtype='float32').reshape([1, 3, 1, 1, 1])
+    return x.astype('float32') * scale + shift
 
 
 def pack_pathways(fast: np.ndarray, alpha: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -213,16 +209,16 @@ class _VideoDataset:
         self.samples = samples
         self.num_frames, self.alpha = m.num_frames, m.alpha
         self.sampling_rate, self.target_fps = m.sampling_rate, m.target_fps
-        self.normalize = Normalizer(m.image_mean, m.image_std)
         self.failures = DecodeFailures(len(self.samples))
+
+    @staticmethod
+    def open_video(path: str, fallback_fps: float) -> VideoReader:
+        """One decoding thread inside a DataLoader worker (the workers fill the cores), OpenCV's default outside."""
+        return VideoReader(path, fallback_fps, threads=1 if paddle.io.get_worker_info() is not None else None)
 
     def clip_size(self, fps: float) -> float:
         """Source frames a clip spans: ``num_frames * sampling_rate`` at ``target_fps``, in the video's fps."""
         return self.num_frames * self.sampling_rate * fps / self.target_fps
-
-    def to_inputs(self, frames: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """``[T, S, S, 3]`` uint8 BGR -> ``(slow, fast)`` float32."""
-        return pack_pathways(self.normalize(frames), self.alpha)
 
 
 class KineticsDataset(_VideoDataset, paddle.io.Dataset):
@@ -241,6 +237,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         self.mode, self.seed, self.epoch = mode, seed, 0
         self.min_size, self.max_size, self.target_size = section.min_size, section.max_size, section.target_size
         self.num_retries = cfg.DATA.num_retries
+        self.normalize = Normalizer(cfg.MODEL.image_mean, cfg.MODEL.image_std)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -265,16 +262,15 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
     def load_clip(self, path: str, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
         train = self.mode == 'train'
         short_side = int(round(rng.uniform(self.min_size, self.max_size))) if train else self.min_size
-        with VideoReader(path, self.target_fps) as video:
+        with self.open_video(path, self.target_fps) as video:
             indices = clip_frame_indices(video.num_frames, self.clip_size(video.fps), self.num_frames,
                                          None if train else 0.5, rng)
-            decoded = video.read(indices, lambda frame: resize_frame(frame, short_side))
-        frames = np.stack([decoded[i] for i in indices])  # [T, H, W, 3]
+            frames = video.read(indices, short_side)  # [T, H, W, 3]
         y, x = crop_offset(frames.shape[1], frames.shape[2], self.target_size, -1 if train else 0, 1, rng)
         frames = frames[:, y:y + self.target_size, x:x + self.target_size]
         if train and rng.uniform() < 0.5:
             frames = frames[:, :, ::-1]
-        return self.to_inputs(frames)
+        return pack_pathways(self.normalize(frames), self.alpha)
 
 
 class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
@@ -283,8 +279,9 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
     short side ``target_size``.
 
     Each video is decoded once; frames are resized as they decode and only the clips' frames are kept, so memory
-    is one video's ``num_views * T`` small frames per worker. Videos are split over ranks (``rank::world_size``, no
-    padding) and then over DataLoader workers. An undecodable video yields no view; it is recorded in ``failures``
+    is at most ``num_ensemble_views * T`` resized uint8 frames per worker. Views are uint8 (see
+    ``normalize_batch``). Videos are split over ranks (``rank::world_size``, no padding), then over DataLoader
+    workers. An undecodable video yields no view; it is recorded in ``failures``
     (and, with several workers, found by its missing views).
     """
 
@@ -322,19 +319,20 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
                 yield slow, fast, label, np.array([video_index * self.num_views + view], dtype=np.int64)
 
     def load_views(self, path: str) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        """Decode ``path`` once and return a generator of its views in order ``temporal * num_spatial_crops +
-        spatial`` (the original's clip order). Decoding errors are raised here, before any view is produced."""
+        """Decode ``path`` once and return a generator of its uint8 ``(slow, fast)`` views in the original's clip
+        order (``temporal * num_spatial_crops + spatial``). Decoding errors are raised here, before any view."""
         size = self.target_size
-        with VideoReader(path, self.target_fps) as video:
+        with self.open_video(path, self.target_fps) as video:
             clip_size = self.clip_size(video.fps)
             clips = [clip_frame_indices(video.num_frames, clip_size, self.num_frames, t / self.num_ensemble_views)
                      for t in range(self.num_ensemble_views)]
-            decoded = video.read(np.concatenate(clips), lambda frame: resize_frame(frame, size))
+            union = np.unique(np.concatenate(clips))
+            decoded = video.read(union, size)  # [U, H, W, 3]: each needed frame decoded and resized once
 
         def views():
             for indices in clips:
-                frames = np.stack([decoded[i] for i in indices])
+                frames = decoded[np.searchsorted(union, indices)]
                 for spatial in range(self.num_spatial_crops):
                     y, x = crop_offset(frames.shape[1], frames.shape[2], size, spatial, self.num_spatial_crops)
-                    yield self.to_inputs(frames[:, y:y + size, x:x + size])
+                    yield pack_pathways(channels_first(frames[:, y:y + size, x:x + size]), self.alpha)
         return views()

@@ -6,10 +6,19 @@
 import math
 import multiprocessing
 import os
-from typing import Callable, Dict, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+
+
+def scaled_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
+    """``(h, w)`` with the short side at ``short_side`` and the long side floor-scaled (the original's scale)."""
+    if min(height, width) == short_side:
+        return height, width
+    if width <= height:
+        return int(math.floor(height / width * short_side)), short_side
+    return short_side, int(math.floor(width / height * short_side))
 
 
 class VideoError(Exception):
@@ -23,17 +32,20 @@ class VideoError(Exception):
 class VideoReader:
     """An OpenCV capture that seeks to the first wanted frame and converts only the frames it keeps.
 
+    ``threads``: FFmpeg decoding threads (None: OpenCV's default, one per core); 1 in DataLoader workers, where
+    the workers already fill the cores and more threads only contend (measured about 20 % faster on 2 cores).
     ``fps`` comes from the container (``fallback_fps`` when it reports none); ``num_frames`` is the container's
     frame count, or counted by grabbing every frame when it reports none.
     """
 
-    def __init__(self, path: str, fallback_fps: float):
+    def __init__(self, path: str, fallback_fps: float, threads: Optional[int] = None):
         self.path = path
+        self.threads = threads
         if not os.path.isfile(path):
             raise VideoError(path, 'file not found')
         if os.path.getsize(path) == 0:
             raise VideoError(path, 'empty file (0 bytes)')
-        self.cap = cv2.VideoCapture(path)
+        self.cap = self._open()
         if not self.cap.isOpened():
             raise VideoError(path, 'OpenCV cannot open it (not a video, corrupt header, or unsupported codec)')
         fps = self.cap.get(cv2.CAP_PROP_FPS)
@@ -51,43 +63,58 @@ class VideoReader:
         while self.cap.grab():
             count += 1
         self.cap.release()
-        self.cap = cv2.VideoCapture(self.path)
+        self.cap = self._open()
         return count
 
-    def read(self, indices: Sequence[int], transform: Callable[[np.ndarray], np.ndarray] = lambda f: f
-             ) -> Dict[int, np.ndarray]:
-        """Frames at ``indices`` (BGR uint8, after ``transform``), keyed by index.
+    def _open(self) -> cv2.VideoCapture:
+        if self.threads is None:
+            return cv2.VideoCapture(self.path)
+        return cv2.VideoCapture(self.path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, self.threads])
+
+    def read(self, indices: Sequence[int], short_side: Optional[int] = None) -> np.ndarray:
+        """Frames at ``indices`` (any order, repeats allowed) as ``[len(indices), H, W, 3]`` BGR uint8, each resized
+        on decode to ``short_side`` (the original's scale; None keeps the size).
 
         Indices past the end of the stream get the last decoded frame (the original's index clamping, so short
         videos repeat their last frame). Raises VideoError when no wanted frame decodes or the stream ends well
         before the container's frame count (a truncated file).
         """
-        wanted = sorted(set(int(i) for i in indices))
-        first, last = wanted[0], wanted[-1]
-        position = 0
-        if first > 0 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, first):
-            position = first
-        keep = set(wanted)
-        frames: Dict[int, np.ndarray] = {}
-        end = None
+        indices = np.asarray(indices, dtype=np.int64)
+        wanted = np.unique(indices)  # sorted
+        first, last = int(wanted[0]), int(wanted[-1])
+        position = first if first > 0 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, first) else 0
+        out, decoded = None, np.zeros(len(wanted), dtype=bool)
+        slot, end = int(np.searchsorted(wanted, position)), None
         for index in range(position, last + 1):
             if not self.cap.grab():
                 end = index
                 break
-            if index in keep:
-                ok, frame = self.cap.retrieve()
-                if ok and frame is not None:
-                    frames[index] = transform(frame)
+            if index != wanted[slot]:
+                continue
+            ok, frame = self.cap.retrieve()
+            if ok and frame is not None:
+                if out is None:
+                    height, width = frame.shape[:2]
+                    if short_side:
+                        height, width = scaled_size(height, width, short_side)
+                    out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
+                if frame.shape[:2] == (height, width):
+                    out[slot] = frame
+                else:
+                    cv2.resize(frame, (width, height), dst=out[slot], interpolation=cv2.INTER_LINEAR)
+                decoded[slot] = True
+            slot += 1
         if end is not None:
             self._check_end(end)
-        if not frames:
+        if out is None:
             raise VideoError(self.path, f'no frame decodes in [{first}, {last}]')
-        decoded = sorted(frames)
-        for index in wanted:  # clamp to the nearest decoded frame before (after, at the very start)
-            if index not in frames:
-                k = np.searchsorted(decoded, index)
-                frames[index] = frames[decoded[max(k - 1, 0)]]
-        return frames
+        if not decoded.all():  # clamp to the nearest decoded frame before (after, at the very start)
+            good = np.flatnonzero(decoded)
+            for slot in np.flatnonzero(~decoded):
+                out[slot] = out[good[max(np.searchsorted(good, slot) - 1, 0)]]
+        if len(wanted) == len(indices) and np.array_equal(wanted, indices):
+            return out
+        return out[np.searchsorted(wanted, indices)]
 
     def _check_end(self, end: int) -> None:
         """A stream may end a few frames before the container's (estimated) count; well before is a broken file."""

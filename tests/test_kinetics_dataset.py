@@ -6,9 +6,10 @@ import paddle
 import pytest
 
 import kinetics_dataset
-from kinetics_dataset import (NO_LABEL, KineticsDataset, KineticsMultiViewDataset, ListError, clip_frame_indices,
-                              crop_offset, pack_pathways, read_video_list, scaled_size)
-from video_io import VideoReader
+from kinetics_dataset import (NO_LABEL, KineticsDataset, KineticsMultiViewDataset, ListError, Normalizer,
+                              channels_first, clip_frame_indices, crop_offset, normalize_batch, pack_pathways,
+                              read_video_list)
+from video_io import VideoReader, scaled_size
 
 from conftest import ROOT
 from config_utils import parse_config
@@ -37,9 +38,11 @@ def use_list(cfg, path, *sections):
         cfg[section].filelist = path
 
 
-def pixels(tensor):
-    """Normalised float [3, T, H, W] -> uint8-scale RGB [T, H, W, 3]."""
-    return np.clip((tensor * STD + MEAN) * 255, 0, 255).transpose(1, 2, 3, 0)
+def pixels(clip):
+    """A clip [3, T, H, W] (normalised float32, or uint8 test views) -> uint8-scale RGB [T, H, W, 3]."""
+    if clip.dtype == np.uint8:
+        return clip.transpose(1, 2, 3, 0)
+    return np.clip((clip * STD + MEAN) * 255, 0, 255).transpose(1, 2, 3, 0)
 
 
 def shown_indices(fast):
@@ -104,6 +107,15 @@ def test_slow_pathway_takes_the_original_linspace_frames():
     assert pack_pathways(fast, 4)[0][0, :, 0, 0].tolist() == [0, 4, 8, 13, 17, 22, 26, 31]
 
 
+def test_normalisation_on_the_host_and_on_the_device_agree():
+    frames = np.random.default_rng(0).integers(0, 256, (4, 5, 6, 3), dtype=np.uint8)  # BGR [T, H, W, 3]
+    expected = (frames[..., ::-1].transpose(3, 0, 1, 2) / 255.0 - MEAN) / STD  # spec: /255, -mean, /std, RGB
+    host = Normalizer([MEAN] * 3, [STD] * 3)(frames)
+    assert host.dtype == np.float32 and np.allclose(host, expected, atol=1e-6)
+    device = normalize_batch(paddle.to_tensor(channels_first(frames)[None]), [MEAN] * 3, [STD] * 3)
+    assert device.dtype == paddle.float32 and np.allclose(device.numpy()[0], expected, atol=1e-6)
+
+
 def test_scale_and_crop_positions():
     assert scaled_size(240, 320, 256) == (256, 341) and scaled_size(320, 240, 256) == (341, 256)
     assert scaled_size(256, 340, 256) == (256, 340)
@@ -129,7 +141,7 @@ def test_test_views_show_the_spec_frames_in_every_container(cfg, videos, tmp_pat
     for view, (slow, fast, label, view_id) in enumerate(views):
         assert view_id.tolist() == [view] and label.tolist() == [3]
         assert slow.shape == (3, 4, 96, 96) and fast.shape == (3, 32, 96, 96)
-        assert slow.dtype == fast.dtype == np.float32
+        assert slow.dtype == fast.dtype == np.uint8  # normalised on the device by normalize_batch
         temporal, spatial = divmod(view, 3)
         if spatial == 1:  # the centre crop shows the whole index pattern
             start = int(np.ceil(236 * temporal / 10))
@@ -138,14 +150,13 @@ def test_test_views_show_the_spec_frames_in_every_container(cfg, videos, tmp_pat
 
 
 def test_test_crops_are_cut_from_the_decoded_frame(cfg, videos, tmp_path):
-    """Left/centre/right crops at short side 256-equivalent, RGB order and normalisation, checked pixel by pixel."""
+    """Left/centre/right crops at short side 256-equivalent and RGB order, checked pixel by pixel."""
     use_list(cfg, write_list(tmp_path, [f'{videos["avi"]} 0']), 'TEST')
     views = list(KineticsMultiViewDataset(cfg, 'test'))
     with VideoReader(videos['avi'], 30) as video:
         frame = video.read([0])[0][:, :, ::-1]  # BGR -> RGB, 96x128: already at short side 96
     for spatial, x in enumerate((0, 16, 32)):
-        got = pixels(views[spatial][1])[0]
-        assert np.abs(got - frame[:, x:x + 96]).max() < 1.0
+        assert np.array_equal(pixels(views[spatial][1])[0], frame[:, x:x + 96])
 
 
 def test_portrait_video_crops_top_centre_bottom(cfg, videos, tmp_path):
@@ -154,7 +165,7 @@ def test_portrait_video_crops_top_centre_bottom(cfg, videos, tmp_path):
     with VideoReader(videos['portrait'], 30) as video:
         frame = video.read([0])[0][:, :, ::-1]  # 128 x 96
     for spatial, y in enumerate((0, 16, 32)):
-        assert np.abs(pixels(views[spatial][1])[0] - frame[y:y + 96]).max() < 1.0
+        assert np.array_equal(pixels(views[spatial][1])[0], frame[y:y + 96])
 
 
 def test_fps_is_normalised_and_short_videos_repeat_their_last_frame(cfg, videos, tmp_path):
@@ -174,9 +185,9 @@ def test_each_video_is_decoded_once_and_one_crop_works(cfg, videos, tmp_path, mo
     real = kinetics_dataset.VideoReader
 
     class CountingReader(real):
-        def __init__(self, path, fps):
+        def __init__(self, path, fps, threads=None):
             opened.append(path)
-            super().__init__(path, fps)
+            super().__init__(path, fps, threads)
 
     monkeypatch.setattr(kinetics_dataset, 'VideoReader', CountingReader)
     cfg.TEST.num_spatial_crops = 1

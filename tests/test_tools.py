@@ -7,7 +7,6 @@ import sys
 
 import cv2
 import numpy as np
-import pytest
 
 from conftest import ROOT
 from kinetics_dataset import read_video_list

@@ -30,7 +30,7 @@ def check_one(job: Tuple[str, float]) -> Tuple[Optional[int], float, str]:
     """``(frames, fps, '')`` for a decodable video, ``(None, 0, reason)`` for a broken one."""
     path, fallback_fps = job
     try:
-        with VideoReader(path, fallback_fps) as video:
+        with VideoReader(path, fallback_fps, threads=1) as video:
             return video.check(), video.fps, ''
     except VideoError as error:
         return None, 0.0, error.reason

@@ -19,8 +19,8 @@ import cv2
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config_utils import setup_logging  # noqa: E402
-from kinetics_dataset import NO_LABEL, ListError, parse_video_list, scaled_size  # noqa: E402
-from video_io import VideoError, VideoReader, map_videos, write_video  # noqa: E402
+from kinetics_dataset import NO_LABEL, ListError, parse_video_list  # noqa: E402
+from video_io import VideoError, VideoReader, map_videos, scaled_size, write_video  # noqa: E402
 
 logger = logging.getLogger('resize_videos')
 
@@ -34,7 +34,7 @@ def resize_one(job: Tuple[str, str, int, int]) -> Tuple[str, str]:
         return 'skipped', ''
     try:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        with VideoReader(src, 30.0) as video:
+        with VideoReader(src, 30.0, threads=1) as video:
             height, width = scaled_size(video.height, video.width, min(short_side, video.height, video.width))
             height, width = height - height % 2, width - width % 2  # H.264 4:2:0 needs even sizes
 

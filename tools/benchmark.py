@@ -1,0 +1,307 @@
+"""Benchmarks, measured side by side in one run; medians over repeats; results as a table and optionally JSON.
+
+    python tools/benchmark.py data [--quick] [--json out.json]
+
+``data``: training clips/s and 30-view test views/s of ``kinetics_dataset.py`` against
+  * a faithful re-implementation of the original port's loader (spec 1.4: OpenCV seek for .mp4 only, whole decode of
+    other containers, every decoded frame converted, PIL resize, one decode per test view), and
+  * the bare decode floor: seek to the clip's first frame and grab its frame span, nothing converted or kept,
+on the same 10-second, 30 fps videos (x264 / VP9, default keyframe interval), per container (mp4 H.264, webm VP9,
+mkv H.264), at short side 256 and at 1280x720, through ``paddle.io.DataLoader`` with 0, 1 and 2 workers.
+All three use the same clip starts, scales and crops (drawn from the same (seed, epoch, index) streams).
+"""
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from typing import Callable, Dict, List, Sequence, Tuple
+
+import cv2
+import numpy as np
+import paddle
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from config_utils import AttrDict, parse_config, setup_logging  # noqa: E402
+from kinetics_dataset import (KineticsDataset, KineticsMultiViewDataset, clip_frame_indices,  # noqa: E402
+                              crop_offset)
+from video_io import write_video  # noqa: E402
+
+logger = logging.getLogger('benchmark')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+CONTAINERS = ('mp4', 'webm', 'mkv')
+RESOLUTIONS = {'256p': (256, 340), '720p': (720, 1280)}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Machine
+
+def machine_info() -> Dict[str, str]:
+    cpu = platform.processor() or platform.machine()
+    if os.path.isfile('/proc/cpuinfo'):
+        names = [line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')]
+        cpu = names[0] if names else cpu
+    return {'cpu': cpu, 'cores': str(os.cpu_count()), 'python': platform.python_version(),
+            'paddle': paddle.__version__, 'opencv': cv2.__version__, 'numpy': np.__version__,
+            'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', 'unset'),
+            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Videos
+
+def bench_frames(height: int, width: int, count: int, seed: int = 0):
+    """Natural-ish content: a textured background panning under moving textured blobs, plus noise."""
+    rng = np.random.default_rng(seed)
+    big = cv2.GaussianBlur(rng.standard_normal((height * 2, width * 2, 3)).astype(np.float32), (0, 0), 6)
+    big = ((big - big.min()) / np.ptp(big) * 255).astype(np.uint8)
+    blobs = [(rng.uniform(0, width), rng.uniform(0, height), rng.uniform(-4, 4), rng.uniform(-3, 3),
+              int(rng.uniform(0.05, 0.15) * width), tuple(int(c) for c in rng.integers(0, 255, 3))) for _ in range(6)]
+    for t in range(count):
+        y, x = int(height / 2 * (1 + math.sin(t / 40))), int(width / 2 * (1 + math.cos(t / 50)))
+        frame = big[y:y + height, x:x + width].copy()
+        for bx, by, vx, vy, r, colour in blobs:
+            cv2.circle(frame, (int(bx + vx * t) % width, int(by + vy * t) % height), r, colour, -1)
+        frame = np.clip(frame + rng.normal(0, 3, frame.shape), 0, 255).astype(np.uint8)
+        yield frame
+
+
+def make_bench_videos(folder: str, seconds: int = 10, fps: int = 30) -> Dict[Tuple[str, str], str]:
+    """``{(container, resolution): path}``, written once and reused."""
+    os.makedirs(folder, exist_ok=True)
+    paths = {}
+    for res, (height, width) in RESOLUTIONS.items():
+        for container in CONTAINERS:
+            path = os.path.join(folder, f'bench_{res}.{container}')
+            if not os.path.isfile(path):
+                logger.info('writing %s', path)
+                write_video(path, bench_frames(height, width, seconds * fps), fps)
+            paths[container, res] = path
+    return paths
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The original pipeline (spec 1.4), and the decode floor
+
+class OriginalPipeline(paddle.io.Dataset):
+    """The original port's ``KineticsDataset`` decoding and transforms, faithfully (OpenCV + PIL).
+
+    Train: ``.mp4`` seeks to the clip start and reads to its end; other containers decode every frame. Test: one
+    item per view, each decoding the video again. Random draws replayed from our (seed, epoch, index) streams.
+    """
+
+    def __init__(self, samples: List[str], cfg: AttrDict, mode: str, seed: int = 0):
+        self.samples, self.cfg, self.mode, self.seed = samples, cfg, mode, seed
+        m = cfg.MODEL
+        self.num_frames, self.alpha, self.sampling_rate, self.target_fps = (m.num_frames, m.alpha,
+                                                                            m.sampling_rate, m.target_fps)
+        self.mean, self.std = np.array(m.image_mean, np.float32), np.array(m.image_std, np.float32)
+        self.num_views = cfg.TEST.num_ensemble_views * cfg.TEST.num_spatial_crops if mode == 'test' else 1
+
+    def __len__(self) -> int:
+        return len(self.samples) * self.num_views
+
+    def __getitem__(self, index: int):
+        from PIL import Image
+
+        index = int(index)
+        path = self.samples[index // self.num_views]
+        rng = np.random.default_rng([self.seed, 0, index])
+        if self.mode == 'train':
+            t = self.cfg.TRAIN
+            size = int(round(rng.uniform(t.min_size, t.max_size)))
+            crop_size, temporal_idx, spatial_idx, num_views = t.target_size, -1, -1, 1
+        else:
+            size = crop_size = self.cfg.TEST.target_size
+            temporal_idx, spatial_idx = divmod(index % self.num_views, self.cfg.TEST.num_spatial_crops)
+            num_views = self.cfg.TEST.num_ensemble_views
+        cap = cv2.VideoCapture(path)
+        videolen = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        clip_size = self.num_frames * self.sampling_rate * cap.get(cv2.CAP_PROP_FPS) / self.target_fps
+        frames = []
+        if path.endswith('mp4'):
+            delta = max(videolen - clip_size, 0)
+            start = rng.uniform(0, delta) if temporal_idx == -1 else delta * temporal_idx / num_views
+            end = start + clip_size - 1
+            cap.set(cv2.CAP_PROP_POS_FRAMES, math.ceil(start))
+            for i in range(videolen):
+                if i < start:
+                    continue
+                ok, frame = cap.read()
+                if not ok:
+                    continue
+                if i <= end + 1:
+                    frames.append(frame[:, :, ::-1])
+                else:
+                    break
+            start_f, end_f = 0, clip_size - 1
+        else:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    break
+                frames.append(frame[:, :, ::-1])
+            delta = max(len(frames) - clip_size, 0)
+            start_f = rng.uniform(0, delta) if temporal_idx == -1 else delta * temporal_idx / num_views
+            end_f = start_f + clip_size - 1
+        cap.release()
+        idx = np.clip(np.linspace(start_f, end_f, self.num_frames).astype(np.int64), 0, len(frames) - 1)
+        imgs = [Image.fromarray(np.ascontiguousarray(frames[i]), mode='RGB') for i in idx]
+        w, h = imgs[0].size
+        if min(w, h) != size:
+            ow, oh = (size, int(h / w * size)) if w <= h else (int(w / h * size), size)
+            imgs = [img.resize((ow, oh), Image.BILINEAR) for img in imgs]
+        w, h = imgs[0].size
+        y, x = crop_offset(h, w, crop_size, spatial_idx, self.cfg.TEST.num_spatial_crops, rng)
+        imgs = [img.crop((x, y, x + crop_size, y + crop_size)) for img in imgs]
+        if spatial_idx == -1 and rng.uniform() < 0.5:
+            imgs = [img.transpose(Image.FLIP_LEFT_RIGHT) for img in imgs]
+        clip = (np.stack([np.asarray(img) for img in imgs]).astype('float32') / 255.0 - self.mean) / self.std
+        slow = clip[np.linspace(0, len(clip) - 1, len(clip) // self.alpha).astype(np.int64)]
+        return slow.transpose(3, 0, 1, 2), clip.transpose(3, 0, 1, 2)
+
+
+class DecodeFloor(paddle.io.Dataset):
+    """Seek to the training clip's first frame and grab its span: the least any OpenCV pipeline must do."""
+
+    def __init__(self, samples: List[str], cfg: AttrDict, seed: int = 0):
+        self.samples, self.cfg, self.seed = samples, cfg, seed
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int):
+        index = int(index)
+        t, m = self.cfg.TRAIN, self.cfg.MODEL
+        rng = np.random.default_rng([self.seed, 0, index])
+        rng.uniform(t.min_size, t.max_size)  # keep the stream in step with KineticsDataset's draws
+        # the same threading as KineticsDataset: one FFmpeg thread inside a DataLoader worker
+        cap = KineticsDataset.open_video(self.samples[index], m.target_fps).cap
+        clip_size = m.num_frames * m.sampling_rate * cap.get(cv2.CAP_PROP_FPS) / m.target_fps
+        indices = clip_frame_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), clip_size, m.num_frames, None, rng)
+        if indices[0] > 0:
+            cap.set(cv2.CAP_PROP_POS_FRAMES, int(indices[0]))
+        for _ in range(int(indices[-1] - indices[0]) + 1):
+            cap.grab()
+        cap.release()
+        return np.zeros(1, np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Measuring
+
+def items_per_second(dataset, workers: int, batch_size: int = 1) -> float:
+    """Iterate a DataLoader over the whole dataset; items per second, worker start-up included."""
+    loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    start = time.perf_counter()
+    count = sum(batch[0].shape[0] for batch in loader)
+    return count / (time.perf_counter() - start)
+
+
+def median_rate(make: Callable[[], object], workers: int, repeats: int, batch_size: int = 1) -> float:
+    return statistics.median(items_per_second(make(), workers, batch_size) for _ in range(repeats))
+
+
+def median_item_ms(dataset, repeats: int) -> float:
+    """Median time of ``dataset[i]`` in this process: the pipeline's own cost, no DataLoader transfer."""
+    times = []
+    for _ in range(repeats):
+        for i in range(len(dataset)):
+            start = time.perf_counter()
+            dataset[i]
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def bench_data(args) -> Dict:
+    cfg = parse_config(os.path.join(ROOT, 'slowfast.yaml'), ['DATA.num_workers=0'])
+    videos = make_bench_videos(args.video_dir)
+    clips = 8 if args.quick else 16
+    workers_list = (0, 2) if args.quick else (0, 1, 2)
+    rows = []
+    for (container, res), path in videos.items():
+        listing = os.path.join(args.video_dir, f'list_{container}_{res}.txt')
+        with open(listing, 'w') as f:
+            f.writelines(f'{path} 0\n' for _ in range(clips))
+        cfg.TRAIN.filelist = cfg.TEST.filelist = listing
+        samples = [path] * clips
+        ours = median_item_ms(KineticsDataset(cfg, 'train'), args.repeats)
+        original = median_item_ms(OriginalPipeline(samples, cfg, 'train'), args.repeats)
+        floor = median_item_ms(DecodeFloor(samples, cfg), args.repeats)
+        rows.append(dict(kind='train ms/clip', container=container, resolution=res, workers='-',
+                         ours=ours, original=original, floor=floor))
+        logger.info('%s', _row_text(rows[-1]))
+        for workers in workers_list:
+            ours = median_rate(lambda: KineticsDataset(cfg, 'train'), workers, args.repeats)
+            original = median_rate(lambda: OriginalPipeline(samples, cfg, 'train'), workers, args.repeats)
+            floor = median_rate(lambda: DecodeFloor(samples, cfg), workers, args.repeats)
+            rows.append(dict(kind='train clips/s', container=container, resolution=res, workers=workers,
+                             ours=ours, original=original, floor=floor))
+            logger.info('%s', _row_text(rows[-1]))
+        # 30-view test data: every video decoded once (ours) vs once per view (original)
+        test_videos = 2
+        with open(listing, 'w') as f:
+            f.writelines(f'{path} 0\n' for _ in range(test_videos))
+        workers = max(workers_list)
+        ours = median_rate(lambda: KineticsMultiViewDataset(cfg, 'test'), workers, args.repeats, batch_size=8)
+        original = median_rate(lambda: OriginalPipeline([path] * test_videos, cfg, 'test'), workers, args.repeats,
+                               batch_size=8)
+        rows.append(dict(kind='test views/s', container=container, resolution=res, workers=workers, ours=ours,
+                         original=original, floor=None))
+        logger.info('%s', _row_text(rows[-1]))
+    return {'benchmark': 'data', 'machine': machine_info(), 'clips_per_measure': clips, 'repeats': args.repeats,
+            'rows': rows}
+
+
+def _row_text(row: Dict) -> str:
+    """Rates (items/s) or times (ms): speedup = how many times faster ours is; t/floor = our time / the floor's."""
+    times = row['kind'].endswith('ms/clip')
+    speedup = row['original'] / row['ours'] if times else row['ours'] / row['original']
+    if row['floor']:
+        ratio = row['ours'] / row['floor'] if times else row['floor'] / row['ours']
+        floor = f'{row["floor"]:8.2f} {ratio:6.2f}x'
+    else:
+        floor = f'{"-":>8} {"-":>7}'
+    return (f'{row["kind"]:<14} {row["container"]:<5} {row["resolution"]:<5} {row["workers"]:>3}  '
+            f'{row["ours"]:8.2f} {row["original"]:8.2f} {speedup:6.2f}x {floor}')
+
+
+def table(result: Dict) -> str:
+    head = (f'{"measure":<14} {"cont.":<5} {"res.":<5} {"wk":>3}  {"ours":>8} {"original":>8} {"speedup":>7} '
+            f'{"floor":>8} {"t/floor":>7}')
+    lines = [head, '-' * len(head)] + [_row_text(r) for r in result['rows']]
+    lines += ['', 'ms/clip: dataset[i] in one process (the pipeline alone); clips/s, views/s: through '
+              'paddle.io.DataLoader with wk workers, batch 1 (test: 8), start-up included',
+              'speedup: how many times faster ours is than the original; t/floor: our time per clip / the floor\'s',
+              'test views: ours uint8 (normalised on the device), the original float32',
+              'machine: ' + ', '.join(f'{k} {v}' for k, v in result['machine'].items())]
+    return '\n'.join(lines)
+
+
+def main(argv: Sequence[str] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest='command', required=True)
+    data = sub.add_parser('data', help='data pipeline throughput vs the original pipeline and the decode floor')
+    data.add_argument('--video-dir', default=os.path.join(ROOT, 'data', 'bench_videos'),
+                      help='where the benchmark videos are written once (default: %(default)s)')
+    data.add_argument('--repeats', type=int, default=3)
+    data.add_argument('--quick', action='store_true', help='fewer clips and worker settings')
+    for p in (data,):
+        p.add_argument('--json', help='also write the results here')
+    args = parser.parse_args(argv)
+    setup_logging()
+    result = {'data': bench_data}[args.command](args)
+    print(table(result))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
