@@ -80,6 +80,10 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'warmup_start_lr': (float, 0.01),
         'l2_weight_decay': (float, 1e-4),
         'momentum': (float, 0.9),
+        'save_interval': (int, 1),           # checkpoint every N epochs (and after the last)
+        'accumulate_steps': (int, 1),        # gradient accumulation: batch_size is the effective (global) batch
+        'use_amp': (bool, False),            # mixed precision on GPU (a logged no-op on CPU)
+        'amp_dtype': (str, 'float16'),       # float16 (with loss scaling) or bfloat16
     },
     'VALID': {
         'use_preciseBN': (bool, True),
@@ -238,7 +242,7 @@ def check_config(cfg: AttrDict) -> None:
     positive += [('TRAIN', k) for k in ('epoch', 'target_size', 'min_size', 'num_gpus')]
     positive += [(s, k) for s in ('TEST', 'INFER') for k in ('target_size', 'num_ensemble_views', 'num_spatial_crops')]
     positive += [('VALID', 'target_size'), ('VALID', 'preciseBN_interval'), ('VALID', 'num_batches_preciseBN')]
-    positive += [('DATA', 'num_retries')]
+    positive += [('DATA', 'num_retries'), ('TRAIN', 'save_interval'), ('TRAIN', 'accumulate_steps')]
     for section, key in positive:
         if cfg[section][key] <= 0:
             raise ConfigError(f'{section}.{key} must be positive, got {cfg[section][key]}')
@@ -267,6 +271,8 @@ def check_config(cfg: AttrDict) -> None:
             raise ConfigError(f'{section}.target_size ({s.target_size}) must be <= {section}.min_size '
                               f'({s.min_size}): the crop is cut from the rescaled short side')
     t = cfg.TRAIN
+    if t.amp_dtype not in ('float16', 'bfloat16'):
+        raise ConfigError(f"TRAIN.amp_dtype must be 'float16' or 'bfloat16', got {t.amp_dtype!r}")
     if t.warmup_epochs < 0 or t.base_lr <= 0 or t.warmup_start_lr < 0:
         raise ConfigError('TRAIN.base_lr must be positive, TRAIN.warmup_epochs and TRAIN.warmup_start_lr >= 0; got '
                           f'{t.base_lr}, {t.warmup_epochs}, {t.warmup_start_lr}')
@@ -326,7 +332,8 @@ _FLAGS: Dict[str, Tuple[dict, Dict[str, Tuple[str, ...]]]] = {
     'use_visualdl': (dict(type=str2bool, default=False, help='write VisualDL scalars'), {}),
     'vd_logdir': (dict(default='./vdlog', help='VisualDL log folder'), {}),
     'log_interval': (dict(type=int, default=10, help='log every N iterations'), {}),
-    'valid_interval': (dict(type=int, default=1, help='validate every N epochs'), {}),
+    'valid_interval': (dict(type=int, default=1, help='validate every N epochs (and after the last)'), {}),
+    'seed': (dict(type=int, default=0, help='seed of sample order, augmentation and init'), {}),
     'weights': (dict(help='weights to load (.pdparams; the extension may be left out)'),
                 {'eval': ('TEST.weights',), 'infer': ('INFER.weights',)}),
     'save_path': (dict(help='output folder'), {'infer': ('INFER.save_path',)}),
@@ -334,7 +341,7 @@ _FLAGS: Dict[str, Tuple[dict, Dict[str, Tuple[str, ...]]]] = {
 
 MODE_FLAGS = {
     'train': ('use_gpu', 'use_data_parallel', 'epoch', 'batch_size', 'save_dir', 'resume', 'resume_epoch',
-              'use_visualdl', 'vd_logdir', 'log_interval', 'valid_interval', 'weights'),
+              'use_visualdl', 'vd_logdir', 'log_interval', 'valid_interval', 'weights', 'seed'),
     'eval': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path'),
     'infer': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path'),
 }

@@ -281,8 +281,7 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
     Each video is decoded once; frames are resized as they decode and only the clips' frames are kept, so memory
     is at most ``num_ensemble_views * T`` resized uint8 frames per worker. Views are uint8 (see
     ``normalize_batch``). Videos are split over ranks (``rank::world_size``, no padding), then over DataLoader
-    workers. An undecodable video yields no view; it is recorded in ``failures``
-    (and, with several workers, found by its missing views).
+    workers. An undecodable video yields no view and is recorded in ``failures`` (shared with the workers).
     """
 
     def __init__(self, cfg: AttrDict, mode: str, rank: int = 0, world_size: int = 1,

@@ -79,7 +79,12 @@ class VideoReader:
         videos repeat their last frame). Raises VideoError when no wanted frame decodes or the stream ends well
         before the container's frame count (a truncated file).
         """
-        indices = np.asarray(indices, dtype=np.int64)
+        try:
+            return self._read(np.asarray(indices, dtype=np.int64), short_side)
+        except cv2.error as error:  # e.g. a frame whose size changes mid-stream
+            raise VideoError(self.path, f'OpenCV error: {error}'.strip()) from None
+
+    def _read(self, indices: np.ndarray, short_side: Optional[int]) -> np.ndarray:
         wanted = np.unique(indices)  # sorted
         first, last = int(wanted[0]), int(wanted[-1])
         position = first if first > 0 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, first) else 0

@@ -59,3 +59,25 @@ def videos(tmp_path_factory):
             f.write(data[:len(data) // 2])
     out['missing'] = str(root / 'does_not_exist.mp4')
     return out
+
+
+@pytest.fixture(scope='session')
+def demo_lists(tmp_path_factory):
+    """A tiny motion-only dataset from tools/make_demo_data.py: 4 classes, 4 train and 2 val videos each."""
+    sys.path.insert(0, os.path.join(ROOT, 'tools'))
+    from make_demo_data import main as make_demo_data
+
+    out = tmp_path_factory.mktemp('demo')
+    make_demo_data(['--out', str(out), '--train-per-class', '4', '--val-per-class', '2', '--frames', '24',
+                    '--height', '72', '--width', '96'])
+    return str(out / 'train.txt'), str(out / 'val.txt')
+
+
+def tiny_train_overrides(train_list, val_list, epochs=2):
+    """A narrow SlowFast trained on the demo lists: 8 frames, width 8, 64-pixel crops, batch 4, precise BN on."""
+    return ['MODEL.num_classes=4', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
+            'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', f'TRAIN.epoch={epochs}', 'TRAIN.batch_size=4',
+            'TRAIN.base_lr=0.05', 'TRAIN.warmup_epochs=1', 'TRAIN.min_size=72', 'TRAIN.max_size=80',
+            'TRAIN.target_size=64', f'TRAIN.filelist={train_list}', 'VALID.min_size=72', 'VALID.max_size=72',
+            'VALID.target_size=64', 'VALID.batch_size=4', f'VALID.filelist={val_list}', 'VALID.preciseBN_interval=1',
+            'VALID.num_batches_preciseBN=2', 'TEST.target_size=72', 'INFER.target_size=72', 'DATA.num_workers=0']

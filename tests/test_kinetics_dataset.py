@@ -316,6 +316,18 @@ def test_a_list_of_only_broken_videos_stops_with_a_clear_error(cfg, videos, tmp_
         KineticsDataset(cfg, 'train')[0]
 
 
+def test_reader_returns_frames_in_the_asked_order_resized_on_decode(videos):
+    with VideoReader(videos['mkv'], 30) as video:
+        frames = video.read([40, 7, 40, 299, 350], short_side=48)  # any order, repeats, past the end
+    assert frames.shape == (5, 48, 64, 3) and frames.dtype == np.uint8
+    with VideoReader(videos['mkv'], 30) as video:
+        full = video.read([7, 40, 299])
+    assert [read_index(f[:, 16:112, ::-1]) for f in full] == [7, 40, 299]
+    small = [cv2.resize(f, (64, 48), interpolation=cv2.INTER_LINEAR) for f in full]
+    for got, want in zip(frames, [small[1], small[0], small[1], small[2], small[2]]):
+        assert np.array_equal(got, want)
+
+
 def test_missing_fps_falls_back_to_target_fps(videos, monkeypatch):
     capture = cv2.VideoCapture
 

@@ -1,0 +1,122 @@
+"""Checkpoint IO: atomic saves, finding the newest complete checkpoint, resuming, and loading weights.
+
+A checkpoint of epoch N (0-indexed, the original's names) is two files in ``save_dir``:
+
+    slowfast_epoch{N}.pdparams   the model's state_dict (what eval.py / predict.py / fine-tuning load)
+    slowfast_epoch{N}.pdopt      {'optimizer': optimizer state with the LR scheduler's, 'meta': epoch, global step,
+                                  RNG states, best validation accuracy, the config used}
+
+Each file is written to a temporary name and renamed; the ``.pdopt`` is renamed last, so a checkpoint whose
+``.pdopt`` exists is complete, whatever moment the writer was killed at.
+"""
+import glob
+import logging
+import os
+import re
+from typing import Dict, List, Optional, Tuple
+
+import numpy as np
+import paddle
+
+logger = logging.getLogger(__name__)
+
+PREFIX = 'slowfast_epoch'
+
+
+def _atomic_save(obj, path: str) -> None:
+    tmp = f'{path}.tmp{os.getpid()}'
+    try:
+        paddle.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def checkpoint_prefix(save_dir: str, epoch: int) -> str:
+    return os.path.join(save_dir, f'{PREFIX}{epoch}')
+
+
+def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
+                    meta: Dict) -> str:
+    """Write the checkpoint of ``epoch`` atomically; returns its prefix."""
+    os.makedirs(save_dir, exist_ok=True)
+    prefix = checkpoint_prefix(save_dir, epoch)
+    _atomic_save(model.state_dict(), prefix + '.pdparams')
+    _atomic_save({'optimizer': optimizer.state_dict(), 'meta': meta}, prefix + '.pdopt')
+    return prefix
+
+
+def complete_epochs(save_dir: str) -> List[int]:
+    """Epochs with a complete checkpoint in ``save_dir``, ascending."""
+    epochs = []
+    for path in glob.glob(os.path.join(save_dir, f'{PREFIX}*.pdopt')):
+        match = re.fullmatch(rf'{PREFIX}(\d+)\.pdopt', os.path.basename(path))
+        if match and os.path.isfile(path[:-len('.pdopt')] + '.pdparams'):
+            epochs.append(int(match.group(1)))
+    return sorted(epochs)
+
+
+def find_resume_checkpoint(save_dir: str, epoch: Optional[int] = None) -> str:
+    """Prefix of the newest complete checkpoint (or of ``epoch``); FileNotFoundError naming what is missing."""
+    epochs = complete_epochs(save_dir)
+    if epoch is None:
+        if not epochs:
+            raise FileNotFoundError(f'--resume: no complete checkpoint ({PREFIX}N.pdparams + .pdopt) in {save_dir}')
+        epoch = epochs[-1]
+    elif epoch not in epochs:
+        raise FileNotFoundError(f'--resume_epoch {epoch}: no complete checkpoint {checkpoint_prefix(save_dir, epoch)}'
+                                f'.pdparams/.pdopt; complete ones: {epochs or "none"}')
+    return checkpoint_prefix(save_dir, epoch)
+
+
+def load_checkpoint(prefix: str, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer) -> Dict:
+    """Restore model and optimizer (with its LR scheduler) from a checkpoint; returns its ``meta``."""
+    model.set_state_dict(paddle.load(prefix + '.pdparams'))
+    state = paddle.load(prefix + '.pdopt')
+    optimizer.set_state_dict(state['optimizer'])
+    return state['meta']
+
+
+def weights_path(path: str) -> str:
+    """``path`` with ``.pdparams`` appended when given without it (the original's prefix convention)."""
+    if os.path.isfile(path) or path.endswith('.pdparams'):
+        return path
+    return path + '.pdparams'
+
+
+def read_weights(path: str) -> Dict[str, np.ndarray]:
+    """A ``.pdparams`` state dict (the extension may be left out); FileNotFoundError naming the file."""
+    full = weights_path(path)
+    if not os.path.isfile(full):
+        raise FileNotFoundError(f'weights not found: {full}')
+    state = paddle.load(full)
+    if not isinstance(state, dict):
+        raise ValueError(f'{full} is not a state dict of named tensors')
+    return state
+
+
+def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True) -> Tuple[List[str], List[str], List[str]]:
+    """Load ``path`` into ``model``; returns ``(loaded, skipped, reinitialised)`` key lists.
+
+    strict (evaluation): every model key must be in the file with its shape, else ValueError naming the keys.
+    Not strict (fine-tuning): matching keys load; keys of the file the model lacks are skipped; model keys missing
+    from the file or of another shape (a new head) keep their fresh initialisation.
+    """
+    state = read_weights(path)
+    own = model.state_dict()
+    loaded = [k for k in own if k in state and list(state[k].shape) == list(own[k].shape)]
+    reinitialised = [k for k in own if k not in loaded]
+    skipped = [k for k in state if k not in own]
+    if strict and (reinitialised or skipped):
+        wrong = [f'{k} {list(state[k].shape)} vs model {list(own[k].shape)}' for k in reinitialised if k in state]
+        missing = [k for k in reinitialised if k not in state]
+        raise ValueError(f'{weights_path(path)} does not fit the model: '
+                         + '; '.join(part for part in (
+                             f'shape mismatch: {", ".join(wrong)}' if wrong else '',
+                             f'missing: {", ".join(missing[:10])}{" ..." if len(missing) > 10 else ""}'
+                             if missing else '',
+                             f'unexpected: {", ".join(skipped[:10])}{" ..." if len(skipped) > 10 else ""}'
+                             if skipped else '') if part))
+    model.set_state_dict({**own, **{k: state[k] for k in loaded}})  # the rest keep their values
+    return loaded, skipped, reinitialised

@@ -1,0 +1,85 @@
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+import pytest
+
+from checkpoint import (complete_epochs, find_resume_checkpoint, load_checkpoint, load_weights, save_checkpoint,
+                        weights_path)
+from conftest import ROOT
+from model import build_model
+
+WRITER = '''
+import sys, paddle
+sys.path.insert(0, {root!r})
+from checkpoint import save_checkpoint
+layer = paddle.nn.Linear(2000, 2000)  # 16 MB per file: long enough to be killed mid-write
+opt = paddle.optimizer.Momentum(parameters=layer.parameters())
+epoch = 0
+while True:
+    save_checkpoint({folder!r}, epoch, layer, opt, {{'epoch': epoch}})
+    epoch += 1
+'''
+
+
+def test_a_killed_writer_never_leaves_a_truncated_checkpoint(tmp_path):
+    script = tmp_path / 'writer.py'
+    script.write_text(WRITER.format(root=ROOT, folder=str(tmp_path / 'ck')))
+    for delay in (0.8, 1.1, 1.3, 1.7):
+        process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finals = list((tmp_path / 'ck').glob('*.pdparams')) + list((tmp_path / 'ck').glob('*.pdopt'))
+    assert finals
+    for path in finals:  # every file under a final name is whole
+        assert paddle.load(str(path))
+    epochs = complete_epochs(str(tmp_path / 'ck'))
+    assert epochs and find_resume_checkpoint(str(tmp_path / 'ck')).endswith(f'slowfast_epoch{epochs[-1]}')
+
+
+def test_resume_restores_model_optimizer_and_schedule(tiny_cfg, tmp_path):
+    from lr_policy import WarmupCosineLR
+
+    model = build_model(tiny_cfg)
+    sched = WarmupCosineLR(tiny_cfg, 10)
+    opt = paddle.optimizer.Momentum(learning_rate=sched, parameters=model.parameters(), use_nesterov=True)
+    for _ in range(13):
+        sched.step()
+    save_checkpoint(str(tmp_path), 4, model, opt, {'epoch': 4, 'global_step': 13})
+    other = build_model(tiny_cfg)
+    sched2 = WarmupCosineLR(tiny_cfg, 10)
+    opt2 = paddle.optimizer.Momentum(learning_rate=sched2, parameters=other.parameters(), use_nesterov=True)
+    meta = load_checkpoint(find_resume_checkpoint(str(tmp_path)), other, opt2)
+    assert meta == {'epoch': 4, 'global_step': 13} and sched2.last_epoch == 13 and sched2() == sched()
+    for key, value in model.state_dict().items():
+        assert np.array_equal(value.numpy(), other.state_dict()[key].numpy()), key
+    with pytest.raises(FileNotFoundError, match=r'--resume_epoch 2: .* complete ones: \[4\]'):
+        find_resume_checkpoint(str(tmp_path), 2)
+    os.remove(tmp_path / 'slowfast_epoch4.pdopt')  # a .pdparams without its .pdopt is incomplete
+    with pytest.raises(FileNotFoundError, match='no complete checkpoint'):
+        find_resume_checkpoint(str(tmp_path))
+
+
+def test_load_weights_strict_names_the_mismatch_and_finetune_reports(tiny_cfg, tmp_path):
+    model = build_model(tiny_cfg)
+    paddle.save(model.state_dict(), str(tmp_path / 'w.pdparams'))
+    assert weights_path(str(tmp_path / 'w')) == str(tmp_path / 'w.pdparams')
+    loaded, skipped, reinit = load_weights(build_model(tiny_cfg), str(tmp_path / 'w'))  # prefix, as the original
+    assert len(loaded) == 552 and not skipped and not reinit
+
+    tiny_cfg.MODEL.num_classes = 7
+    other = build_model(tiny_cfg)
+    with pytest.raises(ValueError, match=r'shape mismatch: head\.projection\.weight \[320, 5\] vs model \[320, 7\]'):
+        load_weights(other, str(tmp_path / 'w.pdparams'))
+    loaded, skipped, reinit = load_weights(other, str(tmp_path / 'w.pdparams'), strict=False)
+    assert reinit == ['head.projection.weight', 'head.projection.bias'] and len(loaded) == 550
+    assert np.array_equal(other.state_dict()['s2.pathway0_res0.branch2.a.weight'].numpy(),
+                          model.state_dict()['s2.pathway0_res0.branch2.a.weight'].numpy())
+    with pytest.raises(FileNotFoundError, match='weights not found: .*nope.pdparams'):
+        load_weights(other, str(tmp_path / 'nope'))

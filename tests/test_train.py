@@ -1,0 +1,127 @@
+"""train.py end to end on a tiny network and the demo videos, run as users run it."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import paddle
+
+from conftest import ROOT, tiny_train_overrides
+
+ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
+
+
+def train_command(demo_lists, save_dir, *extra, epochs=2):
+    overrides = [a for o in tiny_train_overrides(*demo_lists, epochs=epochs) for a in ('-o', o)]
+    return [sys.executable, os.path.join(ROOT, 'train.py'), '--config', os.path.join(ROOT, 'slowfast-single.yaml'),
+            '--use_gpu', 'False', '--save_dir', str(save_dir), '--log_interval', '2'] + overrides + list(extra)
+
+
+def run_train(demo_lists, save_dir, *extra, epochs=2, expect=0):
+    result = subprocess.run(train_command(demo_lists, save_dir, *extra, epochs=epochs), capture_output=True,
+                            text=True, env=ENV, timeout=600, cwd=ROOT)
+    assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def weights(path):
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+
+
+def test_two_epochs_log_checkpoint_validate_and_visualdl(demo_lists, tmp_path):
+    from visualdl import LogReader
+
+    log = run_train(demo_lists, tmp_path / 'ck', '--use_visualdl', 'True', '--vd_logdir', tmp_path / 'vd')
+    for name in ('slowfast_epoch0.pdparams', 'slowfast_epoch0.pdopt', 'slowfast_epoch1.pdparams',
+                 'slowfast_epoch1.pdopt', 'train.log'):
+        assert (tmp_path / 'ck' / name).is_file(), name
+    text = (tmp_path / 'ck' / 'train.log').read_text()
+    assert '---------------- Train Arguments ----------------' in text
+    assert 'SlowFast-R50 2x8 (alpha 4, beta 4, width 8)' in text and 'M parameters' in text
+    assert '[Epoch 0, iter 2/4] loss' in text and 'ips' in text and 'ETA' in text and 'lr 0.0' in text
+    assert '[Epoch 1 end] avg_loss' in text and 'undecodable videos replaced 0' in text
+    assert 'precise BN: statistics of 2 batches' in text
+    assert '[Val epoch 1] loss' in text and 'over 8 videos' in text
+    assert '[TRAIN] training finished' in log
+
+    reader = LogReader(file_path=str(next((tmp_path / 'vd').glob('vdlrecords.*'))))
+    tags = set(reader.get_tags()['scalar'])
+    assert {'train/loss', 'train/top1_err', 'train/top5_err', 'train/lr', 'train/ips', 'val/loss', 'val/top1_err',
+            'val/top5_err', 'train_epoch/loss'} <= tags
+    steps = [r.id for r in reader.get_data('scalar', 'train/loss')]
+    assert steps == sorted(steps) and steps[-1] == 8  # global optimizer steps: 2 epochs x 4
+
+    meta = paddle.load(str(tmp_path / 'ck' / 'slowfast_epoch1.pdopt'))['meta']
+    assert meta['epoch'] == 1 and meta['global_step'] == 8 and meta['config']['TRAIN']['batch_size'] == 4
+
+
+def kill_when(command, path, delay):
+    """Start training, SIGKILL it ``delay`` s after ``path`` appears, and check it was still running then."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
+    deadline = time.time() + 300
+    while not path.exists():
+        assert process.poll() is None and time.time() < deadline, f'training ended before {path.name} appeared'
+        time.sleep(0.01)
+    time.sleep(delay)
+    assert process.poll() is None, 'training finished before it could be killed'
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+
+
+def test_sigkill_at_any_moment_then_resume_gives_the_same_weights(demo_lists, tmp_path):
+    run_train(demo_lists, tmp_path / 'straight', epochs=3)
+    killed = tmp_path / 'killed'
+    command = train_command(demo_lists, killed, epochs=3)
+    kill_when(command, killed / 'slowfast_epoch0.pdparams', 0.0)  # while its checkpoint is being written
+    kill_when(command + ['--resume', 'True'], killed / 'slowfast_epoch1.pdopt', 0.3)  # inside epoch 2
+    assert not (killed / 'slowfast_epoch2.pdparams').exists()
+    for path in list(killed.glob('*.pdparams')) + list(killed.glob('*.pdopt')):
+        paddle.load(str(path))  # whatever the kills interrupted, no file under a final name is truncated
+    log = run_train(demo_lists, killed, '--resume', 'True', epochs=3)
+    assert 'resumed from' in log and 'slowfast_epoch1' in log
+    a = weights(tmp_path / 'straight' / 'slowfast_epoch2.pdparams')
+    b = weights(killed / 'slowfast_epoch2.pdparams')
+    assert a.keys() == b.keys()
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-5
+
+
+def test_two_cpu_processes_through_run_train_multi(demo_lists, tmp_path):
+    overrides = [a for o in tiny_train_overrides(*demo_lists, epochs=1) for a in ('-o', o)]
+    result = subprocess.run(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir', str(tmp_path / 'ck'),
+                             '--log_interval', '1'] + overrides, capture_output=True, text=True, timeout=600,
+                            env=dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs')), cwd=ROOT)
+    logs = ''.join((tmp_path / 'logs' / f'workerlog.{r}').read_text() for r in range(2)
+                   if (tmp_path / 'logs' / f'workerlog.{r}').exists())
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + logs[-4000:]
+    rank0 = (tmp_path / 'logs' / 'workerlog.0').read_text()
+    assert 'rank 0 of 2, batch 4 = 2 ranks x 2 x 1 accumulation steps' in rank0
+    assert '[Epoch 0, iter 4/4]' in rank0  # 8 of the 16 videos per rank, 2 per batch
+    assert 'ranks in sync: max parameter difference to rank 0 is 0' in rank0
+    assert (tmp_path / 'ck' / 'slowfast_epoch0.pdparams').is_file()
+
+
+def test_nan_loss_stops_without_a_checkpoint(demo_lists, tmp_path):
+    log = run_train(demo_lists, tmp_path / 'ck', '-o', 'TRAIN.base_lr=1e30', '-o', 'TRAIN.warmup_start_lr=1e30',
+                    expect=1)
+    assert 'loss is nan at epoch 0, iteration' in log or 'loss is inf at epoch 0, iteration' in log
+    assert not list((tmp_path / 'ck').glob('*.pdparams'))
+
+
+def test_finetune_with_another_class_count(demo_lists, tmp_path):
+    run_train(demo_lists, tmp_path / 'base', epochs=1)
+    log = run_train(demo_lists, tmp_path / 'ft', '--weights', tmp_path / 'base' / 'slowfast_epoch0', '-o',
+                    'MODEL.num_classes=6', epochs=1)
+    assert 'loaded 550 tensors; re-initialised 2 (head.projection.weight, head.projection.bias)' in log
+    base = weights(tmp_path / 'base' / 'slowfast_epoch0.pdparams')['head.projection.weight']
+    assert weights(tmp_path / 'ft' / 'slowfast_epoch0.pdparams')['head.projection.weight'].shape == (base.shape[0], 6)
+
+
+def test_resume_edge_cases_and_bad_batch(demo_lists, tmp_path):
+    log = run_train(demo_lists, tmp_path / 'empty', '--resume', 'True', epochs=1)  # nothing yet: from scratch
+    assert 'no complete checkpoint' in log and 'starting from scratch' in log
+    log = run_train(demo_lists, tmp_path / 'empty', '--resume_epoch', '5', epochs=1, expect=1)
+    assert '--resume_epoch 5: no complete checkpoint' in log and 'complete ones: [0]' in log
+    log = run_train(demo_lists, tmp_path / 'b', '-o', 'TRAIN.accumulate_steps=3', expect=1)
+    assert 'TRAIN.batch_size (4) must be divisible' in log
