@@ -65,6 +65,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'path_prefix': (str, ''),            # folder relative list paths are joined to; '' = the list file's folder
         'num_workers': (int, 8),             # DataLoader worker processes per rank (the original's 8)
         'num_retries': (int, 10),            # training: replacement samples tried for an undecodable video
+        'normalize_on_device': (bool, False),  # train/valid items as uint8, normalised on the device
     },
     'TRAIN': {
         'epoch': (int, 196),

@@ -9,10 +9,10 @@ Lists: one video per line, ``path label`` (whitespace) or ``path,label`` (CSV); 
                                                    items (slow, fast, label [1], view_id [1]),
                                                    view_id = video_index * num_views + view
 
-slow is ``[3, T/alpha, S, S]`` and fast ``[3, T, S, S]``, RGB. Training/validation items are float32, normalised;
-test/infer views are uint8, normalised on the device by ``normalize_batch`` (a quarter of the bytes through the
-DataLoader and to the GPU, 30 views per video). Random draws come from ``(seed, epoch, index)`` only, so an epoch's
-clips do not depend on the number of workers or ranks.
+slow is ``[3, T/alpha, S, S]`` and fast ``[3, T, S, S]``, RGB. Training/validation items are float32, normalised
+(uint8 with ``DATA.normalize_on_device``); test/infer views are uint8. ``model_inputs`` turns a batch into the
+model's float32 input on its device (a quarter of the bytes through the DataLoader and to the GPU). Random draws
+come from ``(seed, epoch, index)`` only, so an epoch's clips do not depend on the number of workers or ranks.
 """
 import csv
 import logging
@@ -154,10 +154,19 @@ class Normalizer:
 
 
 def normalize_batch(x: paddle.Tensor, mean: Sequence[float], std: Sequence[float]) -> paddle.Tensor:
-    """uint8 RGB ``[N, 3, T, H, W]`` (test/infer views) -> float32 ``(x / 255 - mean) / std`` on x's device."""
+    """uint8 RGB ``[N, 3, T, H, W]`` -> float32 ``(x / 255 - mean) / std`` on x's device; float32 passes as is
+    (already normalised by the dataset)."""
+    if x.dtype != paddle.uint8:
+        return x
     scale = paddle.to_tensor([1.0 / (255.0 * s) for s in std], dtype='float32').reshape([1, 3, 1, 1, 1])
     shift = paddle.to_tensor([-m / s for m, s in zip(mean, std)], dtype='float32').reshape([1, 3, 1, 1, 1])
     return x.astype('float32') * scale + shift
+
+
+def model_inputs(slow: paddle.Tensor, fast: paddle.Tensor, cfg: AttrDict) -> List[paddle.Tensor]:
+    """A DataLoader batch's pathways as the model's float32 input, normalising uint8 clips on their device."""
+    m = cfg.MODEL
+    return [normalize_batch(slow, m.image_mean, m.image_std), normalize_batch(fast, m.image_mean, m.image_std)]
 
 
 def pack_pathways(fast: np.ndarray, alpha: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -237,7 +246,9 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         self.mode, self.seed, self.epoch = mode, seed, 0
         self.min_size, self.max_size, self.target_size = section.min_size, section.max_size, section.target_size
         self.num_retries = cfg.DATA.num_retries
-        self.normalize = Normalizer(cfg.MODEL.image_mean, cfg.MODEL.image_std)
+        # DATA.normalize_on_device: uint8 out, normalised by model_inputs (a quarter of the bytes to move)
+        self.normalize = (channels_first if cfg.DATA.normalize_on_device
+                          else Normalizer(cfg.MODEL.image_mean, cfg.MODEL.image_std))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -21,7 +21,7 @@ import paddle.nn.functional as F
 import distributed
 from checkpoint import find_resume_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from config_utils import AttrDict, log_config, parse_args, setup_logging
-from kinetics_dataset import KineticsDataset, ListError
+from kinetics_dataset import KineticsDataset, ListError, model_inputs
 from lr_policy import WarmupCosineLR
 from model import build_model, model_summary
 
@@ -36,9 +36,9 @@ def build_loaders(cfg: AttrDict, seed: int, rank: int, world: int, micro_batch: 
                                                 shuffle=True, drop_last=True)
     train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATA.num_workers)
     valid_set = KineticsDataset(cfg, 'valid', seed=seed)
-    indices = list(range(rank, len(valid_set), world))  # no padding duplicates: exact accuracy after the sum
-    valid_sampler = paddle.io.BatchSampler(sampler=indices, batch_size=valid_batch, drop_last=False)
-    valid_loader = paddle.io.DataLoader(valid_set, batch_sampler=valid_sampler, num_workers=cfg.DATA.num_workers)
+    mine = paddle.io.Subset(valid_set, list(range(rank, len(valid_set), world)))  # no padding duplicates
+    valid_loader = paddle.io.DataLoader(mine, batch_size=valid_batch, shuffle=False, drop_last=False,
+                                        num_workers=cfg.DATA.num_workers)
     return train_set, sampler, train_loader, valid_set, valid_loader
 
 
@@ -60,7 +60,7 @@ def topk_errors(scores: paddle.Tensor, labels: paddle.Tensor, ks=(1, 5)):
 
 
 @paddle.no_grad()
-def precise_bn(model: paddle.nn.Layer, loader, num_batches: int, world: int) -> int:
+def precise_bn(model: paddle.nn.Layer, loader, num_batches: int, world: int, cfg: AttrDict) -> int:
     """Replace BN running statistics by their exact average over ``num_batches`` training batches (PySlowFast's
     precise BN), averaged over ranks. Returns the batches used."""
     layers = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm3D)]
@@ -71,7 +71,7 @@ def precise_bn(model: paddle.nn.Layer, loader, num_batches: int, world: int) -> 
     model.train()
     used = 0
     for batch in loader:
-        model([batch[0], batch[1]])
+        model(model_inputs(batch[0], batch[1], cfg))
         for m, (mean, var) in zip(layers, sums):
             mean.add_(m._mean)
             var.add_(m._variance)
@@ -87,12 +87,12 @@ def precise_bn(model: paddle.nn.Layer, loader, num_batches: int, world: int) -> 
 
 
 @paddle.no_grad()
-def validate(model: paddle.nn.Layer, loader, world: int):
+def validate(model: paddle.nn.Layer, loader, world: int, cfg: AttrDict):
     """Loss and top-1/top-5 error of one centre view per val video, summed over ranks."""
     model.eval()
     loss_sum = err1 = err5 = count = 0.0
     for slow, fast, labels, _ in loader:
-        probs = model([slow, fast])
+        probs = model(model_inputs(slow, fast, cfg))
         loss_sum += F.nll_loss(paddle.log(probs.clip(min=1e-12)), labels.reshape([-1]), reduction='sum').item()
         e1, e5 = topk_errors(probs, labels)
         err1, err5, count = err1 + e1, err5 + e5, count + probs.shape[0]
@@ -177,7 +177,7 @@ def main() -> None:
         for it, (slow, fast, labels, _) in enumerate(train_loader):
             reader_time = time.perf_counter() - tick
             with paddle.amp.auto_cast(enable=amp, dtype=t.amp_dtype, level='O1'):
-                logits = parallel_model([slow, fast])
+                logits = parallel_model(model_inputs(slow, fast, cfg))
                 loss = F.cross_entropy(logits.astype('float32'), labels)
             loss_value = loss.item()
             if not math.isfinite(loss_value):
@@ -226,12 +226,12 @@ def main() -> None:
         last = epoch + 1 == t.epoch
         v = cfg.VALID
         if v.use_preciseBN and (epoch % v.preciseBN_interval == 0 or last):
-            used = precise_bn(model, train_loader, min(v.num_batches_preciseBN, len(train_loader)), world)
+            used = precise_bn(model, train_loader, min(v.num_batches_preciseBN, len(train_loader)), world, cfg)
             logger.info('precise BN: statistics of %d batches', used)
         else:
             distributed.average_buffers(model, world)  # one model on every rank
         if (epoch + 1) % args.valid_interval == 0 or last:
-            val_loss, val_err1, val_err5, val_count = validate(model, valid_loader, world)
+            val_loss, val_err1, val_err5, val_count = validate(model, valid_loader, world, cfg)
             best_err1 = min(best_err1, val_err1)
             logger.info('[Val epoch %d] loss %.5f, err1 %.5f, err5 %.5f over %d videos (best err1 %.5f)', epoch,
                         val_loss, val_err1, val_err5, val_count, best_err1)

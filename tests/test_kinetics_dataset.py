@@ -7,8 +7,8 @@ import pytest
 
 import kinetics_dataset
 from kinetics_dataset import (NO_LABEL, KineticsDataset, KineticsMultiViewDataset, ListError, Normalizer,
-                              channels_first, clip_frame_indices, crop_offset, normalize_batch, pack_pathways,
-                              read_video_list)
+                              channels_first, clip_frame_indices, crop_offset, model_inputs, normalize_batch,
+                              pack_pathways, read_video_list)
 from video_io import VideoReader, scaled_size
 
 from conftest import ROOT
@@ -237,6 +237,18 @@ def test_train_samples_shapes_ranges_and_labels(cfg, videos, tmp_path):
         assert label.tolist() == [index] and idx.tolist() == [index]
         assert fast.min() >= -MEAN / STD - 1e-5 and fast.max() <= (1 - MEAN) / STD + 1e-5
         assert np.array_equal(slow, fast[:, [0, 10, 20, 31]])
+
+
+def test_uint8_items_normalised_on_the_device_equal_float_items(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 0']), 'TRAIN')
+    slow, fast = KineticsDataset(cfg, 'train')[0][:2]
+    cfg.DATA.normalize_on_device = True
+    slow8, fast8 = KineticsDataset(cfg, 'train')[0][:2]
+    assert slow8.dtype == fast8.dtype == np.uint8 and fast8.shape == fast.shape
+    inputs = model_inputs(paddle.to_tensor(slow8[None]), paddle.to_tensor(fast8[None]), cfg)
+    assert np.allclose(inputs[0].numpy()[0], slow, atol=1e-5) and np.allclose(inputs[1].numpy()[0], fast, atol=1e-5)
+    same = model_inputs(paddle.to_tensor(slow[None]), paddle.to_tensor(fast[None]), cfg)  # float: passed through
+    assert np.array_equal(same[1].numpy()[0], fast)
 
 
 def test_train_randomness_depends_only_on_seed_epoch_index(cfg, videos, tmp_path):

@@ -118,6 +118,15 @@ def test_finetune_with_another_class_count(demo_lists, tmp_path):
     assert weights(tmp_path / 'ft' / 'slowfast_epoch0.pdparams')['head.projection.weight'].shape == (base.shape[0], 6)
 
 
+def test_gradient_accumulation_keeps_the_schedule_of_the_effective_batch(demo_lists, tmp_path):
+    log = run_train(demo_lists, tmp_path / 'acc', '-o', 'TRAIN.accumulate_steps=2', '-o',
+                    'DATA.normalize_on_device=True', epochs=1)  # uint8 clips through train, precise BN, validation
+    assert 'batch 4 = 1 ranks x 2 x 2 accumulation steps' in log and '[Epoch 0, iter 8/8]' in log
+    meta = paddle.load(str(tmp_path / 'acc' / 'slowfast_epoch0.pdopt'))['meta']
+    assert meta['global_step'] == 4  # optimizer steps of the 4-clip batch, as without accumulation
+    assert '[Val epoch 0] loss' in log and 'precise BN: statistics of 2 batches' in log
+
+
 def test_resume_edge_cases_and_bad_batch(demo_lists, tmp_path):
     log = run_train(demo_lists, tmp_path / 'empty', '--resume', 'True', epochs=1)  # nothing yet: from scratch
     assert 'no complete checkpoint' in log and 'starting from scratch' in log

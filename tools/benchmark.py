@@ -225,11 +225,14 @@ def bench_data(args) -> Dict:
     workers_list = (0, 2) if args.quick else (0, 1, 2)
     rows = []
     for (container, res), path in videos.items():
+        if res not in args.resolutions:
+            continue
         listing = os.path.join(args.video_dir, f'list_{container}_{res}.txt')
         with open(listing, 'w') as f:
             f.writelines(f'{path} 0\n' for _ in range(clips))
         cfg.TRAIN.filelist = cfg.TEST.filelist = listing
         samples = [path] * clips
+        u8 = AttrDict(cfg, DATA=AttrDict(cfg.DATA, normalize_on_device=True))
         ours = median_item_ms(KineticsDataset(cfg, 'train'), args.repeats)
         original = median_item_ms(OriginalPipeline(samples, cfg, 'train'), args.repeats)
         floor = median_item_ms(DecodeFloor(samples, cfg), args.repeats)
@@ -241,6 +244,10 @@ def bench_data(args) -> Dict:
             original = median_rate(lambda: OriginalPipeline(samples, cfg, 'train'), workers, args.repeats)
             floor = median_rate(lambda: DecodeFloor(samples, cfg), workers, args.repeats)
             rows.append(dict(kind='train clips/s', container=container, resolution=res, workers=workers,
+                             ours=ours, original=original, floor=floor))
+            logger.info('%s', _row_text(rows[-1]))
+            ours = median_rate(lambda: KineticsDataset(u8, 'train'), workers, args.repeats)
+            rows.append(dict(kind='u8 train clips/s', container=container, resolution=res, workers=workers,
                              ours=ours, original=original, floor=floor))
             logger.info('%s', _row_text(rows[-1]))
         # 30-view test data: every video decoded once (ours) vs once per view (original)
@@ -267,18 +274,19 @@ def _row_text(row: Dict) -> str:
         floor = f'{row["floor"]:8.2f} {ratio:6.2f}x'
     else:
         floor = f'{"-":>8} {"-":>7}'
-    return (f'{row["kind"]:<14} {row["container"]:<5} {row["resolution"]:<5} {row["workers"]:>3}  '
+    return (f'{row["kind"]:<16} {row["container"]:<5} {row["resolution"]:<5} {row["workers"]:>3}  '
             f'{row["ours"]:8.2f} {row["original"]:8.2f} {speedup:6.2f}x {floor}')
 
 
 def table(result: Dict) -> str:
-    head = (f'{"measure":<14} {"cont.":<5} {"res.":<5} {"wk":>3}  {"ours":>8} {"original":>8} {"speedup":>7} '
+    head = (f'{"measure":<16} {"cont.":<5} {"res.":<5} {"wk":>3}  {"ours":>8} {"original":>8} {"speedup":>7} '
             f'{"floor":>8} {"t/floor":>7}')
     lines = [head, '-' * len(head)] + [_row_text(r) for r in result['rows']]
     lines += ['', 'ms/clip: dataset[i] in one process (the pipeline alone); clips/s, views/s: through '
               'paddle.io.DataLoader with wk workers, batch 1 (test: 8), start-up included',
               'speedup: how many times faster ours is than the original; t/floor: our time per clip / the floor\'s',
-              'test views: ours uint8 (normalised on the device), the original float32',
+              'u8: ours with DATA.normalize_on_device (uint8 clips, normalised on the device); test views: ours '
+              'uint8, the original float32',
               'machine: ' + ', '.join(f'{k} {v}' for k, v in result['machine'].items())]
     return '\n'.join(lines)
 
@@ -292,6 +300,7 @@ def main(argv: Sequence[str] = None) -> None:
                       help='where the benchmark videos are written once (default: %(default)s)')
     data.add_argument('--repeats', type=int, default=3)
     data.add_argument('--quick', action='store_true', help='fewer clips and worker settings')
+    data.add_argument('--resolutions', nargs='+', default=list(RESOLUTIONS), choices=list(RESOLUTIONS))
     for p in (data,):
         p.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
