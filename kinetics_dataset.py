@@ -341,8 +341,9 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
 
         def views():
             for indices in clips:
-                frames = decoded[np.searchsorted(union, indices)]
+                clip = channels_first(decoded[np.searchsorted(union, indices)])  # [3, T, H, W], once per clip
                 for spatial in range(self.num_spatial_crops):
-                    y, x = crop_offset(frames.shape[1], frames.shape[2], size, spatial, self.num_spatial_crops)
-                    yield pack_pathways(channels_first(frames[:, y:y + size, x:x + size]), self.alpha)
+                    y, x = crop_offset(clip.shape[2], clip.shape[3], size, spatial, self.num_spatial_crops)
+                    # a view into the clip: the DataLoader's collate makes the only copy of each crop
+                    yield pack_pathways(clip[:, :, y:y + size, x:x + size], self.alpha)
         return views()

@@ -73,14 +73,20 @@ def kill_when(command, path, delay):
 def test_sigkill_at_any_moment_then_resume_gives_the_same_weights(demo_lists, tmp_path):
     run_train(demo_lists, tmp_path / 'straight', epochs=3)
     killed = tmp_path / 'killed'
-    command = train_command(demo_lists, killed, epochs=3)
+    command = train_command(demo_lists, killed, '--use_visualdl', 'True', '--vd_logdir', tmp_path / 'vd', epochs=3)
     kill_when(command, killed / 'slowfast_epoch0.pdparams', 0.0)  # while its checkpoint is being written
     kill_when(command + ['--resume', 'True'], killed / 'slowfast_epoch1.pdopt', 0.3)  # inside epoch 2
     assert not (killed / 'slowfast_epoch2.pdparams').exists()
     for path in list(killed.glob('*.pdparams')) + list(killed.glob('*.pdopt')):
         paddle.load(str(path))  # whatever the kills interrupted, no file under a final name is truncated
-    log = run_train(demo_lists, killed, '--resume', 'True', epochs=3)
+    time.sleep(1.1)  # VisualDL names its files by the second
+    log = run_train(demo_lists, killed, '--resume', 'True', '--use_visualdl', 'True', '--vd_logdir', tmp_path / 'vd',
+                    epochs=3)
     assert 'resumed from' in log and 'slowfast_epoch1' in log
+    from visualdl import LogReader
+    last = max((tmp_path / 'vd').glob('vdlrecords.*'), key=os.path.getmtime)
+    steps = [r.id for r in LogReader(file_path=str(last)).get_data('scalar', 'train/loss')]
+    assert steps == [10, 12]  # the global step goes on from the checkpoint's 8 (4 steps an epoch, a log every 2)
     a = weights(tmp_path / 'straight' / 'slowfast_epoch2.pdparams')
     b = weights(killed / 'slowfast_epoch2.pdparams')
     assert a.keys() == b.keys()
