@@ -66,6 +66,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'num_workers': (int, 8),             # DataLoader worker processes per rank (the original's 8)
         'num_retries': (int, 10),            # training: replacement samples tried for an undecodable video
         'normalize_on_device': (bool, False),  # train/valid items as uint8, normalised on the device
+        'label_map': (str, ''),              # text file, one class name per line (eval plots, result.json labels)
     },
     'TRAIN': {
         'epoch': (int, 196),

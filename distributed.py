@@ -4,7 +4,7 @@ Ranks come from ``python -m paddle.distributed.launch`` (NCCL on GPUs, gloo on C
 rank 0 of 1.
 """
 import logging
-from typing import List, Optional, Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import paddle
@@ -36,13 +36,14 @@ def setup(use_gpu: Optional[bool], use_data_parallel: bool) -> Tuple[str, int, i
     return device, dist.get_rank() if world > 1 else 0, world
 
 
-def all_reduce_sum(values: List[float], world: int) -> List[float]:
-    """Element-wise sum of ``values`` over ranks (float64)."""
-    if world == 1:
-        return list(values)
-    tensor = paddle.to_tensor(np.asarray(values, dtype=np.float64))
-    dist.all_reduce(tensor)
-    return tensor.numpy().tolist()
+def all_reduce_sum(values, world: int):
+    """Element-wise sum over ranks (float64) of a list of numbers (returns a list) or an array (returns an array)."""
+    array = np.asarray(values, dtype=np.float64)
+    if world > 1:
+        tensor = paddle.to_tensor(array)
+        dist.all_reduce(tensor)
+        array = tensor.numpy()
+    return array if isinstance(values, np.ndarray) else array.tolist()
 
 
 def average_buffers(model: paddle.nn.Layer, world: int) -> None:

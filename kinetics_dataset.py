@@ -44,6 +44,7 @@ class ListEntry(NamedTuple):
     label: int   # NO_LABEL when the line holds only a path
     line: int    # 1-based line number in the list file
     text: str    # the line as written
+    given: str   # the path as written
 
 
 def parse_video_list(list_path: str, num_classes: int, path_prefix: str = '',
@@ -74,7 +75,7 @@ def parse_video_list(list_path: str, num_classes: int, path_prefix: str = '',
         else:
             raise ListError(f"{list_path}:{n}: expected 'path label' (or 'path,label') with an integer label, "
                             f'got {line!r}')
-        entries.append(ListEntry(os.path.join(root, os.path.expanduser(path)), label, n, line))
+        entries.append(ListEntry(os.path.join(root, os.path.expanduser(path)), label, n, line, path))
     return entries
 
 
@@ -86,6 +87,19 @@ def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
     ``[0, num_classes)``.
     """
     return [(e.path, e.label) for e in parse_video_list(list_path, num_classes, path_prefix, labels_required)]
+
+
+def read_label_map(path: str, num_classes: int) -> Optional[List[str]]:
+    """Class names, one per line (``DATA.label_map``); None when no map is configured."""
+    if not path:
+        return None
+    if not os.path.isfile(path):
+        raise ListError(f'label map not found: {path}')
+    with open(path, encoding='utf-8') as f:
+        names = [line.strip() for line in f if line.strip()]
+    if len(names) != num_classes:
+        raise ListError(f'label map {path} has {len(names)} names, MODEL.num_classes is {num_classes}')
+    return names
 
 
 def _is_int(text: str) -> bool:

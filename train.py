@@ -23,6 +23,7 @@ from checkpoint import find_resume_checkpoint, load_checkpoint, load_weights, sa
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from kinetics_dataset import KineticsDataset, ListError, model_inputs
 from lr_policy import WarmupCosineLR
+from metrics import topk_errors
 from model import build_model, model_summary
 
 logger = logging.getLogger('train')
@@ -50,13 +51,6 @@ def build_optimizer(cfg: AttrDict, model: paddle.nn.Layer, steps_per_epoch: int)
                                           weight_decay=paddle.regularizer.L2Decay(t.l2_weight_decay),
                                           parameters=model.parameters())
     return optimizer, scheduler
-
-
-def topk_errors(scores: paddle.Tensor, labels: paddle.Tensor, ks=(1, 5)):
-    """Count of samples whose label is outside the top-k scores, for each k (k capped at the class count)."""
-    top = paddle.topk(scores, k=min(max(ks), scores.shape[1]), axis=1)[1]
-    hit = (top == labels.reshape([-1, 1])).astype('float32')
-    return [scores.shape[0] - hit[:, :min(k, scores.shape[1])].sum().item() for k in ks]
 
 
 @paddle.no_grad()
@@ -94,7 +88,7 @@ def validate(model: paddle.nn.Layer, loader, world: int, cfg: AttrDict):
     for slow, fast, labels, _ in loader:
         probs = model(model_inputs(slow, fast, cfg))
         loss_sum += F.nll_loss(paddle.log(probs.clip(min=1e-12)), labels.reshape([-1]), reduction='sum').item()
-        e1, e5 = topk_errors(probs, labels)
+        e1, e5 = topk_errors(probs.numpy(), labels.numpy())
         err1, err5, count = err1 + e1, err5 + e5, count + probs.shape[0]
     loss_sum, err1, err5, count = distributed.all_reduce_sum([loss_sum, err1, err5, count], world)
     model.train()
@@ -194,7 +188,7 @@ def main() -> None:
                 optimizer.clear_grad()
                 scheduler.step()
                 global_step += 1
-            e1, e5 = topk_errors(logits.astype('float32'), labels)
+            e1, e5 = topk_errors(logits.astype('float32').numpy(), labels.numpy())
             n = labels.shape[0]
             totals += (loss_value * n, e1, e5, n)
             window += (loss_value * n, e1, e5, n, time.perf_counter() - tick, reader_time, 1)

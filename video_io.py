@@ -160,6 +160,7 @@ class VideoReader:
         self.close()
 
 
+VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v', '.flv', '.mpg', '.mpeg')
 CODECS = {'.mp4': 'libx264', '.mkv': 'libx264', '.webm': 'libvpx-vp9', '.avi': 'mpeg4'}
 
 

@@ -20,11 +20,9 @@ import cv2
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config_utils import setup_logging  # noqa: E402
 from kinetics_dataset import NO_LABEL, ListError, parse_video_list  # noqa: E402
-from video_io import VideoError, VideoReader, map_videos, scaled_size, write_video  # noqa: E402
+from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, map_videos, scaled_size, write_video  # noqa: E402
 
 logger = logging.getLogger('resize_videos')
-
-EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v', '.flv', '.mpg', '.mpeg')
 
 
 def resize_one(job: Tuple[str, str, int, int]) -> Tuple[str, str]:
@@ -77,7 +75,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         out_list = os.path.join(dst_root, os.path.basename(args.list))
     else:
         items = [(os.path.join(d, f), NO_LABEL) for d, _, files in sorted(os.walk(src_root)) for f in sorted(files)
-                 if f.lower().endswith(EXTENSIONS)]
+                 if f.lower().endswith(VIDEO_EXTENSIONS)]
         out_list = os.path.join(dst_root, 'videos.txt')
     if not items:
         parser.error(f'no videos found in {args.list or args.src}')

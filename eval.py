@@ -1,0 +1,103 @@
+"""Multi-crop evaluation: every val video's 10 x 3 views, softmax summed per video, top-1/top-5 over videos.
+
+    python eval.py --config slowfast-single.yaml --weights checkpoints/slowfast_epoch195
+    python -m paddle.distributed.launch eval.py --config slowfast.yaml --weights ...   (run_eval_multi.sh)
+
+Writes ``<save_path>/eval_result.json`` (top1, top5, num_videos, num_failed, failed, mean_class_acc,
+per_class_acc), ``video_scores.npy`` (summed view probabilities, rows in list order, NaN for failed videos) and
+``confusion_matrix.png``; ends with the original's line ``[EVAL] eval finished, avg_acc1= X, avg_acc5= Y``.
+Ranks split the videos (no padding), so any number of ranks gives the same scores.
+"""
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+import distributed
+from checkpoint import load_weights
+from config_utils import log_config, parse_args, setup_logging
+from kinetics_dataset import KineticsMultiViewDataset, ListError, model_inputs, read_label_map
+from metrics import classification_report, score_videos
+from model import build_model
+
+logger = logging.getLogger('eval')
+
+
+def plot_confusion(matrix: np.ndarray, names, path: str) -> None:
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    size = max(6.0, min(40.0, 0.12 * len(matrix)))
+    fig, ax = plt.subplots(figsize=(size, size))
+    rows = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    ax.imshow(rows, cmap='Blues', vmin=0, vmax=1)
+    ticks = np.arange(len(matrix))
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    ax.set_xticklabels(names, rotation=90, fontsize=max(2, min(9, 600 // len(matrix))))
+    ax.set_yticklabels(names, fontsize=max(2, min(9, 600 // len(matrix))))
+    ax.set_xlabel('predicted')
+    ax.set_ylabel('true')
+    ax.set_title('confusion matrix (rows normalised)')
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main() -> None:
+    cfg, args = parse_args('eval')
+    device, rank, world = distributed.setup(args.use_gpu, args.use_data_parallel)
+    setup_logging(rank)
+    log_config(cfg, 'Test')
+    t = cfg.TEST
+    if not t.weights:
+        sys.exit('error: no weights to evaluate: give --weights (or TEST.weights)')
+    if t.batch_size % world:
+        sys.exit(f'error: TEST.batch_size ({t.batch_size}) must be divisible by the {world} ranks')
+    model = build_model(cfg)
+    try:
+        load_weights(model, t.weights, strict=True)
+    except ValueError as error:  # weights of another shape: the message names the keys
+        sys.exit(f'error: {error}')
+    model.eval()
+    names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
+    dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)
+    logger.info('evaluating %s on %d videos x %d views, %d ranks', t.weights, len(dataset.samples),
+                dataset.num_views, world)
+
+    sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), t.batch_size // world,
+                                cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
+    if rank != 0:
+        return
+    ok = counts == dataset.num_views
+    labels = np.array([label for _, label in dataset.samples])
+    report = classification_report(sums[ok], labels[ok], cfg.MODEL.num_classes)
+    failed = [dataset.samples[i][0] for i in np.flatnonzero(~ok)]
+    for path in failed:
+        logger.warning('not evaluated (undecodable): %s', path)
+    save_path = args.save_path or os.path.dirname(os.path.abspath(t.weights)) or '.'
+    os.makedirs(save_path, exist_ok=True)
+    scores = np.where(ok[:, None], sums, np.nan)
+    np.save(os.path.join(save_path, 'video_scores.npy'), scores)
+    plot_confusion(report['confusion'], names or [str(c) for c in range(cfg.MODEL.num_classes)],
+                   os.path.join(save_path, 'confusion_matrix.png'))
+    result = {'top1': report['top1'], 'top5': report['top5'], 'num_videos': int(ok.sum()),
+              'num_failed': len(failed), 'failed': failed, 'mean_class_acc': report['mean_class_acc'],
+              'per_class_acc': report['per_class_acc'], 'weights': t.weights, 'filelist': t.filelist,
+              'views_per_video': dataset.num_views}
+    with open(os.path.join(save_path, 'eval_result.json'), 'w') as f:
+        json.dump(result, f, indent=1)
+    logger.info('%d videos evaluated, %d failed; mean class accuracy %.5f; results in %s', ok.sum(), len(failed),
+                report['mean_class_acc'], save_path)
+    logger.info('[EVAL] eval finished, avg_acc1= %s, avg_acc5= %s', report['top1'], report['top5'])
+
+
+if __name__ == '__main__':
+    try:
+        main()
+    except (FileNotFoundError, ListError) as error:  # missing weights, a bad list or label map
+        logger.error('%s', error)
+        sys.exit(1)

@@ -1,0 +1,119 @@
+"""Predict the classes of videos: 10 x 3 views each, mean probability, top-1 and top-5, written to result.json.
+
+    python predict.py --config slowfast-single.yaml --weights checkpoints/slowfast_epoch195      # INFER.filelist
+    python predict.py --weights ... --video clip.mp4 --video folder_of_videos/
+    python -m paddle.distributed.launch predict.py ...                                         (run_infer_multi.sh)
+
+``<save_path>/result.json`` (default ``./data/results``) is a list, one object per input in input order:
+``video_id``, ``top1_values``, ``top1_indices``, ``top5_values``, ``top5_indices`` (the original's fields; values are
+the mean probability over the views), plus ``top1_label`` and ``top5_labels`` with ``DATA.label_map``. An input that
+cannot be decoded gets ``{"video_id", "error"}`` instead; the exit status is then 1.
+"""
+import json
+import logging
+import os
+import sys
+from typing import List, Tuple
+
+import numpy as np
+
+import distributed
+from checkpoint import load_weights
+from config_utils import build_parser, log_config, parse_args, setup_logging
+from metrics import score_videos
+from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, ListError, model_inputs, parse_video_list,
+                              read_label_map)
+from model import build_model
+from video_io import VIDEO_EXTENSIONS
+
+logger = logging.getLogger('predict')
+
+
+def gather_inputs(args, cfg) -> Tuple[List[Tuple[str, int]], List[str]]:
+    """``(samples, video_ids)`` in input order: the list's videos, then every ``--video`` (a folder: its videos,
+    sorted, recursively). The list is read when no ``--video`` is given, or when ``--filelist`` names it."""
+    samples, ids = [], []
+    listing = args.filelist or (None if args.video else cfg.INFER.filelist)
+    if listing:
+        for entry in parse_video_list(listing, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False):
+            samples.append((entry.path, entry.label))
+            ids.append(entry.given)
+    for given in args.video:
+        if os.path.isdir(given):
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(given) for f in files
+                           if f.lower().endswith(VIDEO_EXTENSIONS))
+            if not found:
+                raise ListError(f'--video {given}: no video files in this folder')
+        else:
+            found = [given]  # a missing file is reported in result.json like any undecodable input
+        samples += [(path, NO_LABEL) for path in found]
+        ids += found
+    if not samples:
+        raise ListError('nothing to predict: give --video or INFER.filelist')
+    return samples, ids
+
+
+def main() -> int:
+    parser = build_parser('infer', description=__doc__.split('\n\n')[0])
+    parser.add_argument('--video', action='append', default=[], metavar='PATH',
+                        help='a video file or a folder of videos; may be given many times')
+    parser.add_argument('--filelist', help='a list to predict as well as the --video inputs (default: INFER.filelist '
+                                           'when no --video is given)')
+    cfg, args = parse_args('infer', parser=parser)
+    device, rank, world = distributed.setup(args.use_gpu, args.use_data_parallel)
+    setup_logging(rank)
+    log_config(cfg, 'Infer')
+    i = cfg.INFER
+    if not i.weights:
+        sys.exit('error: no weights: give --weights (or INFER.weights)')
+    if i.batch_size % world:
+        sys.exit(f'error: INFER.batch_size ({i.batch_size}) must be divisible by the {world} ranks')
+    names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
+    samples, ids = gather_inputs(args, cfg)
+    model = build_model(cfg)
+    try:
+        load_weights(model, i.weights, strict=True)
+    except ValueError as error:
+        sys.exit(f'error: {error}')
+    model.eval()
+    dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
+    logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, i.weights)
+
+    sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), i.batch_size // world,
+                                cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
+    if rank != 0:
+        return 0
+    results = []
+    for index, video_id in enumerate(ids):
+        if counts[index] != dataset.num_views:
+            results.append({'video_id': video_id, 'error': 'could not be decoded (missing, empty, unreadable or '
+                                                           'truncated); see the log'})
+            logger.warning('[INFER] video id [%s]: could not be decoded', video_id)
+            continue
+        probs = sums[index] / dataset.num_views
+        top5 = np.argsort(-probs, kind='stable')[:5]
+        entry = {'video_id': video_id, 'top1_values': float(probs[top5[0]]), 'top1_indices': int(top5[0]),
+                 'top5_values': [float(probs[k]) for k in top5], 'top5_indices': [int(k) for k in top5]}
+        if names:
+            entry['top1_label'] = names[top5[0]]
+            entry['top5_labels'] = [names[k] for k in top5]
+        results.append(entry)
+        logger.info('[INFER] video id [%s], top1 value %.5f, top1 indices %d%s', video_id, entry['top1_values'],
+                    entry['top1_indices'], f' ({names[top5[0]]})' if names else '')
+    save_path = args.save_path or i.save_path
+    os.makedirs(save_path, exist_ok=True)
+    out = os.path.join(save_path, 'result.json')
+    with open(out + '.part', 'w') as f:
+        json.dump(results, f, indent=1)
+    os.replace(out + '.part', out)
+    bad = sum('error' in r for r in results)
+    logger.info('[INFER] infer finished, results saved in %s (%d videos, %d failed)', out, len(results), bad)
+    return 1 if bad else 0
+
+
+if __name__ == '__main__':
+    try:
+        sys.exit(main())
+    except (FileNotFoundError, ListError) as error:
+        logger.error('%s', error)
+        sys.exit(1)

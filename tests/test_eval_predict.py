@@ -1,0 +1,131 @@
+"""eval.py and predict.py end to end on the demo videos with a tiny network, single and 2-process (CPU)."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from config_utils import parse_config
+from conftest import ROOT, tiny_train_overrides
+from model import build_model
+
+ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
+
+
+@pytest.fixture(scope='module')
+def setup(demo_lists, videos, tmp_path_factory):
+    """Weights of a tiny network, and a val list with two broken entries."""
+    root = tmp_path_factory.mktemp('eval')
+    train_list, val_list = demo_lists
+    overrides = tiny_train_overrides(train_list, val_list) + [
+        'TEST.num_ensemble_views=2', 'TEST.batch_size=4', 'INFER.num_ensemble_views=2', 'INFER.batch_size=4']
+    paddle.seed(3)
+    model = build_model(parse_config(os.path.join(ROOT, 'slowfast-single.yaml'), overrides))
+    with paddle.no_grad():  # a sharper head than the init's, so classes differ
+        model.head.projection.weight.set_value(model.head.projection.weight * 50)
+    paddle.save(model.state_dict(), str(root / 'tiny.pdparams'))
+    lines = open(val_list).read().splitlines()
+    listing = root / 'val_broken.txt'
+    folder = os.path.dirname(val_list)
+    listing.write_text('\n'.join([os.path.join(folder, line) for line in lines[:3]] + [f'{videos["garbage"]} 1'] +
+                                 [os.path.join(folder, line) for line in lines[3:6]] + [f'{videos["missing"]} 2'])
+                       + '\n')
+    flags = [a for o in overrides for a in ('-o', o)]
+    return dict(root=root, weights=str(root / 'tiny'), list=str(listing), flags=flags, val_lines=lines,
+                folder=folder, videos=videos)
+
+
+def run(command, env=None, expect=0):
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT, env=env or ENV)
+    assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def eval_command(s, out, *extra):
+    return [sys.executable, os.path.join(ROOT, 'eval.py'), '--config', os.path.join(ROOT, 'slowfast-single.yaml'),
+            '--use_gpu', 'False', '--weights', s['weights'], '--save_path', str(out), '-o',
+            f'TEST.filelist={s["list"]}'] + s['flags'] + list(extra)
+
+
+def test_eval_single_then_two_ranks_give_the_same_scores(setup, tmp_path):
+    log = run(eval_command(setup, tmp_path / 'one'))
+    assert '[EVAL] eval finished, avg_acc1= ' in log and '6 videos evaluated, 2 failed' in log
+    result = json.loads((tmp_path / 'one' / 'eval_result.json').read_text())
+    assert result['num_videos'] == 6 and result['num_failed'] == 2
+    assert result['failed'] == [setup['videos']['garbage'], setup['videos']['missing']]  # skipped, not replaced
+    assert set(result) >= {'top1', 'top5', 'mean_class_acc', 'per_class_acc'} and len(result['per_class_acc']) == 4
+    scores = np.load(tmp_path / 'one' / 'video_scores.npy')
+    assert scores.shape == (8, 4) and np.isnan(scores[[3, 7]]).all() and not np.isnan(scores[[0, 1, 2, 4, 5, 6]]).any()
+    assert np.allclose(scores[0].sum(), 6.0)  # the sum of 6 views' probabilities
+    labels = np.array([int(line.split()[1]) for line in setup['val_lines'][:6]])
+    ok = scores[[0, 1, 2, 4, 5, 6]]
+    assert result['top1'] == pytest.approx(float((ok.argmax(1) == labels).mean()))
+    assert (tmp_path / 'one' / 'confusion_matrix.png').stat().st_size > 1000
+
+    env = dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs'), CONFIG='slowfast-single.yaml',
+               WEIGHTS=setup['weights'])
+    run(['bash', os.path.join(ROOT, 'run_eval_multi.sh'), '--save_path', str(tmp_path / 'two'), '-o',
+         f'TEST.filelist={setup["list"]}'] + setup['flags'], env=env)
+    two = json.loads((tmp_path / 'two' / 'eval_result.json').read_text())
+    assert np.allclose(np.load(tmp_path / 'two' / 'video_scores.npy'), scores, atol=1e-6, equal_nan=True)
+    assert {k: two[k] for k in ('top1', 'top5', 'num_videos', 'failed')} == \
+        {k: result[k] for k in ('top1', 'top5', 'num_videos', 'failed')}
+
+
+def test_eval_weights_errors(setup, tmp_path):
+    log = run(eval_command(setup, tmp_path, '--weights', str(tmp_path / 'nope')), expect=1)
+    assert 'weights not found: ' in log and 'nope.pdparams' in log
+    log = run(eval_command(setup, tmp_path, '-o', 'MODEL.num_classes=5'), expect=1)
+    assert 'does not fit the model: shape mismatch: head.projection.weight' in log
+
+
+def predict_command(s, out, *extra):
+    return [sys.executable, os.path.join(ROOT, 'predict.py'), '--config', os.path.join(ROOT, 'slowfast-single.yaml'),
+            '--use_gpu', 'False', '--weights', s['weights'], '--save_path', str(out)] + s['flags'] + list(extra)
+
+
+def test_predict_list_files_and_folders_in_order_with_errors(setup, tmp_path):
+    folder = tmp_path / 'clips'
+    folder.mkdir()
+    first, second = [os.path.join(setup['folder'], line.split()[0]) for line in setup['val_lines'][:2]]
+    shutil.copy(first, folder / 'b.mp4')
+    shutil.copy(second, folder / 'a.mp4')
+    listing = tmp_path / 'infer.txt'
+    listing.write_text(f'{first}\n{setup["videos"]["zero"]}\n')
+    (tmp_path / 'names.txt').write_text('right\nleft\ndown\nup\n')
+    log = run(predict_command(setup, tmp_path / 'out', '--filelist', str(listing), '--video', second, '--video',
+                              str(folder), '-o', f'DATA.label_map={tmp_path / "names.txt"}'), expect=1)
+    results = json.loads((tmp_path / 'out' / 'result.json').read_text())
+    assert [r['video_id'] for r in results] == [first, setup['videos']['zero'], second, str(folder / 'a.mp4'),
+                                                str(folder / 'b.mp4')]
+    assert 'error' in results[1] and set(results[1]) == {'video_id', 'error'}
+    for r in results[:1] + results[2:]:
+        assert set(r) == {'video_id', 'top1_values', 'top1_indices', 'top5_values', 'top5_indices', 'top1_label',
+                          'top5_labels'}
+        assert r['top5_values'] == sorted(r['top5_values'], reverse=True) and len(r['top5_indices']) == 4
+        assert r['top1_values'] == r['top5_values'][0] and r['top1_indices'] == r['top5_indices'][0]
+        assert sum(r['top5_values']) == pytest.approx(1.0, abs=1e-5)  # mean probabilities over 4 classes
+        assert r['top1_label'] == ['right', 'left', 'down', 'up'][r['top1_indices']]
+    assert results[0]['top5_values'] == results[4]['top5_values']  # the same video, found twice
+    assert '[INFER] infer finished' in log and '1 failed' in log
+
+    env = dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs'), CONFIG='slowfast-single.yaml',
+               WEIGHTS=setup['weights'])
+    run(['bash', os.path.join(ROOT, 'run_infer_multi.sh'), '--save_path', str(tmp_path / 'multi'), '--filelist',
+         str(listing), '--video', second, '--video', str(folder), '-o', f'DATA.label_map={tmp_path / "names.txt"}']
+        + setup['flags'], env=env, expect=1)
+    multi = json.loads((tmp_path / 'multi' / 'result.json').read_text())
+    assert [r['video_id'] for r in multi] == [r['video_id'] for r in results]
+    for a, b in zip(results, multi):
+        assert a.get('top5_indices') == b.get('top5_indices')
+        assert np.allclose(a.get('top5_values', []), b.get('top5_values', []), atol=1e-6)
+
+
+def test_predict_all_good_exits_zero(setup, tmp_path):
+    video = os.path.join(setup['folder'], setup['val_lines'][0].split()[0])
+    run(predict_command(setup, tmp_path, '--video', video))
+    assert json.loads((tmp_path / 'result.json').read_text())[0]['video_id'] == video

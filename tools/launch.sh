@@ -1,0 +1,17 @@
+# Sourced by run_*_multi.sh: builds "${launch[@]}", the paddle.distributed.launch command for this machine.
+#   USE_GPU=True (default): the GPUs of CUDA_VISIBLE_DEVICES (default 0,...,7), NCCL.
+#   USE_GPU=False: NPROC CPU processes (default 2), gloo.
+#   MASTER=ip:port NNODES=N: several nodes (run the script on each).  LOG_DIR: per-rank logs (default logs).
+USE_GPU=${USE_GPU:-True}
+launch=(python -m paddle.distributed.launch --log_dir "${LOG_DIR:-logs}")
+case "$USE_GPU" in
+    True|true|1)
+        export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0,1,2,3,4,5,6,7}
+        launch+=(--gpus "$CUDA_VISIBLE_DEVICES") ;;
+    *)
+        unset CUDA_VISIBLE_DEVICES  # launch counts the visible GPUs; the CPU run needs none
+        launch+=(--nproc_per_node "${NPROC:-2}") ;;
+esac
+if [ -n "${MASTER:-}" ]; then
+    launch+=(--master "$MASTER" --nnodes "${NNODES:-1}")
+fi
