@@ -66,7 +66,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'num_workers': (int, 8),             # DataLoader worker processes per rank (the original's 8)
         'num_retries': (int, 10),            # training: replacement samples tried for an undecodable video
         'normalize_on_device': (bool, False),  # train/valid items as uint8, normalised on the device
-        'label_map': (str, ''),              # text file, one class name per line (eval plots, result.json labels)
+        'label_map': (str, ''),              # text file, one class name per line; relative: to the config's folder
     },
     'TRAIN': {
         'epoch': (int, 196),
@@ -216,6 +216,9 @@ def _load(path: str, overrides: Sequence[str]) -> AttrDict:
             _set_key(cfg, str(section), '', None, path)  # raises: unknown section
         for key, value in keys.items():
             _set_key(cfg, str(section), str(key), value, path)
+    label_map = cfg.DATA.label_map  # a file shipped beside the config, wherever the script runs from
+    if label_map and not os.path.isabs(label_map):
+        cfg.DATA.label_map = os.path.join(os.path.dirname(os.path.abspath(path)), label_map)
     for item in overrides:
         apply_override(cfg, item)
     return cfg

@@ -8,6 +8,7 @@ import yaml
 
 import config_utils
 from config_utils import SCHEMA, ConfigError, default_config, log_config, parse_args, parse_config
+from kinetics_dataset import read_label_map
 
 from conftest import ROOT
 
@@ -36,7 +37,13 @@ def test_recipe_config_carries_every_key_with_the_original_values():
         raw = yaml.safe_load(f)
     assert {s: set(keys) for s, keys in raw.items()} == {s: set(keys) for s, keys in SCHEMA.items()}
     cfg = parse_config(RECIPE)
+    # every value is the recipe's; the label map points at the 400 Kinetics names shipped beside the config
+    assert cfg.DATA.label_map == os.path.join(ROOT, 'kinetics400_labels.txt')
+    cfg.DATA.label_map = ''
     assert cfg == default_config()
+    names = read_label_map(os.path.join(ROOT, 'kinetics400_labels.txt'), 400)
+    assert len(set(names)) == 400 and names[0] == 'abseiling' and names[-1] == 'zumba'
+    assert names == sorted(names, key=str.lower)  # class ids are the names in alphabetical order
     # spot checks against spec 1.1, including the values PyYAML alone gets wrong
     assert cfg.TRAIN.l2_weight_decay == pytest.approx(1e-4) and isinstance(cfg.TRAIN.l2_weight_decay, float)
     assert (cfg.TRAIN.base_lr, cfg.TRAIN.warmup_epochs, cfg.TRAIN.warmup_start_lr) == (0.1, 34.0, 0.01)
