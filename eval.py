@@ -92,7 +92,8 @@ def main() -> None:
         json.dump(result, f, indent=1)
     logger.info('%d videos evaluated, %d failed; mean class accuracy %.5f; results in %s', ok.sum(), len(failed),
                 report['mean_class_acc'], save_path)
-    logger.info('[EVAL] eval finished, avg_acc1= %s, avg_acc5= %s', report['top1'], report['top5'])
+    logger.info('[EVAL] eval finished, avg_acc1= %s, avg_acc5= %s (%d videos evaluated, %d failed)', report['top1'],
+                report['top5'], ok.sum(), len(failed))
 
 
 if __name__ == '__main__':

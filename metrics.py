@@ -60,6 +60,7 @@ def ensemble_scores(model: paddle.nn.Layer, loader, to_inputs, num_videos: int, 
             np.add.at(sums, videos, probs)
             np.add.at(counts, videos, 1)
             if progress is not None:
+                progress.set_postfix_str(f'{int((counts == num_views).sum())} videos done', refresh=False)
                 progress.update(len(videos))
     return sums, counts
 

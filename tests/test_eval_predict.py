@@ -54,7 +54,7 @@ def eval_command(s, out, *extra):
 
 def test_eval_single_then_two_ranks_give_the_same_scores(setup, tmp_path):
     log = run(eval_command(setup, tmp_path / 'one'))
-    assert '[EVAL] eval finished, avg_acc1= ' in log and '6 videos evaluated, 2 failed' in log
+    assert '[EVAL] eval finished, avg_acc1= ' in log and '(6 videos evaluated, 2 failed)' in log
     result = json.loads((tmp_path / 'one' / 'eval_result.json').read_text())
     assert result['num_videos'] == 6 and result['num_failed'] == 2
     assert result['failed'] == [setup['videos']['garbage'], setup['videos']['missing']]  # skipped, not replaced
