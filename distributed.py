@@ -36,6 +36,13 @@ def setup(use_gpu: Optional[bool], use_data_parallel: bool) -> Tuple[str, int, i
     return device, dist.get_rank() if world > 1 else 0, world
 
 
+def split_batch(total: int, parts: int, key: str, what: str = 'ranks') -> int:
+    """``total // parts``; ValueError naming ``key`` when the global batch does not divide."""
+    if total % parts:
+        raise ValueError(f'{key} ({total}) must be divisible by {parts} ({what})')
+    return total // parts
+
+
 def all_reduce_sum(values, world: int):
     """Element-wise sum over ranks (float64) of a list of numbers (returns a list) or an array (returns an array)."""
     array = np.asarray(values, dtype=np.float64)

@@ -16,11 +16,10 @@ import sys
 import numpy as np
 
 import distributed
-from checkpoint import load_weights
 from config_utils import log_config, parse_args, setup_logging
 from kinetics_dataset import KineticsMultiViewDataset, ListError, model_inputs, read_label_map
 from metrics import classification_report, score_videos
-from model import build_model
+from model import build_eval_model
 
 logger = logging.getLogger('eval')
 
@@ -53,22 +52,17 @@ def main() -> None:
     setup_logging(rank)
     log_config(cfg, 'Test')
     t = cfg.TEST
-    if not t.weights:
-        sys.exit('error: no weights to evaluate: give --weights (or TEST.weights)')
-    if t.batch_size % world:
-        sys.exit(f'error: TEST.batch_size ({t.batch_size}) must be divisible by the {world} ranks')
-    model = build_model(cfg)
     try:
-        load_weights(model, t.weights, strict=True)
-    except ValueError as error:  # weights of another shape: the message names the keys
+        batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
+        model = build_eval_model(cfg, t.weights)
+    except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
         sys.exit(f'error: {error}')
-    model.eval()
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
     dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)
     logger.info('evaluating %s on %d videos x %d views, %d ranks', t.weights, len(dataset.samples),
                 dataset.num_views, world)
 
-    sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), t.batch_size // world,
+    sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), batch,
                                 cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
     if rank != 0:
         return

@@ -5,11 +5,12 @@
 position of the fully-convolutional head, averaged over positions).
 """
 import logging
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import paddle
 import paddle.nn as nn
 
+from checkpoint import load_weights
 from config_utils import STAGE_DEPTHS, AttrDict
 from model_utils import (FuseFastToSlow, ResNetBasicHead, ResStage, VideoModelStem, count_flops,
                          count_parameters)
@@ -91,6 +92,19 @@ def build_model(cfg: AttrDict) -> SlowFast:
                     crop_size=m.crop_size, depth=m.depth, width_per_group=m.width_per_group,
                     fusion_kernel_size=m.fusion_kernel_size, fusion_conv_channel_ratio=m.fusion_conv_channel_ratio,
                     dropout_rate=m.dropout_rate)
+
+
+def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:
+    """The network of ``cfg`` with ``weights`` loaded strictly, in eval mode (eval.py, predict.py).
+
+    Raises FileNotFoundError for missing weights and ValueError naming the keys that do not fit.
+    """
+    if not weights:
+        raise ValueError('no weights: give --weights (or TEST.weights / INFER.weights)')
+    model = build_model(cfg)
+    load_weights(model, weights, strict=True)
+    model.eval()
+    return model
 
 
 def input_shapes(cfg: AttrDict, size: int) -> List[List[int]]:

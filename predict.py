@@ -18,12 +18,11 @@ from typing import List, Tuple
 import numpy as np
 
 import distributed
-from checkpoint import load_weights
 from config_utils import build_parser, log_config, parse_args, setup_logging
-from metrics import score_videos
 from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, ListError, model_inputs, parse_video_list,
                               read_label_map)
-from model import build_model
+from metrics import score_videos
+from model import build_eval_model
 from video_io import VIDEO_EXTENSIONS
 
 logger = logging.getLogger('predict')
@@ -64,22 +63,17 @@ def main() -> int:
     setup_logging(rank)
     log_config(cfg, 'Infer')
     i = cfg.INFER
-    if not i.weights:
-        sys.exit('error: no weights: give --weights (or INFER.weights)')
-    if i.batch_size % world:
-        sys.exit(f'error: INFER.batch_size ({i.batch_size}) must be divisible by the {world} ranks')
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
     samples, ids = gather_inputs(args, cfg)
-    model = build_model(cfg)
     try:
-        load_weights(model, i.weights, strict=True)
-    except ValueError as error:
+        batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
+        model = build_eval_model(cfg, i.weights)
+    except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
         sys.exit(f'error: {error}')
-    model.eval()
     dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
     logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, i.weights)
 
-    sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), i.batch_size // world,
+    sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), batch,
                                 cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
     if rank != 0:
         return 0

@@ -108,10 +108,12 @@ def main() -> None:
         handler.setFormatter(logging.getLogger().handlers[0].formatter)
         logging.getLogger().addHandler(handler)
     log_config(cfg, 'Train')
-    if t.batch_size % (world * t.accumulate_steps) or cfg.VALID.batch_size % world:
-        sys.exit(f'error: TRAIN.batch_size ({t.batch_size}) must be divisible by ranks x TRAIN.accumulate_steps '
-                 f'({world} x {t.accumulate_steps}) and VALID.batch_size ({cfg.VALID.batch_size}) by ranks')
-    micro_batch = t.batch_size // (world * t.accumulate_steps)
+    try:
+        micro_batch = distributed.split_batch(t.batch_size, world * t.accumulate_steps, 'TRAIN.batch_size',
+                                              'ranks x TRAIN.accumulate_steps')
+        valid_batch = distributed.split_batch(cfg.VALID.batch_size, world, 'VALID.batch_size')
+    except ValueError as error:
+        sys.exit(f'error: {error}')
     amp = t.use_amp and device.startswith('gpu')
     if t.use_amp and not amp:
         logger.info('TRAIN.use_amp: no GPU, training in float32')
@@ -120,7 +122,7 @@ def main() -> None:
 
     paddle.seed(args.seed)
     train_set, sampler, train_loader, valid_set, valid_loader = build_loaders(
-        cfg, args.seed, rank, world, micro_batch, cfg.VALID.batch_size // world)
+        cfg, args.seed, rank, world, micro_batch, valid_batch)
     steps_per_epoch = len(train_loader) // t.accumulate_steps
     if steps_per_epoch == 0:
         sys.exit(f'error: {len(train_set)} training videos make no full batch of {t.batch_size}')

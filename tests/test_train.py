@@ -139,4 +139,4 @@ def test_resume_edge_cases_and_bad_batch(demo_lists, tmp_path):
     log = run_train(demo_lists, tmp_path / 'empty', '--resume_epoch', '5', epochs=1, expect=1)
     assert '--resume_epoch 5: no complete checkpoint' in log and 'complete ones: [0]' in log
     log = run_train(demo_lists, tmp_path / 'b', '-o', 'TRAIN.accumulate_steps=3', expect=1)
-    assert 'TRAIN.batch_size (4) must be divisible' in log
+    assert 'TRAIN.batch_size (4) must be divisible by 3' in log
