@@ -109,14 +109,12 @@ def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True) -> Tupl
     reinitialised = [k for k in own if k not in loaded]
     skipped = [k for k in state if k not in own]
     if strict and (reinitialised or skipped):
-        wrong = [f'{k} {list(state[k].shape)} vs model {list(own[k].shape)}' for k in reinitialised if k in state]
-        missing = [k for k in reinitialised if k not in state]
-        raise ValueError(f'{weights_path(path)} does not fit the model: '
-                         + '; '.join(part for part in (
-                             f'shape mismatch: {", ".join(wrong)}' if wrong else '',
-                             f'missing: {", ".join(missing[:10])}{" ..." if len(missing) > 10 else ""}'
-                             if missing else '',
-                             f'unexpected: {", ".join(skipped[:10])}{" ..." if len(skipped) > 10 else ""}'
-                             if skipped else '') if part))
+        problems = {'shape mismatch': [f'{k} {list(state[k].shape)} vs model {list(own[k].shape)}'
+                                       for k in reinitialised if k in state],
+                    'missing': [k for k in reinitialised if k not in state],
+                    'unexpected': skipped}
+        raise ValueError(f'{weights_path(path)} does not fit the model: ' + '; '.join(
+            f'{what}: {", ".join(keys[:10])}{" ..." if len(keys) > 10 else ""}' for what, keys in problems.items()
+            if keys))
     model.set_state_dict({**own, **{k: state[k] for k in loaded}})  # the rest keep their values
     return loaded, skipped, reinitialised

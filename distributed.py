@@ -67,7 +67,7 @@ def average_buffers(model: paddle.nn.Layer, world: int) -> None:
 
 
 def max_rank_difference(model: paddle.nn.Layer, world: int) -> float:
-    """The largest absolute difference of any parameter or buffer between this rank and rank 0."""
+    """The largest absolute difference of any parameter or buffer between any rank and rank 0 (on every rank)."""
     if world == 1:
         return 0.0
     worst = 0.0
@@ -76,7 +76,7 @@ def max_rank_difference(model: paddle.nn.Layer, world: int) -> float:
         reference = mine.clone()
         dist.broadcast(reference, src=0)
         worst = max(worst, (mine - reference).abs().max().item())
-    return max(all_reduce_max(worst, world), worst)
+    return all_reduce_max(worst, world)
 
 
 def all_reduce_max(value: float, world: int) -> float:

@@ -225,7 +225,7 @@ class DecodeFailures:
 # Datasets
 
 class _VideoDataset:
-    """What both datasets share: the list, the decoding settings and the transforms."""
+    """What both datasets share: the list, the clip length and the record of decode failures."""
 
     def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]]):
         m = cfg.MODEL
