@@ -86,6 +86,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'accumulate_steps': (int, 1),        # gradient accumulation: batch_size is the effective (global) batch
         'use_amp': (bool, False),            # mixed precision on GPU (a logged no-op on CPU)
         'amp_dtype': (str, 'float16'),       # float16 (with loss scaling) or bfloat16
+        'random_flip': (bool, True),         # horizontal flip p=0.5; False when left/right is part of the class
     },
     'VALID': {
         'use_preciseBN': (bool, True),

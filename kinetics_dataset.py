@@ -245,8 +245,8 @@ class _VideoDataset:
 
 
 class KineticsDataset(_VideoDataset, paddle.io.Dataset):
-    """Training (``mode='train'``: random clip, scale, crop, flip) or validation (``'valid'``: centre clip, short
-    side ``VALID.min_size``, centre crop) samples, one clip per video.
+    """Training (``mode='train'``: random clip, scale, crop, and flip unless ``TRAIN.random_flip`` is False) or
+    validation (``'valid'``: centre clip, short side ``VALID.min_size``, centre crop) samples, one clip per video.
 
     An undecodable video is recorded in ``failures`` and replaced by another sample drawn from the same random
     stream, up to ``DATA.num_retries`` times; call ``set_epoch`` before each epoch.
@@ -260,6 +260,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         self.mode, self.seed, self.epoch = mode, seed, 0
         self.min_size, self.max_size, self.target_size = section.min_size, section.max_size, section.target_size
         self.num_retries = cfg.DATA.num_retries
+        self.random_flip = mode == 'train' and cfg.TRAIN.random_flip
         # DATA.normalize_on_device: uint8 out, normalised by model_inputs (a quarter of the bytes to move)
         self.normalize = (channels_first if cfg.DATA.normalize_on_device
                           else Normalizer(cfg.MODEL.image_mean, cfg.MODEL.image_std))
@@ -293,7 +294,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
             frames = video.read(indices, short_side)  # [T, H, W, 3]
         y, x = crop_offset(frames.shape[1], frames.shape[2], self.target_size, -1 if train else 0, 1, rng)
         frames = frames[:, y:y + self.target_size, x:x + self.target_size]
-        if train and rng.uniform() < 0.5:
+        if train and rng.uniform() < 0.5 and self.random_flip:  # drawn either way: the same clips with or without
             frames = frames[:, :, ::-1]
         return pack_pathways(self.normalize(frames), self.alpha)
 

@@ -286,6 +286,21 @@ def test_train_clip_start_scale_crop_and_flip_vary(cfg, videos, tmp_path):
     assert 8 < sum(flipped) < 32  # p = 0.5
 
 
+def test_random_flip_off_keeps_every_clip_but_never_flips(cfg, videos, tmp_path):
+    use_list(cfg, write_list(tmp_path, [f'{videos["ramp"]} 0']), 'TRAIN')
+    with_flip = KineticsDataset(cfg, 'train')
+    cfg.TRAIN.random_flip = False
+    without = KineticsDataset(cfg, 'train')
+    flips = 0
+    for epoch in range(12):
+        with_flip.set_epoch(epoch), without.set_epoch(epoch)
+        a, b = with_flip[0][1], without[0][1]
+        assert pixels(b)[0].mean(axis=(0, 2))[:8].mean() < pixels(b)[0].mean(axis=(0, 2))[-8:].mean()  # ramp kept
+        flips += not np.array_equal(a, b)
+        assert np.array_equal(a, b) or np.array_equal(a, b[..., ::-1])  # same clip, scale and crop
+    assert flips > 0
+
+
 def test_valid_is_a_deterministic_centre_clip_and_crop(cfg, videos, tmp_path):
     use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 2']), 'VALID')
     dataset = KineticsDataset(cfg, 'valid')

@@ -1,9 +1,9 @@
 """Write a small synthetic video dataset that only motion separates, in the Kinetics list format.
 
-Every video is a random static textured background with random shapes (kind, colour, size, count) drifting across
-it with wrap-around, plus flicker and noise. The class is the drift direction (right, left, down, up). Start
-positions are uniform and motion wraps around the frame, so every single frame of every class comes from the same
-distribution: a model must use time to beat chance.
+Every video is a random static textured background cluttered with random shapes, and more random shapes (kind,
+colour, size, count) drifting across it with wrap-around, plus sensor noise. The class is the drift direction
+(right, left, down, up). Start positions are uniform and motion wraps around the frame, so every single frame of
+every class comes from the same distribution: a model must use time to beat chance.
 
     python tools/make_demo_data.py --out data/demo            # reuses a complete dataset made with the same settings
     python tools/make_demo_data.py --out data/demo --fresh    # regenerate
@@ -30,6 +30,7 @@ from video_io import write_video  # noqa: E402
 
 logger = logging.getLogger('make_demo_data')
 
+GENERATOR_VERSION = 2  # bump when make_video changes: a dataset made by another version is regenerated
 CLASSES = {'right': (0, 1), 'left': (0, -1), 'down': (1, 0), 'up': (-1, 0)}  # (dy, dx) unit direction
 
 
@@ -65,19 +66,19 @@ def make_video(seed: int, label: int, height: int, width: int, frames: int) -> L
     """RGB frames of one video of class ``label``."""
     rng = np.random.default_rng(seed)
     background = random_texture(rng, height, width)
-    draw_shapes(rng, background, np.zeros((height, width), np.uint8), int(rng.integers(0, 3)))  # static distractors
+    draw_shapes(rng, background, np.zeros((height, width), np.uint8), int(rng.integers(15, 30)))  # static clutter
     layer = random_texture(rng, height, width)
     mask = np.zeros((height, width), np.uint8)
-    draw_shapes(rng, layer, mask, int(rng.integers(3, 7)))
+    draw_shapes(rng, layer, mask, int(rng.integers(5, 10)))
     dy, dx = list(CLASSES.values())[label]
-    speed = rng.uniform(1.0, 3.0)  # pixels per frame
+    speed = rng.uniform(1.5, 4.0)  # pixels per frame
     start = rng.uniform(0, height), rng.uniform(0, width)  # uniform start: no frame reveals the direction
     out = []
     for t in range(frames):
         shift = (int(round(start[0] + dy * speed * t)), int(round(start[1] + dx * speed * t)))
         moved, alpha = np.roll(layer, shift, axis=(0, 1)), np.roll(mask, shift, axis=(0, 1))[..., None] > 0
         frame = np.where(alpha, moved, background).astype(np.float32)
-        frame = frame * rng.uniform(0.9, 1.1) + rng.normal(0, 4, frame.shape)  # flicker and sensor noise
+        frame = frame + rng.normal(0, 3, frame.shape)  # sensor noise
         out.append(np.clip(frame, 0, 255).astype(np.uint8))
     return out
 
@@ -101,6 +102,7 @@ def main(argv=None) -> None:
     settings = {k: getattr(args, k) for k in ('train_per_class', 'val_per_class', 'frames', 'fps', 'height',
                                               'width', 'seed')}
     settings['classes'] = list(CLASSES)
+    settings['generator_version'] = GENERATOR_VERSION
     settings_file = os.path.join(args.out, 'settings.json')
     done_file = os.path.join(args.out, 'DONE')
     if os.path.isdir(args.out) and not args.fresh:
