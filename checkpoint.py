@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 PREFIX = 'slowfast_epoch'
 
 
-def _atomic_save(obj, path: str) -> None:
+def atomic_save(obj, path: str) -> None:
+    """``paddle.save`` to a temporary name, then rename: ``path`` is complete or absent, never truncated."""
     tmp = f'{path}.tmp{os.getpid()}'
     try:
         paddle.save(obj, tmp)
@@ -42,8 +43,8 @@ def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer
     """Write the checkpoint of ``epoch`` atomically; returns its prefix."""
     os.makedirs(save_dir, exist_ok=True)
     prefix = checkpoint_prefix(save_dir, epoch)
-    _atomic_save(model.state_dict(), prefix + '.pdparams')
-    _atomic_save({'optimizer': optimizer.state_dict(), 'meta': meta}, prefix + '.pdopt')
+    atomic_save(model.state_dict(), prefix + '.pdparams')
+    atomic_save({'optimizer': optimizer.state_dict(), 'meta': meta}, prefix + '.pdopt')
     return prefix
 
 

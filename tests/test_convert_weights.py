@@ -1,0 +1,176 @@
+"""tools/convert_weights.py: every published format maps every tensor; errors name the culprit and write nothing.
+
+The Caffe2 and PySlowFast names below are spelled out from those projects' conventions, independently of the tool.
+"""
+import os
+import pickle
+import re
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+from conftest import ROOT
+from model import build_eval_model, build_model
+
+sys.path.insert(0, os.path.join(ROOT, 'tools'))
+from convert_weights import main as convert_main  # noqa: E402
+
+TINY = ['MODEL.num_classes=5', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
+        'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', 'TEST.target_size=96', 'INFER.target_size=96']
+LAST_BLOCK = {2: 2, 3: 3, 4: 5}  # R50 stages 2-4 have 3, 4, 6 blocks: the fusion after stage s hangs off its last
+C2_LEAF = {'weight': 'w', 'bias': 'b', '_mean': 'rm', '_variance': 'riv'}
+
+
+def random_state(cfg, seed=0):
+    rng = np.random.default_rng(seed)
+    state = {k: v.numpy() for k, v in build_model(cfg).state_dict().items()}
+    return {k: (rng.uniform(0.5, 1.5, v.shape) if k.endswith('_variance') else rng.normal(0, 0.1, v.shape))
+            .astype(np.float32) for k, v in state.items()}
+
+
+def caffe2_name(key):
+    t = lambda p: 't_' if p == '1' else ''  # noqa: E731
+    bn = lambda leaf: 's' if leaf == 'weight' else C2_LEAF[leaf]  # noqa: E731
+    fuse = lambda s: 't_pool1_subsample' if s == '1' else f't_res{s}_{LAST_BLOCK[int(s)]}_branch2c_bn_subsample'  # noqa
+    for pattern, name in (
+            (r's1\.pathway(\d)_stem\._conv\.weight', lambda g: f'{t(g[1])}conv1_w'),
+            (r's1\.pathway(\d)_stem\._bn\.(\w+)', lambda g: f'{t(g[1])}res_conv1_bn_{bn(g[2])}'),
+            (r's(\d)_fuse\._conv_f2s\.weight', lambda g: f'{fuse(g[1])}_w'),
+            (r's(\d)_fuse\._bn\.(\w+)', lambda g: f'{fuse(g[1])}_bn_{bn(g[2])}'),
+            (r's(\d)\.pathway(\d)_res(\d+)\.branch2\.([abc])\.weight',
+             lambda g: f'{t(g[2])}res{g[1]}_{g[3]}_branch2{g[4]}_w'),
+            (r's(\d)\.pathway(\d)_res(\d+)\.branch2\.([abc])_bn\.(\w+)',
+             lambda g: f'{t(g[2])}res{g[1]}_{g[3]}_branch2{g[4]}_bn_{bn(g[5])}'),
+            (r's(\d)\.pathway(\d)_res(\d+)\.branch1\.weight', lambda g: f'{t(g[2])}res{g[1]}_{g[3]}_branch1_w'),
+            (r's(\d)\.pathway(\d)_res(\d+)\.branch1_bn\.(\w+)',
+             lambda g: f'{t(g[2])}res{g[1]}_{g[3]}_branch1_bn_{bn(g[4])}'),
+            (r'head\.projection\.(\w+)', lambda g: f'pred_{C2_LEAF[g[1]]}')):
+        match = re.fullmatch(pattern, key)
+        if match:
+            return name(match)
+    raise KeyError(key)
+
+
+def pyslowfast_name(key):
+    for ours, theirs in (('_stem._conv.', '_stem.conv.'), ('_stem._bn.', '_stem.bn.'),
+                         ('_fuse._conv_f2s.', '_fuse.conv_f2s.'), ('_fuse._bn.', '_fuse.bn.')):
+        key = key.replace(ours, theirs)
+    return re.sub(r'\._variance$', '.running_var', re.sub(r'\._mean$', '.running_mean', key))
+
+
+def torch_layout(key, array):
+    return array.T if key == 'head.projection.weight' else array  # Linear [out, in]
+
+
+def convert(src, dst, *extra):
+    return convert_main(['--src', str(src), '--dst', str(dst), '--config', os.path.join(ROOT, 'slowfast.yaml')]
+                        + [a for o in TINY for a in ('-o', o)] + list(extra))
+
+
+def assert_same(path, state):
+    loaded = paddle.load(str(path))
+    assert set(loaded) == set(state)
+    for k, v in state.items():
+        assert np.array_equal(loaded[k].numpy(), v), k
+
+
+def test_caffe2_pkl_maps_every_blob_without_torch(tiny_cfg, tmp_path, capsys):
+    state = random_state(tiny_cfg)
+    blobs = {caffe2_name(k): torch_layout(k, v) for k, v in state.items()}
+    blobs.update({'conv1_w_momentum': np.zeros(1), 'lr': np.ones(1), 'model_iter': np.ones(1)})  # optimizer state
+    with open(tmp_path / 'c2.pkl', 'wb') as f:
+        pickle.dump({'blobs': blobs}, f, protocol=2)
+    assert convert(tmp_path / 'c2.pkl', tmp_path / 'out.pdparams') == 0
+    assert_same(tmp_path / 'out.pdparams', state)
+    assert 'caffe2 checkpoint' in (out := capsys.readouterr().out) and '3 dropped' in out
+
+
+def test_paddlevideo_and_paddle_checkpoints(tiny_cfg, tmp_path):
+    state = random_state(tiny_cfg, seed=1)
+    paddle.save({(k if k.startswith('head.') else 'backbone.' + k): paddle.to_tensor(v) for k, v in state.items()},
+                str(tmp_path / 'pv.pdparams'))
+    paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, str(tmp_path / 'orig.pdparams'))
+    for name in ('pv', 'orig'):
+        assert convert(tmp_path / f'{name}.pdparams', tmp_path / f'{name}_out') == 0
+        assert_same(tmp_path / f'{name}_out.pdparams', state)
+
+
+@pytest.mark.parametrize('prefix', ['', 'model.'])
+def test_pyslowfast_pyth(tiny_cfg, tmp_path, prefix):
+    torch = pytest.importorskip('torch', reason='reading .pyth needs torch')
+    state = random_state(tiny_cfg, seed=2)
+    model_state = {prefix + pyslowfast_name(k): torch.from_numpy(np.ascontiguousarray(torch_layout(k, v)))
+                   for k, v in state.items()}
+    model_state['s1.pathway0_stem.bn.num_batches_tracked'.replace('s1', prefix + 's1')] = torch.tensor(7)
+    torch.save({'epoch': 3, 'model_state': model_state, 'cfg': 'MODEL:\n  NUM_CLASSES: 5\n'}, tmp_path / 'sf.pyth')
+    assert convert(tmp_path / 'sf.pyth', tmp_path / 'out.pdparams') == 0
+    assert_same(tmp_path / 'out.pdparams', state)
+
+
+def test_pytorchvideo_pyth_gives_the_reference_probabilities(tiny_cfg, tmp_path):
+    torch = pytest.importorskip('torch', reason='the PyTorch reference needs torch')
+    pytest.importorskip('pytorchvideo', reason='the PyTorch reference needs pytorchvideo')
+    from reference import build_reference
+
+    torch.manual_seed(0)
+    ref = build_reference(tiny_cfg)
+    with torch.no_grad():
+        for layer in ref.modules():
+            if isinstance(layer, torch.nn.BatchNorm3d):
+                layer.weight.uniform_(0.5, 1.0), layer.bias.uniform_(-0.2, 0.2)
+                layer.running_mean.uniform_(-0.2, 0.2), layer.running_var.uniform_(0.5, 1.5)
+        ref.blocks[6].proj.weight.mul_(20)
+    torch.save({'model_state': {'model.' + k: v for k, v in ref.state_dict().items()}}, tmp_path / 'ptv.pyth')
+    assert convert(tmp_path / 'ptv.pyth', tmp_path / 'ptv.pdparams') == 0
+    model = build_eval_model(tiny_cfg, str(tmp_path / 'ptv.pdparams'))
+    rng = np.random.default_rng(0)
+    x = [rng.normal(0, 1, (2, 3, n, 96, 96)).astype(np.float32) for n in (2, 8)]
+    ref.eval()
+    with torch.no_grad():
+        expected = ref([torch.from_numpy(a) for a in x]).numpy()
+    probs = model([paddle.to_tensor(a) for a in x]).numpy()
+    assert expected.max() > 0.5 and np.abs(probs - expected).max() <= 1e-4
+
+
+def test_mismatches_are_named_with_the_fix_and_nothing_is_written(tiny_cfg, tmp_path, capsys):
+    state = random_state(tiny_cfg)
+
+    def attempt(name, blobs, *extra):
+        with open(tmp_path / f'{name}.pkl', 'wb') as f:
+            pickle.dump({'blobs': blobs}, f)
+        capsys.readouterr()
+        assert convert(tmp_path / f'{name}.pkl', tmp_path / f'{name}.pdparams', *extra) == 1
+        assert not os.path.exists(tmp_path / f'{name}.pdparams')
+        return capsys.readouterr().out
+
+    blobs = {caffe2_name(k): torch_layout(k, v) for k, v in state.items()}
+    extra = {**blobs, 'nonlocal_conv3_1_theta_w': np.ones(3)}
+    assert 'no mapping: nonlocal_conv3_1_theta_w' in attempt('extra', extra)
+    partial = {k: v for k, v in blobs.items() if k != 't_res3_1_branch2b_w'}
+    assert 'missing from the file: s3.pathway1_res1.branch2.b.weight' in attempt('partial', partial)
+    head7 = {**blobs, 'pred_w': np.ones((7, blobs['pred_w'].shape[1]), np.float32), 'pred_b': np.ones(7, np.float32)}
+    assert '-o MODEL.num_classes=7' in attempt('head', head7)
+    text = attempt('arch', blobs, '-o', 'MODEL.fusion_kernel_size=5')  # a 4x16-style file into a kernel-5 model
+    assert 's1_fuse._conv_f2s.weight' in text and '-o MODEL.fusion_kernel_size=3' in text
+    capsys.readouterr()
+    assert convert(tmp_path / 'nope.pkl', tmp_path / 'x.pdparams') == 1
+    assert 'checkpoint not found' in capsys.readouterr().out
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, ('touch pwned',))
+
+
+def test_pickled_code_is_refused(tiny_cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with open('evil.pkl', 'wb') as f:
+        pickle.dump({'blobs': {'conv1_w': Exploit()}}, f)
+    assert convert('evil.pkl', 'out.pdparams') == 1
+    assert 'refusing to load' in capsys.readouterr().out and not os.path.exists('pwned')
+    torch = pytest.importorskip('torch', reason='reading .pyth needs torch')
+    torch.save({'model_state': {'x': torch.ones(1)}, 'obj': Exploit()}, 'evil.pyth')
+    assert convert('evil.pyth', 'out.pdparams') == 1
+    assert '--allow-pickle' in capsys.readouterr().out and not os.path.exists('pwned') and not os.path.exists('out.pdparams')

@@ -1,0 +1,284 @@
+"""Convert a published SlowFast checkpoint into this project's ``.pdparams``.
+
+    python tools/convert_weights.py --src SLOWFAST_4x16_R50.pyth --dst weights/slowfast_4x16.pdparams
+    python tools/convert_weights.py --src SLOWFAST_8x8_R50.pyth --dst weights/slowfast_8x8.pdparams --arch 8x8
+
+The source format is detected from the file:
+
+- PySlowFast ``.pyth`` (``model_state``, names like ``s2.pathway0_res0.branch2.a.weight``),
+- pytorchvideo ``.pyth`` (``blocks.*`` names; the PySlowFast-wrapped zoo files carry a ``model.`` prefix),
+- PySlowFast Caffe2 ``.pkl`` (``blobs``; read without torch, by an unpickler that only rebuilds numpy arrays),
+- PaddleVideo ``.pdparams`` (``backbone.*`` / ``head.*``) and the original Paddle port's ``.pdparams`` (as is).
+
+Every tensor is mapped (BN running statistics renamed, the classifier transposed, ``num_batches_tracked`` and
+Caffe2 optimizer blobs dropped) and checked against the model the config builds: any unmapped, missing or
+mis-shaped tensor stops the conversion with its name, and nothing is written. torch is needed only for ``.pyth``.
+``.pyth`` files are read with ``torch.load(weights_only=True)``; ``--allow-pickle`` lifts that for a file you trust.
+"""
+import argparse
+import logging
+import os
+import pickle
+import re
+import sys
+from typing import Callable, Dict, List, Tuple
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from checkpoint import atomic_save  # noqa: E402
+from config_utils import ConfigError, parse_config, setup_logging  # noqa: E402
+
+logger = logging.getLogger('convert_weights')
+
+FORMATS = ('pyslowfast', 'pytorchvideo', 'caffe2', 'paddlevideo', 'paddle')
+ARCHS = {'4x16': {'alpha': 8, 'fusion_kernel_size': 5}, '8x8': {'alpha': 4, 'fusion_kernel_size': 7}}
+HEAD_WEIGHT = 'head.projection.weight'
+
+
+class ConversionError(ValueError):
+    """A checkpoint that cannot be converted into the configured model; the message names the tensors."""
+
+
+# ---- reading ------------------------------------------------------------------------------------------------------
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Rebuilds dicts, lists, strings, numbers and numpy arrays, and refuses anything else (no code runs)."""
+
+    ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
+               ('numpy', 'ndarray'), ('numpy', 'dtype'), ('numpy.core.multiarray', 'scalar'),
+               ('numpy._core.multiarray', 'scalar'), ('collections', 'OrderedDict'),
+               ('_codecs', 'encode')}  # protocol-2 pickles (Python 2's Caffe2) store array bytes through it
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'refusing to load {module}.{name}: a Caffe2 .pkl holds only numpy arrays')
+
+
+def _strip_prefix(state: Dict, prefixes=('module.', 'model.')) -> Dict:
+    for prefix in prefixes:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k[len(prefix):]: v for k, v in state.items()}
+    return state
+
+
+def _read_torch(path: str, allow_pickle: bool) -> Dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError:
+        raise ConversionError(f'{path}: reading a .pyth needs torch (pip install torch; the CPU wheel is enough)')
+    try:
+        obj = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
+    except pickle.UnpicklingError as error:
+        raise ConversionError(f'{path} holds objects other than tensors ({str(error).splitlines()[0][:200]}); '
+                              'if you trust the file, convert it with --allow-pickle') from None
+    if isinstance(obj, dict):
+        for key in ('model_state', 'state_dict', 'model'):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(hasattr(v, 'numpy') for v in obj.values()):
+        raise ConversionError(f'{path}: no state dict of tensors found (looked for model_state / state_dict)')
+    return {k: v.detach().cpu().numpy() for k, v in _strip_prefix(obj).items()}
+
+
+def read_checkpoint(path: str, allow_pickle: bool = False) -> Tuple[str, Dict[str, np.ndarray]]:
+    """``(format, {source name: array})`` of a checkpoint file."""
+    if not os.path.isfile(path):
+        raise ConversionError(f'checkpoint not found: {path}')
+    ext = os.path.splitext(path)[1].lower()
+    if ext == '.pkl':
+        with open(path, 'rb') as f:
+            try:
+                obj = _ArrayUnpickler(f, encoding='latin1').load()
+            except (pickle.UnpicklingError, EOFError, ValueError) as error:
+                raise ConversionError(f'{path}: not a Caffe2 checkpoint ({error})') from None
+        blobs = obj.get('blobs') if isinstance(obj, dict) else None
+        if not isinstance(blobs, dict):
+            raise ConversionError(f'{path}: no "blobs" dict (not a PySlowFast Caffe2 checkpoint)')
+        return 'caffe2', {k: np.asarray(v) for k, v in blobs.items()}
+    if ext in ('.pdparams', ''):
+        import paddle
+        state = paddle.load(path if ext else path + '.pdparams')
+        if not isinstance(state, dict):
+            raise ConversionError(f'{path}: not a state dict')
+        state = {k: np.asarray(v.numpy() if hasattr(v, 'numpy') else v) for k, v in state.items()}
+        return ('paddlevideo' if any(k.startswith('backbone.') for k in state) else 'paddle'), state
+    if ext in ('.pyth', '.pth', '.pt'):
+        state = _read_torch(path, allow_pickle)
+        return ('pytorchvideo' if any(k.startswith('blocks.') for k in state) else 'pyslowfast'), state
+    raise ConversionError(f'{path}: unknown checkpoint type {ext!r} (expected .pyth, .pth, .pkl or .pdparams)')
+
+
+# ---- names ----------------------------------------------------------------------------------------------------------
+# Every format is first renamed to PySlowFast's names, then PySlowFast -> this project (spec sections 2.5, 3, 4).
+
+_C2_LEAF = {'w': 'weight', 'b': 'bias', 's': 'weight', 'rm': 'running_mean', 'riv': 'running_var'}
+_C2_IGNORED = re.compile(r'(_momentum|^lr|^model_iter|^iter)$')  # optimizer state saved beside the weights
+
+
+def _pathway(g: str) -> int:
+    return 1 if g else 0  # Caffe2 prefixes the Fast pathway's blobs with ``t_``
+
+
+_CAFFE2_RULES: List[Tuple[str, Callable]] = [
+    (r'(t_)?conv1_(w)', lambda g: f's1.pathway{_pathway(g[1])}_stem.conv.weight'),
+    (r'(t_)?res_conv1_bn_(s|b|rm|riv)', lambda g: f's1.pathway{_pathway(g[1])}_stem.bn.{_C2_LEAF[g[2]]}'),
+    (r't_pool1_subsample_(w)', lambda g: 's1_fuse.conv_f2s.weight'),
+    (r't_pool1_subsample_bn_(s|b|rm|riv)', lambda g: f's1_fuse.bn.{_C2_LEAF[g[1]]}'),
+    (r't_res(\d+)_\d+_branch2c_bn_subsample_(w)', lambda g: f's{g[1]}_fuse.conv_f2s.weight'),
+    (r't_res(\d+)_\d+_branch2c_bn_subsample_bn_(s|b|rm|riv)', lambda g: f's{g[1]}_fuse.bn.{_C2_LEAF[g[2]]}'),
+    (r'(t_)?res(\d+)_(\d+)_branch2([abc])_(w)',
+     lambda g: f's{g[2]}.pathway{_pathway(g[1])}_res{g[3]}.branch2.{g[4]}.weight'),
+    (r'(t_)?res(\d+)_(\d+)_branch2([abc])_bn_(s|b|rm|riv)',
+     lambda g: f's{g[2]}.pathway{_pathway(g[1])}_res{g[3]}.branch2.{g[4]}_bn.{_C2_LEAF[g[5]]}'),
+    (r'(t_)?res(\d+)_(\d+)_branch1_(w)', lambda g: f's{g[2]}.pathway{_pathway(g[1])}_res{g[3]}.branch1.weight'),
+    (r'(t_)?res(\d+)_(\d+)_branch1_bn_(s|b|rm|riv)',
+     lambda g: f's{g[2]}.pathway{_pathway(g[1])}_res{g[3]}.branch1_bn.{_C2_LEAF[g[4]]}'),
+    (r'pred_(w|b)', lambda g: f'head.projection.{_C2_LEAF[g[1]]}'),
+]
+
+_PYTORCHVIDEO_RULES: List[Tuple[str, Callable]] = [
+    (r'blocks\.0\.multipathway_blocks\.(\d)\.conv\.(.+)', lambda g: f's1.pathway{g[1]}_stem.conv.{g[2]}'),
+    (r'blocks\.0\.multipathway_blocks\.(\d)\.norm\.(.+)', lambda g: f's1.pathway{g[1]}_stem.bn.{g[2]}'),
+    (r'blocks\.(\d)\.multipathway_fusion\.conv_fast_to_slow\.(.+)', lambda g: f's{int(g[1]) + 1}_fuse.conv_f2s.{g[2]}'),
+    (r'blocks\.(\d)\.multipathway_fusion\.norm\.(.+)', lambda g: f's{int(g[1]) + 1}_fuse.bn.{g[2]}'),
+    (r'blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.branch1_conv\.(.+)',
+     lambda g: f's{int(g[1]) + 1}.pathway{g[2]}_res{g[3]}.branch1.{g[4]}'),
+    (r'blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.branch1_norm\.(.+)',
+     lambda g: f's{int(g[1]) + 1}.pathway{g[2]}_res{g[3]}.branch1_bn.{g[4]}'),
+    (r'blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.branch2\.conv_([abc])\.(.+)',
+     lambda g: f's{int(g[1]) + 1}.pathway{g[2]}_res{g[3]}.branch2.{g[4]}.{g[5]}'),
+    (r'blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.branch2\.norm_([abc])\.(.+)',
+     lambda g: f's{int(g[1]) + 1}.pathway{g[2]}_res{g[3]}.branch2.{g[4]}_bn.{g[5]}'),
+    (r'blocks\.6\.proj\.(.+)', lambda g: f'head.projection.{g[1]}'),
+]
+
+_PYSLOWFAST_TO_PROJECT = [(re.compile(p), r) for p, r in (
+    (r'_stem\.conv\.', '_stem._conv.'), (r'_stem\.bn\.', '_stem._bn.'),
+    (r'_fuse\.conv_f2s\.', '_fuse._conv_f2s.'), (r'_fuse\.bn\.', '_fuse._bn.'),
+    (r'\.running_mean$', '._mean'), (r'\.running_var$', '._variance'))]
+
+
+def _rename(state: Dict[str, np.ndarray], rules, ignored=None) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    out, dropped, unmapped = {}, [], []
+    for name, array in state.items():
+        if name.endswith('num_batches_tracked') or (ignored and ignored.search(name)):
+            dropped.append(name)
+            continue
+        for pattern, repl in rules:
+            match = re.fullmatch(pattern, name)
+            if match:
+                out[repl(match)] = array
+                break
+        else:
+            unmapped.append(name)
+    if unmapped:
+        raise ConversionError(f'{len(unmapped)} tensors have no mapping: {", ".join(unmapped[:20])}'
+                              f'{" ..." if len(unmapped) > 20 else ""}')
+    return out, dropped
+
+
+def to_project_names(fmt: str, state: Dict[str, np.ndarray]) -> Tuple[Dict[str, np.ndarray], List[str]]:
+    """Rename (and re-layout) a source state dict; returns ``(converted, dropped source names)``."""
+    if fmt not in FORMATS:
+        raise ConversionError(f'unknown format {fmt!r}; one of {", ".join(FORMATS)}')
+    if fmt == 'paddle':
+        return dict(state), []
+    if fmt == 'paddlevideo':
+        out = {k[len('backbone.'):] if k.startswith('backbone.') else k: v for k, v in state.items()}
+        return out, []
+    dropped: List[str] = []
+    if fmt == 'caffe2':
+        state, dropped = _rename(state, _CAFFE2_RULES, _C2_IGNORED)
+    elif fmt == 'pytorchvideo':
+        state, dropped = _rename(state, _PYTORCHVIDEO_RULES)
+    out = {}
+    for name, array in state.items():
+        if name.endswith('num_batches_tracked'):
+            dropped.append(name)
+            continue
+        for pattern, repl in _PYSLOWFAST_TO_PROJECT:
+            name = pattern.sub(repl, name)
+        if name == HEAD_WEIGHT:  # torch / Caffe2 Linear [classes, features] (or [.., 1, 1, 1]) -> Paddle [in, out]
+            array = array.reshape(array.shape[0], -1).T
+        out[name] = np.ascontiguousarray(array)
+    return out, dropped
+
+
+# ---- checking -------------------------------------------------------------------------------------------------------
+
+def check_fits(converted: Dict[str, np.ndarray], model_state: Dict, cfg) -> None:
+    """ConversionError naming every missing, unexpected and mis-shaped tensor, with the config change that fits."""
+    shape = {k: list(v.shape) for k, v in model_state.items()}
+    missing = [k for k in shape if k not in converted]
+    unexpected = [k for k in converted if k not in shape]
+    mismatched = [k for k in shape if k in converted and list(converted[k].shape) != shape[k]]
+    if not (missing or unexpected or mismatched):
+        return
+    hints = []
+    if HEAD_WEIGHT in mismatched and converted[HEAD_WEIGHT].shape[0] == shape[HEAD_WEIGHT][0]:
+        hints.append(f'-o MODEL.num_classes={converted[HEAD_WEIGHT].shape[1]}')
+    fuse = 's2_fuse._conv_f2s.weight'
+    if fuse in mismatched and converted[fuse].shape[2] != shape[fuse][2]:
+        kernel = converted[fuse].shape[2]
+        arch = [a for a, v in ARCHS.items() if v['fusion_kernel_size'] == kernel]
+        hints.append(f'--arch {arch[0]}' if arch else f'-o MODEL.fusion_kernel_size={kernel}')
+    if mismatched and not hints:
+        hints.append('check MODEL.depth, width_per_group, beta and fusion_conv_channel_ratio')
+    parts = [f'{what}: {", ".join(items[:12])}{" ..." if len(items) > 12 else ""}' for what, items in (
+        ('missing from the file', missing), ('not in the model', unexpected),
+        ('shape mismatch', [f'{k} {list(converted[k].shape)} vs model {shape[k]}' for k in mismatched])) if items]
+    raise ConversionError('the checkpoint does not fit the configured model: ' + '; '.join(parts)
+                          + (f' (try {" and ".join(hints)})' if hints else ''))
+
+
+def convert(src: str, cfg, fmt: str = 'auto', allow_pickle: bool = False):
+    """``(format, converted state, dropped names)`` of ``src`` checked against the model ``cfg`` builds."""
+    from model import build_model  # paddle is imported here, after argument errors had their chance
+
+    detected, state = read_checkpoint(src, allow_pickle)
+    fmt = detected if fmt == 'auto' else fmt
+    converted, dropped = to_project_names(fmt, state)
+    check_fits(converted, build_model(cfg).state_dict(), cfg)
+    return fmt, converted, dropped
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('--src', required=True, help='checkpoint to convert (.pyth, .pth, .pkl, .pdparams)')
+    parser.add_argument('--dst', required=True, help='output .pdparams')
+    parser.add_argument('--arch', choices=sorted(ARCHS), help='4x16 (alpha 8, fusion kernel 5) or 8x8 (4, 7); '
+                        'default: as the config')
+    parser.add_argument('--config', default='slowfast.yaml', help='config whose MODEL the weights must fit')
+    parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS, help='source format (detected)')
+    parser.add_argument('--allow-pickle', action='store_true',
+                        help='read a .pyth holding non-tensor objects (runs pickled code: trusted files only)')
+    parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value')
+    args = parser.parse_args(argv)
+    setup_logging()
+    overrides = list(args.override)
+    if args.arch:
+        overrides += [f'MODEL.{k}={v}' for k, v in ARCHS[args.arch].items()]
+    try:
+        cfg = parse_config(args.config, overrides)
+        fmt, converted, dropped = convert(args.src, cfg, args.format, args.allow_pickle)
+    except (ConversionError, ConfigError) as error:
+        logger.error('%s', error)
+        return 1
+    import paddle
+    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
+    dst = args.dst if args.dst.endswith('.pdparams') else args.dst + '.pdparams'
+    atomic_save({k: paddle.to_tensor(v) for k, v in converted.items()}, dst)
+    logger.info('%s checkpoint %s: %d tensors converted%s -> %s (MODEL: depth %d, alpha %d, fusion kernel %d, '
+                '%d classes)', fmt, args.src, len(converted),
+                f', {len(dropped)} dropped ({", ".join(dropped[:5])}{" ..." if len(dropped) > 5 else ""})'
+                if dropped else '', dst, cfg.MODEL.depth, cfg.MODEL.alpha, cfg.MODEL.fusion_kernel_size,
+                cfg.MODEL.num_classes)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
