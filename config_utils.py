@@ -114,6 +114,9 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'num_ensemble_views': (int, 10),
         'num_spatial_crops': (int, 3),
         'save_path': (str, './data/results'),
+        'use_inference': (bool, False),      # eval.py / predict.py run the exported model with Paddle Inference
+        'model_dir': (str, './inference'),   # tools/export_model.py --save_dir
+        'use_tensorrt': (bool, False),       # with use_inference on GPU
     },
 }
 

@@ -19,7 +19,7 @@ import distributed
 from config_utils import log_config, parse_args, setup_logging
 from kinetics_dataset import KineticsMultiViewDataset, ListError, model_inputs, read_label_map
 from metrics import classification_report, score_videos
-from model import build_eval_model
+from model import build_scoring_model
 
 logger = logging.getLogger('eval')
 
@@ -54,12 +54,13 @@ def main() -> None:
     t = cfg.TEST
     try:
         batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
-        model = build_eval_model(cfg, t.weights)
+        model = build_scoring_model(cfg, t.weights, t.target_size, device.startswith('gpu'))
     except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
         sys.exit(f'error: {error}')
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
     dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)
-    logger.info('evaluating %s on %d videos x %d views, %d ranks', t.weights, len(dataset.samples),
+    source = cfg.INFER.model_dir if cfg.INFER.use_inference else t.weights
+    logger.info('evaluating %s on %d videos x %d views, %d ranks', source, len(dataset.samples),
                 dataset.num_views, world)
 
     sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), batch,
@@ -72,7 +73,7 @@ def main() -> None:
     failed = [dataset.samples[i][0] for i in np.flatnonzero(~ok)]
     for path in failed:
         logger.warning('not evaluated (undecodable): %s', path)
-    save_path = args.save_path or os.path.dirname(os.path.abspath(t.weights)) or '.'
+    save_path = args.save_path or (source if cfg.INFER.use_inference else os.path.dirname(os.path.abspath(source)))
     os.makedirs(save_path, exist_ok=True)
     scores = np.where(ok[:, None], sums, np.nan)
     np.save(os.path.join(save_path, 'video_scores.npy'), scores)
@@ -80,7 +81,7 @@ def main() -> None:
                    os.path.join(save_path, 'confusion_matrix.png'))
     result = {'top1': report['top1'], 'top5': report['top5'], 'num_videos': int(ok.sum()),
               'num_failed': len(failed), 'failed': failed, 'mean_class_acc': report['mean_class_acc'],
-              'per_class_acc': report['per_class_acc'], 'weights': t.weights, 'filelist': t.filelist,
+              'per_class_acc': report['per_class_acc'], 'weights': source, 'filelist': t.filelist,
               'views_per_video': dataset.num_views}
     with open(os.path.join(save_path, 'eval_result.json'), 'w') as f:
         json.dump(result, f, indent=1)

@@ -107,6 +107,19 @@ def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:
     return model
 
 
+def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, use_gpu: bool):
+    """What eval.py and predict.py score views with: with ``INFER.use_inference`` the exported model in
+    ``INFER.model_dir`` run by Paddle Inference (checked against ``cfg`` and the view ``size``), else the network of
+    ``cfg`` with ``weights``."""
+    if cfg.INFER.use_inference:
+        from inference import InferenceModel
+
+        model = InferenceModel(cfg.INFER.model_dir, use_gpu=use_gpu, use_tensorrt=cfg.INFER.use_tensorrt)
+        model.check(cfg, size)
+        return model
+    return build_eval_model(cfg, weights)
+
+
 def input_shapes(cfg: AttrDict, size: int) -> List[List[int]]:
     """Per-sample shapes ``[slow, fast]`` of a clip of ``size`` x ``size`` pixels."""
     frames = cfg.MODEL.num_frames

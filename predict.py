@@ -22,7 +22,7 @@ from config_utils import build_parser, log_config, parse_args, setup_logging
 from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, ListError, model_inputs, parse_video_list,
                               read_label_map)
 from metrics import score_videos
-from model import build_eval_model
+from model import build_scoring_model
 from video_io import VIDEO_EXTENSIONS
 
 logger = logging.getLogger('predict')
@@ -67,11 +67,12 @@ def main() -> int:
     samples, ids = gather_inputs(args, cfg)
     try:
         batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
-        model = build_eval_model(cfg, i.weights)
+        model = build_scoring_model(cfg, i.weights, i.target_size, device.startswith('gpu'))
     except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
         sys.exit(f'error: {error}')
     dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
-    logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, i.weights)
+    logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views,
+                i.model_dir if i.use_inference else i.weights)
 
     sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), batch,
                                 cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)

@@ -130,3 +130,52 @@ def test_predict_all_good_exits_zero(setup, tmp_path):
     video = os.path.join(setup['folder'], setup['val_lines'][0].split()[0])
     run(predict_command(setup, tmp_path, '--video', video))
     assert json.loads((tmp_path / 'result.json').read_text())[0]['video_id'] == video
+
+
+# ---- export and Paddle Inference -----------------------------------------------------------------------------------
+
+def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
+    """tools/export_model.py output: dynamic batch, within 1e-4 of the dygraph network; predict.py and eval.py on it
+    give the dygraph run's results."""
+    from inference import InferenceModel
+    from model import build_eval_model, input_shapes
+
+    model_dir = tmp_path / 'inference'
+    log = run([sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'), '--config',
+               os.path.join(ROOT, 'slowfast-single.yaml'), '--weights', setup['weights'], '--save_dir',
+               str(model_dir)] + setup['flags'])
+    assert 'Paddle Inference vs dygraph max abs difference' in log
+    assert {'export.json', 'slowfast.pdiparams'} <= set(os.listdir(model_dir))
+    cfg = parse_config(os.path.join(ROOT, 'slowfast-single.yaml'), setup['flags'][1::2])
+    dygraph = build_eval_model(cfg, setup['weights'])
+    exported = InferenceModel(str(model_dir), threads=1)
+    rng = np.random.default_rng(1)
+    for batch in (1, 3):
+        clips = [rng.standard_normal([batch] + s).astype(np.float32) for s in input_shapes(cfg, 72)]
+        with paddle.no_grad():
+            expected = dygraph([paddle.to_tensor(c) for c in clips]).numpy()
+        got = exported(clips).numpy()
+        assert got.shape == (batch, 4) and np.abs(got - expected).max() <= 1e-4
+
+    video = os.path.join(setup['folder'], setup['val_lines'][0].split()[0])
+    inference = ['-o', 'INFER.use_inference=True', '-o', f'INFER.model_dir={model_dir}']
+    run(predict_command(setup, tmp_path / 'dy', '--video', video, '--video', setup['videos']['zero']), expect=1)
+    log = run(predict_command(setup, tmp_path / 'pi', '--video', video, '--video', setup['videos']['zero'],
+                              *inference), expect=1)
+    assert 'CPU + oneDNN' in log
+    a, b = (json.loads((tmp_path / d / 'result.json').read_text()) for d in ('dy', 'pi'))
+    assert [r['video_id'] for r in a] == [r['video_id'] for r in b] and 'error' in b[1]
+    assert a[0]['top5_indices'] == b[0]['top5_indices']
+    assert np.allclose(a[0]['top5_values'], b[0]['top5_values'], atol=1e-4)
+
+    run(eval_command(setup, tmp_path / 'eval_dy'))
+    run(eval_command(setup, tmp_path / 'eval_pi', *inference))
+    scores = [np.load(tmp_path / d / 'video_scores.npy') for d in ('eval_dy', 'eval_pi')]
+    assert np.allclose(scores[0], scores[1], atol=1e-4, equal_nan=True)
+
+    log = run(predict_command(setup, tmp_path / 'bad', '--video', video, *inference, '-o', 'INFER.target_size=96'),
+              expect=1)
+    assert 'does not match the config: size 72 (config: 96)' in log
+    log = run(predict_command(setup, tmp_path / 'none', '--video', video, '-o', 'INFER.use_inference=True', '-o',
+                              f'INFER.model_dir={tmp_path / "nowhere"}'), expect=1)
+    assert 'no exported model in' in log

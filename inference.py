@@ -1,0 +1,113 @@
+"""Deployment: export the eval network as a static Paddle Inference model, and run one with Paddle Inference.
+
+An exported model is a folder: ``slowfast.pdmodel`` (Paddle 2.x) or ``slowfast.json`` (Paddle 3.x, PIR) with
+``slowfast.pdiparams``, and ``export.json`` describing the inputs it takes. Batch size is free; frames and crop size
+are fixed at export. Its output is the eval network's: class probabilities, averaged over spatial positions.
+"""
+import json
+import logging
+import os
+import shutil
+from typing import Dict, List, Optional
+
+import numpy as np
+import paddle
+
+from config_utils import AttrDict
+
+logger = logging.getLogger(__name__)
+
+NAME = 'slowfast'
+
+
+def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weights: str = '') -> Dict:
+    """``paddle.jit.save`` ``model`` (eval mode) for ``[slow, fast]`` clips of ``size`` x ``size`` pixels, any batch.
+
+    Writes into a temporary folder renamed to ``save_dir`` at the end, so an interrupted export leaves nothing
+    half-written. Returns the description saved as ``export.json``.
+    """
+    m = cfg.MODEL
+    frames = [m.num_frames // m.alpha, m.num_frames]
+    spec = [paddle.static.InputSpec([None, 3, t, size, size], 'float32', name)
+            for t, name in zip(frames, ('slow', 'fast'))]
+    meta = {'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size,
+            'image_mean': list(m.image_mean), 'image_std': list(m.image_std), 'inputs': ['slow', 'fast'],
+            'output': 'probabilities', 'weights': weights, 'paddle': paddle.__version__}
+    save_dir = os.path.abspath(save_dir)
+    tmp = f'{save_dir}.tmp{os.getpid()}'
+    os.makedirs(tmp, exist_ok=True)
+    model.eval()
+    paddle.jit.save(model, os.path.join(tmp, NAME), input_spec=[spec])
+    with open(os.path.join(tmp, 'export.json'), 'w') as f:
+        json.dump(meta, f, indent=1)
+    if os.path.isdir(save_dir):  # replace an older export as a whole
+        old = f'{save_dir}.old{os.getpid()}'
+        os.replace(save_dir, old)
+        os.replace(tmp, save_dir)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, save_dir)
+    return meta
+
+
+def model_files(model_dir: str):
+    """``(program file, params file, export.json contents)`` of an exported model; FileNotFoundError naming it."""
+    params = os.path.join(model_dir, NAME + '.pdiparams')
+    program = next((os.path.join(model_dir, NAME + ext) for ext in ('.json', '.pdmodel')
+                    if os.path.isfile(os.path.join(model_dir, NAME + ext))), None)
+    meta_file = os.path.join(model_dir, 'export.json')
+    if not (program and os.path.isfile(params) and os.path.isfile(meta_file)):
+        raise FileNotFoundError(f'no exported model in {model_dir!r} (expected {NAME}.pdmodel or {NAME}.json, '
+                                f'{NAME}.pdiparams and export.json; make one with tools/export_model.py)')
+    with open(meta_file) as f:
+        return program, params, json.load(f)
+
+
+class InferenceModel:
+    """Callable like the eval network: ``[slow, fast]`` tensors in, a probabilities tensor out, run by Paddle
+    Inference (oneDNN on CPU; CUDA, and TensorRT with ``use_tensorrt``, on GPU)."""
+
+    def __init__(self, model_dir: str, use_gpu: bool = False, use_tensorrt: bool = False, threads: Optional[int] = None,
+                 max_batch: int = 32):
+        program, params, self.meta = model_files(model_dir)
+        from paddle import inference
+
+        config = inference.Config(program, params)
+        if use_gpu:
+            config.enable_use_gpu(1024, 0)
+            if use_tensorrt:
+                config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=max_batch, min_subgraph_size=3,
+                                              precision_mode=inference.PrecisionType.Float32, use_static=False,
+                                              use_calib_mode=False)
+        else:
+            config.disable_gpu()
+            config.enable_mkldnn()
+            config.set_cpu_math_library_num_threads(threads or int(os.environ.get('OMP_NUM_THREADS', 0))
+                                                    or os.cpu_count() or 1)
+        config.disable_glog_info()
+        self.predictor = inference.create_predictor(config)
+        self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
+        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+        logger.info('Paddle Inference model %s (%s, %s): clips of %d frames at %d px, %d classes', model_dir,
+                    os.path.basename(program), 'GPU' + (' + TensorRT' if use_tensorrt else '') if use_gpu
+                    else 'CPU + oneDNN', self.meta['num_frames'], self.meta['size'], self.meta['num_classes'])
+
+    def check(self, cfg: AttrDict, size: int) -> None:
+        """ValueError if the exported model does not take what ``cfg`` will feed it."""
+        m, meta = cfg.MODEL, self.meta
+        wanted = {'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size}
+        wrong = [f'{k} {meta[k]} (config: {v})' for k, v in wanted.items() if meta.get(k) != v]
+        if wrong:
+            raise ValueError(f'the exported model does not match the config: {", ".join(wrong)}; export it again '
+                             'with this config (tools/export_model.py --size = the test target_size)')
+
+    def __call__(self, inputs: List[paddle.Tensor]) -> paddle.Tensor:
+        for handle, x in zip(self.inputs, inputs):
+            array = np.ascontiguousarray(x.numpy() if hasattr(x, 'numpy') else x, dtype=np.float32)
+            handle.reshape(list(array.shape))
+            handle.copy_from_cpu(array)
+        self.predictor.run()
+        return paddle.to_tensor(self.output.copy_to_cpu())
+
+    def eval(self):  # the eval network's interface
+        return self
