@@ -179,3 +179,12 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     log = run(predict_command(setup, tmp_path / 'none', '--video', video, '-o', 'INFER.use_inference=True', '-o',
                               f'INFER.model_dir={tmp_path / "nowhere"}'), expect=1)
     assert 'no exported model in' in log
+
+
+def test_onnx_export_matches_the_dygraph_network(setup, tmp_path):
+    pytest.importorskip('paddle2onnx', reason='ONNX export is optional: pip install paddle2onnx onnxruntime')
+    pytest.importorskip('onnxruntime', reason='the ONNX check needs onnxruntime')
+    log = run([sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'), '--config',
+               os.path.join(ROOT, 'slowfast-single.yaml'), '--weights', setup['weights'], '--save_dir',
+               str(tmp_path / 'm'), '--onnx'] + setup['flags'])
+    assert 'onnxruntime vs dygraph max abs difference' in log and (tmp_path / 'm' / 'slowfast.onnx').is_file()

@@ -24,10 +24,12 @@ import sys
 from typing import Callable, Dict, List, Tuple
 
 import numpy as np
+import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import atomic_save  # noqa: E402
 from config_utils import ConfigError, parse_config, setup_logging  # noqa: E402
+from model import build_model  # noqa: E402
 
 logger = logging.getLogger('convert_weights')
 
@@ -99,7 +101,6 @@ def read_checkpoint(path: str, allow_pickle: bool = False) -> Tuple[str, Dict[st
             raise ConversionError(f'{path}: no "blobs" dict (not a PySlowFast Caffe2 checkpoint)')
         return 'caffe2', {k: np.asarray(v) for k, v in blobs.items()}
     if ext in ('.pdparams', ''):
-        import paddle
         state = paddle.load(path if ext else path + '.pdparams')
         if not isinstance(state, dict):
             raise ConversionError(f'{path}: not a state dict')
@@ -236,8 +237,6 @@ def check_fits(converted: Dict[str, np.ndarray], model_state: Dict, cfg) -> None
 
 def convert(src: str, cfg, fmt: str = 'auto', allow_pickle: bool = False):
     """``(format, converted state, dropped names)`` of ``src`` checked against the model ``cfg`` builds."""
-    from model import build_model  # paddle is imported here, after argument errors had their chance
-
     detected, state = read_checkpoint(src, allow_pickle)
     fmt = detected if fmt == 'auto' else fmt
     converted, dropped = to_project_names(fmt, state)
@@ -268,7 +267,6 @@ def main(argv=None) -> int:
     except (ConversionError, ConfigError) as error:
         logger.error('%s', error)
         return 1
-    import paddle
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     dst = args.dst if args.dst.endswith('.pdparams') else args.dst + '.pdparams'
     atomic_save({k: paddle.to_tensor(v) for k, v in converted.items()}, dst)

@@ -14,9 +14,12 @@ import os
 import sys
 
 import numpy as np
+import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config_utils import ConfigError, parse_config, setup_logging  # noqa: E402
+from inference import NAME, InferenceModel, export, model_files  # noqa: E402
+from model import build_eval_model, input_shapes  # noqa: E402
 
 logger = logging.getLogger('export_model')
 TOLERANCE = 1e-4
@@ -24,9 +27,8 @@ TOLERANCE = 1e-4
 
 def export_onnx(save_dir: str, clips, expected) -> float:
     """Write ``slowfast.onnx`` beside the Paddle model; returns the onnxruntime max abs difference."""
-    import paddle2onnx
     import onnxruntime
-    from inference import NAME, model_files
+    import paddle2onnx
 
     program, params, _ = model_files(save_dir)
     onnx_file = os.path.join(save_dir, NAME + '.onnx')
@@ -56,10 +58,6 @@ def main(argv=None) -> int:
     save_dir = args.save_dir or cfg.INFER.model_dir
     if size < cfg.MODEL.crop_size:
         parser.error(f'--size {size} is smaller than MODEL.crop_size {cfg.MODEL.crop_size}')
-
-    import paddle
-    from inference import InferenceModel, export
-    from model import build_eval_model, input_shapes
 
     paddle.set_device('cpu')
     try:
