@@ -115,9 +115,18 @@ def test_nan_loss_stops_without_a_checkpoint(demo_lists, tmp_path):
     assert not list((tmp_path / 'ck').glob('*.pdparams'))
 
 
-def test_finetune_with_another_class_count(demo_lists, tmp_path):
+def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tmp_path):
     run_train(demo_lists, tmp_path / 'base', epochs=1)
-    log = run_train(demo_lists, tmp_path / 'ft', '--weights', tmp_path / 'base' / 'slowfast_epoch0', '-o',
+    base_state = paddle.load(str(tmp_path / 'base' / 'slowfast_epoch0.pdparams'))  # as PaddleVideo publishes it
+    paddle.save({(k if k.startswith('head.') else 'backbone.' + k): v for k, v in base_state.items()},
+                str(tmp_path / 'published.pdparams'))
+    overrides = [a for o in tiny_train_overrides(*demo_lists) for a in ('-o', o)]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'convert_weights.py'), '--config',
+                             os.path.join(ROOT, 'slowfast-single.yaml'), '--src', str(tmp_path / 'published.pdparams'),
+                             '--dst', str(tmp_path / 'converted.pdparams')] + overrides,
+                            capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
+    assert result.returncode == 0 and 'paddlevideo checkpoint' in result.stdout, result.stdout + result.stderr
+    log = run_train(demo_lists, tmp_path / 'ft', '--weights', tmp_path / 'converted.pdparams', '-o',
                     'MODEL.num_classes=6', epochs=1)
     assert 'loaded 550 tensors; re-initialised 2 (head.projection.weight, head.projection.bias)' in log
     base = weights(tmp_path / 'base' / 'slowfast_epoch0.pdparams')['head.projection.weight']
