@@ -54,7 +54,7 @@ def main() -> None:
     t = cfg.TEST
     try:
         batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
-        model = build_scoring_model(cfg, t.weights, t.target_size, device.startswith('gpu'))
+        model = build_scoring_model(cfg, t.weights, t.target_size, device)
     except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
         sys.exit(f'error: {error}')
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)

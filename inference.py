@@ -36,17 +36,20 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
     save_dir = os.path.abspath(save_dir)
     tmp = f'{save_dir}.tmp{os.getpid()}'
     os.makedirs(tmp, exist_ok=True)
-    model.eval()
-    paddle.jit.save(model, os.path.join(tmp, NAME), input_spec=[spec])
-    with open(os.path.join(tmp, 'export.json'), 'w') as f:
-        json.dump(meta, f, indent=1)
-    if os.path.isdir(save_dir):  # replace an older export as a whole
-        old = f'{save_dir}.old{os.getpid()}'
-        os.replace(save_dir, old)
-        os.replace(tmp, save_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, save_dir)
+    try:
+        model.eval()
+        paddle.jit.save(model, os.path.join(tmp, NAME), input_spec=[spec])
+        with open(os.path.join(tmp, 'export.json'), 'w') as f:
+            json.dump(meta, f, indent=1)
+        if os.path.isdir(save_dir):  # replace an older export as a whole
+            old = f'{save_dir}.old{os.getpid()}'
+            os.replace(save_dir, old)
+            os.replace(tmp, save_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, save_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return meta
 
 
@@ -67,14 +70,14 @@ class InferenceModel:
     """Callable like the eval network: ``[slow, fast]`` tensors in, a probabilities tensor out, run by Paddle
     Inference (oneDNN on CPU; CUDA, and TensorRT with ``use_tensorrt``, on GPU)."""
 
-    def __init__(self, model_dir: str, use_gpu: bool = False, use_tensorrt: bool = False, threads: Optional[int] = None,
-                 max_batch: int = 32):
+    def __init__(self, model_dir: str, gpu_id: Optional[int] = None, use_tensorrt: bool = False,
+                 threads: Optional[int] = None, max_batch: int = 32):
         program, params, self.meta = model_files(model_dir)
         from paddle import inference
 
         config = inference.Config(program, params)
-        if use_gpu:
-            config.enable_use_gpu(1024, 0)
+        if gpu_id is not None:
+            config.enable_use_gpu(1024, gpu_id)
             if use_tensorrt:
                 config.enable_tensorrt_engine(workspace_size=1 << 30, max_batch_size=max_batch, min_subgraph_size=3,
                                               precision_mode=inference.PrecisionType.Float32, use_static=False,
@@ -89,8 +92,8 @@ class InferenceModel:
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
         logger.info('Paddle Inference model %s (%s, %s): clips of %d frames at %d px, %d classes', model_dir,
-                    os.path.basename(program), 'GPU' + (' + TensorRT' if use_tensorrt else '') if use_gpu
-                    else 'CPU + oneDNN', self.meta['num_frames'], self.meta['size'], self.meta['num_classes'])
+                    os.path.basename(program), f'GPU {gpu_id}' + (' + TensorRT' if use_tensorrt else '')
+                    if gpu_id is not None else 'CPU + oneDNN', self.meta['num_frames'], self.meta['size'], self.meta['num_classes'])
 
     def check(self, cfg: AttrDict, size: int) -> None:
         """ValueError if the exported model does not take what ``cfg`` will feed it."""

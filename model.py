@@ -107,14 +107,15 @@ def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:
     return model
 
 
-def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, use_gpu: bool):
+def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device: str):
     """What eval.py and predict.py score views with: with ``INFER.use_inference`` the exported model in
-    ``INFER.model_dir`` run by Paddle Inference (checked against ``cfg`` and the view ``size``), else the network of
-    ``cfg`` with ``weights``."""
+    ``INFER.model_dir`` run by Paddle Inference on ``device`` (``'cpu'`` or ``'gpu:N'``; checked against ``cfg`` and
+    the view ``size``), else the network of ``cfg`` with ``weights``."""
     if cfg.INFER.use_inference:
         from inference import InferenceModel
 
-        model = InferenceModel(cfg.INFER.model_dir, use_gpu=use_gpu, use_tensorrt=cfg.INFER.use_tensorrt)
+        gpu_id = int(device.split(':')[1]) if device.startswith('gpu:') else (0 if device == 'gpu' else None)
+        model = InferenceModel(cfg.INFER.model_dir, gpu_id=gpu_id, use_tensorrt=cfg.INFER.use_tensorrt)
         model.check(cfg, size)
         return model
     return build_eval_model(cfg, weights)

@@ -67,7 +67,7 @@ def main() -> int:
     samples, ids = gather_inputs(args, cfg)
     try:
         batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
-        model = build_scoring_model(cfg, i.weights, i.target_size, device.startswith('gpu'))
+        model = build_scoring_model(cfg, i.weights, i.target_size, device)
     except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
         sys.exit(f'error: {error}')
     dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
