@@ -5,6 +5,7 @@ import sys
 os.environ.setdefault('OMP_NUM_THREADS', '2')  # Paddle uses one CPU thread unless told otherwise
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'tools'))  # the tools are importable in tests
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
@@ -64,7 +65,6 @@ def videos(tmp_path_factory):
 @pytest.fixture(scope='session')
 def demo_lists(tmp_path_factory):
     """A tiny motion-only dataset from tools/make_demo_data.py: 4 classes, 4 train and 2 val videos each."""
-    sys.path.insert(0, os.path.join(ROOT, 'tools'))
     from make_demo_data import main as make_demo_data
 
     out = tmp_path_factory.mktemp('demo')

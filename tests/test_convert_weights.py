@@ -5,17 +5,14 @@ The Caffe2 and PySlowFast names below are spelled out from those projects' conve
 import os
 import pickle
 import re
-import sys
 
 import numpy as np
 import paddle
 import pytest
 
 from conftest import ROOT
+from convert_weights import main as convert_main
 from model import build_eval_model, build_model
-
-sys.path.insert(0, os.path.join(ROOT, 'tools'))
-from convert_weights import main as convert_main  # noqa: E402
 
 TINY = ['MODEL.num_classes=5', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
         'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', 'TEST.target_size=96', 'INFER.target_size=96']
@@ -112,7 +109,7 @@ def test_pyslowfast_pyth(tiny_cfg, tmp_path, prefix):
 def test_pytorchvideo_pyth_gives_the_reference_probabilities(tiny_cfg, tmp_path):
     torch = pytest.importorskip('torch', reason='the PyTorch reference needs torch')
     pytest.importorskip('pytorchvideo', reason='the PyTorch reference needs pytorchvideo')
-    from reference import build_reference
+    from torch_reference import build_reference
 
     torch.manual_seed(0)
     ref = build_reference(tiny_cfg)

@@ -194,7 +194,7 @@ def test_matches_the_pytorch_reference(recipe_cfg):
     eval probabilities within 1e-4, train-mode logits and the BN running statistics they update alike."""
     torch = pytest.importorskip('torch', reason='the PyTorch reference needs torch (pip install torch pytorchvideo)')
     pytest.importorskip('pytorchvideo', reason='the PyTorch reference needs pytorchvideo')
-    from reference import build_reference, reference_to_paddle
+    from torch_reference import build_reference, reference_to_paddle
 
     recipe_cfg.MODEL.crop_size = 64  # head pool 2x2; a 96-pixel view leaves 2x2 positions as 256 does at 224
     recipe_cfg.MODEL.dropout_rate = 0.0  # so train mode is deterministic on both sides

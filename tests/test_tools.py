@@ -127,3 +127,21 @@ def test_resize_videos_rejects_list_entries_outside_the_source(videos, tmp_path)
     (tmp_path / 'list.txt').write_text(f'{videos["mp4"]} 0\n')
     log = run_tool('resize_videos.py', tmp_path / 'src', tmp_path / 'dst', '--list', tmp_path / 'list.txt', expect=2)
     assert 'are not under' in log
+
+
+# ---- benchmark ---------------------------------------------------------------------------------------------------
+
+def test_benchmark_infer_times_every_engine_at_every_batch(tmp_path):
+    out = run_tool('benchmark.py', 'infer', '--size', 64, '--batches', 1, 2, '--repeats', 1, '--json',
+                   tmp_path / 'infer.json', '-o', 'MODEL.width_per_group=8', '-o', 'MODEL.num_frames=8', '-o',
+                   'MODEL.alpha=4', '-o', 'MODEL.beta=4', '-o', 'MODEL.crop_size=64', '-o', 'MODEL.num_classes=5')
+    result = json.loads((tmp_path / 'infer.json').read_text())
+    engines = {'Paddle dygraph', 'Paddle Inference (oneDNN)'}
+    try:
+        import pytorchvideo  # noqa: F401
+        engines.add('PyTorch eager (pytorchvideo)')
+    except ImportError:
+        pass
+    assert {(r['engine'], r['batch']) for r in result['rows']} == {(e, b) for e in engines for b in (1, 2)}
+    assert all(r['ms_per_view'] > 0 for r in result['rows']) and result['threads'] >= 1
+    assert '| Paddle Inference (oneDNN) | 2 |' in out and '1.00x' in out

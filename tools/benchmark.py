@@ -2,6 +2,12 @@
 
     python tools/benchmark.py data [--quick] [--resolutions 256p 720p] [--measures train test] [--json out.json]
     python tools/benchmark.py eval [--resolutions 256p 720p] [--json out.json]
+    python tools/benchmark.py infer [--size 256] [--batches 1 8] [--repeats 5] [--json out.json]
+
+``infer``: milliseconds per view of the full network (``--config``, default slowfast.yaml: the 4x16 R50) at
+``--size`` pixels, batch 1 and 8: Paddle dygraph (eval mode, no grad), Paddle Inference on the exported model
+(oneDNN), and, when torch and pytorchvideo are importable, PyTorch eager (``create_slowfast`` with the same
+settings), all with the same input and thread count; random weights (timing does not depend on them).
 
 ``eval``: the data side of the 30-view evaluation: views/s of ``KineticsMultiViewDataset`` (each video decoded once)
 against the original's one-decode-per-view dataset (= ``data --measures test``). On a CPU the model, not the data,
@@ -299,6 +305,83 @@ def table(result: Dict) -> str:
     return '\n'.join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Inference
+
+def median_ms(run: Callable[[], object], repeats: int, warmup: int = 1) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+def bench_infer(args) -> Dict:
+    """ms per view for each engine and batch size, measured in turns in one process."""
+    import tempfile
+
+    from inference import InferenceModel, export
+    from model import build_model, input_shapes
+
+    threads = int(os.environ.get('OMP_NUM_THREADS', 0)) or os.cpu_count()
+    cfg = parse_config(args.config, args.override)
+    paddle.set_device('cpu')
+    paddle.seed(0)
+    model = build_model(cfg)
+    model.eval()
+    engines: Dict[str, Callable] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        export(model, cfg, args.size, os.path.join(folder, 'model'))
+        exported = InferenceModel(os.path.join(folder, 'model'), threads=threads)
+
+        def dygraph(clips):
+            with paddle.no_grad():
+                return model([paddle.to_tensor(c) for c in clips]).numpy()
+
+        engines['Paddle dygraph'] = dygraph
+        engines['Paddle Inference (oneDNN)'] = lambda clips: exported(clips).numpy()
+        try:
+            import torch
+            from torch_reference import build_reference
+
+            torch.set_num_threads(threads)
+            reference = build_reference(cfg).eval()
+
+            def torch_eager(clips):
+                with torch.no_grad():
+                    return reference([torch.from_numpy(c) for c in clips]).numpy()
+
+            engines['PyTorch eager (pytorchvideo)'] = torch_eager
+        except ImportError as error:
+            logger.info('PyTorch reference not timed: %s', error)
+        rows = []
+        rng = np.random.default_rng(0)
+        for batch in args.batches:
+            clips = [rng.standard_normal([batch] + shape).astype(np.float32) for shape in input_shapes(cfg, args.size)]
+            for name, run in engines.items():
+                ms = median_ms(lambda: run(clips), args.repeats) / batch
+                rows.append({'engine': name, 'batch': batch, 'ms_per_view': round(ms, 1)})
+                logger.info('%s, batch %d: %.1f ms per view', name, batch, ms)
+    return {'benchmark': 'infer', 'machine': machine_info(), 'config': ' '.join([args.config] + args.override),
+            'size': args.size,
+            'threads': threads, 'repeats': args.repeats, 'rows': rows}
+
+
+def infer_table(result: Dict) -> str:
+    lines = [f"infer: {result['config']}, {result['size']}x{result['size']} views, {result['threads']} threads, "
+             f"median of {result['repeats']}", '| engine | batch | ms / view | vs Paddle Inference |',
+             '|---|---|---|---|']
+    base = {r['batch']: r['ms_per_view'] for r in result['rows'] if r['engine'].startswith('Paddle Inference')}
+    for r in result['rows']:
+        lines.append(f"| {r['engine']} | {r['batch']} | {r['ms_per_view']:.1f} | "
+                     f"{r['ms_per_view'] / base[r['batch']]:.2f}x |")
+    lines.append('machine: ' + ', '.join(f'{k} {v}' for k, v in result['machine'].items()))
+    return '\n'.join(lines)
+
+
 def main(argv: Sequence[str] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -314,10 +397,22 @@ def main(argv: Sequence[str] = None) -> None:
         p.add_argument('--json', help='also write the results here')
     data.add_argument('--measures', nargs='+', default=['train', 'test'], choices=['train', 'test'])
     evaluation.set_defaults(measures=['test'])
+    infer = sub.add_parser('infer', help='ms per view: dygraph, Paddle Inference, PyTorch eager')
+    infer.add_argument('--config', default=os.path.join(ROOT, 'slowfast.yaml'))
+    infer.add_argument('--size', type=int, default=256, help='view size in pixels (default: %(default)s)')
+    infer.add_argument('--batches', type=int, nargs='+', default=[1, 8])
+    infer.add_argument('--repeats', type=int, default=5)
+    infer.add_argument('--json', help='also write the results here')
+    infer.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
+                       help='config override, e.g. -o MODEL.alpha=4 -o MODEL.fusion_kernel_size=7 (8x8)')
     args = parser.parse_args(argv)
     setup_logging()
-    result = bench_data(args)  # eval: the test-view rows of the data benchmark
-    print(table(result))
+    if args.command == 'infer':
+        result = bench_infer(args)
+        print(infer_table(result))
+    else:
+        result = bench_data(args)  # eval: the test-view rows of the data benchmark
+        print(table(result))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)

@@ -1,4 +1,4 @@
-"""The PyTorch reference (pytorchvideo's ``create_slowfast``) for parity tests; importable only with torch.
+"""The PyTorch reference (pytorchvideo's ``create_slowfast``) for parity tests and benchmarks; needs torch.
 
 pytorchvideo imports torchvision only for its detection heads, and PyPI's torchvision does not load beside the
 CPU torch used here, so a stand-in ``torchvision.ops`` is registered when torchvision itself cannot be imported.
@@ -9,7 +9,7 @@ import types
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'tools'))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # convert_weights, beside this file
 
 
 def _ensure_torchvision() -> None:
