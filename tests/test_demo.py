@@ -1,0 +1,55 @@
+"""run_demo.sh end to end, shortened (tiny data, 2 epochs, 2x3 views): data, training, eval, predict, rerun, Ctrl-C."""
+import json
+import os
+import signal
+import subprocess
+import time
+
+from conftest import ROOT
+
+SHORT = ['-o', 'TRAIN.epoch=2', '-o', 'TRAIN.save_interval=1', '-o', 'VALID.num_batches_preciseBN=2', '-o',
+         'TEST.num_ensemble_views=2', '-o', 'INFER.num_ensemble_views=2']
+
+
+def demo_env(tmp_path):
+    return dict(os.environ, DEMO_DATA=str(tmp_path / 'data'), DEMO_OUT=str(tmp_path / 'out'), USE_GPU='False',
+                OMP_NUM_THREADS='2', PYTHONWARNINGS='ignore',
+                DEMO_DATA_ARGS='--train-per-class 4 --val-per-class 2 --frames 24 --height 72 --width 96')
+
+
+def run_demo(tmp_path, *args):
+    result = subprocess.run(['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT + list(args), capture_output=True,
+                            text=True, env=demo_env(tmp_path), timeout=900)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return result.stdout + result.stderr
+
+
+def test_demo_trains_evaluates_predicts_and_reruns(tmp_path):
+    out = tmp_path / 'out'
+    log = run_demo(tmp_path)
+    assert 'multi-view top-1 on' in log and f'{out}/eval/eval_result.json' in log
+    assert f'visualdl --logdir {out}/vdl --host 127.0.0.1' in log
+    result = json.loads((out / 'eval' / 'eval_result.json').read_text())
+    assert result['num_videos'] == 8 and result['num_failed'] == 0 and result['views_per_video'] == 6
+    predictions = json.loads((out / 'predict' / 'result.json').read_text())
+    assert len(predictions) == 8 and all(p['top1_label'] in ('right', 'left', 'down', 'up') for p in predictions)
+    assert (out / 'checkpoints' / 'slowfast_epoch1.pdparams').is_file() and os.listdir(out / 'vdl')
+    assert '[Epoch 1 end]' in (out / 'checkpoints' / 'train.log').read_text()
+
+    log = run_demo(tmp_path)  # again: the data is reused and the finished training is not repeated
+    assert 'reusing the demo dataset' in log and 'resumed from' in log and '[Epoch 0, iter' not in log
+
+
+def test_demo_interrupted_then_rerun_finishes(tmp_path):
+    command = ['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=demo_env(tmp_path), start_new_session=True)
+    first = tmp_path / 'out' / 'checkpoints' / 'slowfast_epoch0.pdparams'
+    deadline = time.time() + 600
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole foreground group
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode != 0 and 'run bash run_demo.sh again to continue' in output, output[-3000:]
+    log = run_demo(tmp_path)
+    assert 'resumed from' in log and 'multi-view top-1 on' in log
