@@ -210,7 +210,7 @@ def to_project_names(fmt: str, state: Dict[str, np.ndarray]) -> Tuple[Dict[str, 
 
 # ---- checking -------------------------------------------------------------------------------------------------------
 
-def check_fits(converted: Dict[str, np.ndarray], model_state: Dict, cfg) -> None:
+def check_fits(converted: Dict[str, np.ndarray], model_state: Dict) -> None:
     """ConversionError naming every missing, unexpected and mis-shaped tensor, with the config change that fits."""
     shape = {k: list(v.shape) for k, v in model_state.items()}
     missing = [k for k in shape if k not in converted]
@@ -240,7 +240,7 @@ def convert(src: str, cfg, fmt: str = 'auto', allow_pickle: bool = False):
     detected, state = read_checkpoint(src, allow_pickle)
     fmt = detected if fmt == 'auto' else fmt
     converted, dropped = to_project_names(fmt, state)
-    check_fits(converted, build_model(cfg).state_dict(), cfg)
+    check_fits(converted, build_model(cfg).state_dict())
     return fmt, converted, dropped
 
 
