@@ -111,6 +111,3 @@ class InferenceModel:
             handle.copy_from_cpu(array)
         self.predictor.run()
         return paddle.to_tensor(self.output.copy_to_cpu())
-
-    def eval(self):  # the eval network's interface
-        return self
