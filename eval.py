@@ -54,12 +54,11 @@ def main() -> None:
     t = cfg.TEST
     try:
         batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
-        model = build_scoring_model(cfg, t.weights, t.target_size, device)
+        model, source = build_scoring_model(cfg, t.weights, t.target_size, device)
     except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
         sys.exit(f'error: {error}')
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
     dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)
-    source = cfg.INFER.model_dir if cfg.INFER.use_inference else t.weights
     logger.info('evaluating %s on %d videos x %d views, %d ranks', source, len(dataset.samples),
                 dataset.num_views, world)
 

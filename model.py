@@ -108,17 +108,18 @@ def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:
 
 
 def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device: str):
-    """What eval.py and predict.py score views with: with ``INFER.use_inference`` the exported model in
-    ``INFER.model_dir`` run by Paddle Inference on ``device`` (``'cpu'`` or ``'gpu:N'``; checked against ``cfg`` and
-    the view ``size``), else the network of ``cfg`` with ``weights``."""
+    """What eval.py and predict.py score views with, and its name for the logs: with ``INFER.use_inference`` the
+    exported model in ``INFER.model_dir`` run by Paddle Inference on ``device`` (``'cpu'`` or ``'gpu:N'``; checked
+    against ``cfg`` and the view ``size``), else the network of ``cfg`` with ``weights``. Returns ``(model, source)``.
+    """
     if cfg.INFER.use_inference:
         from inference import InferenceModel
 
         gpu_id = int(device.split(':')[1]) if device.startswith('gpu:') else (0 if device == 'gpu' else None)
         model = InferenceModel(cfg.INFER.model_dir, gpu_id=gpu_id, use_tensorrt=cfg.INFER.use_tensorrt)
         model.check(cfg, size)
-        return model
-    return build_eval_model(cfg, weights)
+        return model, cfg.INFER.model_dir
+    return build_eval_model(cfg, weights), weights
 
 
 def input_shapes(cfg: AttrDict, size: int) -> List[List[int]]:

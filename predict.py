@@ -67,12 +67,11 @@ def main() -> int:
     samples, ids = gather_inputs(args, cfg)
     try:
         batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
-        model = build_scoring_model(cfg, i.weights, i.target_size, device)
+        model, source = build_scoring_model(cfg, i.weights, i.target_size, device)
     except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
         sys.exit(f'error: {error}')
     dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
-    logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views,
-                i.model_dir if i.use_inference else i.weights)
+    logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, source)
 
     sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), batch,
                                 cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)

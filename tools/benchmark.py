@@ -366,8 +366,7 @@ def bench_infer(args) -> Dict:
                 rows.append({'engine': name, 'batch': batch, 'ms_per_view': round(ms, 1)})
                 logger.info('%s, batch %d: %.1f ms per view', name, batch, ms)
     return {'benchmark': 'infer', 'machine': machine_info(), 'config': ' '.join([args.config] + args.override),
-            'size': args.size,
-            'threads': threads, 'repeats': args.repeats, 'rows': rows}
+            'size': args.size, 'threads': threads, 'repeats': args.repeats, 'rows': rows}
 
 
 def infer_table(result: Dict) -> str:
