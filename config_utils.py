@@ -86,6 +86,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'accumulate_steps': (int, 1),        # gradient accumulation: batch_size is the effective (global) batch
         'use_amp': (bool, False),            # mixed precision on GPU (a logged no-op on CPU)
         'amp_dtype': (str, 'float16'),       # float16 (with loss scaling) or bfloat16
+        'head_lr_scale': (float, 1.0),       # the classifier's LR = this x the schedule's (1.0: the original)
         'random_flip': (bool, True),         # horizontal flip p=0.5; False when left/right is part of the class
     },
     'VALID': {
@@ -257,6 +258,8 @@ def check_config(cfg: AttrDict) -> None:
             raise ConfigError(f'{section}.{key} must be positive, got {cfg[section][key]}')
     if cfg.DATA.num_workers < 0:
         raise ConfigError(f'DATA.num_workers must be >= 0, got {cfg.DATA.num_workers}')
+    if cfg.TRAIN.head_lr_scale < 0:
+        raise ConfigError(f'TRAIN.head_lr_scale must be >= 0, got {cfg.TRAIN.head_lr_scale}')
     if m.depth not in STAGE_DEPTHS:
         raise ConfigError(f'MODEL.depth must be one of {sorted(STAGE_DEPTHS)}, got {m.depth}')
     if m.num_frames % m.alpha:

@@ -44,9 +44,13 @@ def build_loaders(cfg: AttrDict, seed: int, rank: int, world: int, micro_batch: 
 
 
 def build_optimizer(cfg: AttrDict, model: paddle.nn.Layer, steps_per_epoch: int):
-    """SGD with Nesterov momentum and L2 decay (BN parameters carry their own zero decay), stepped LR."""
+    """SGD with Nesterov momentum and L2 decay (BN parameters carry their own zero decay), stepped LR; the
+    classifier's parameters learn at ``TRAIN.head_lr_scale`` times the schedule's LR."""
     t = cfg.TRAIN
     scheduler = WarmupCosineLR(cfg, steps_per_epoch)
+    for name, param in model.named_parameters():
+        if name.startswith('head.'):
+            param.optimize_attr['learning_rate'] = t.head_lr_scale
     optimizer = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=t.momentum, use_nesterov=True,
                                           weight_decay=paddle.regularizer.L2Decay(t.l2_weight_decay),
                                           parameters=model.parameters())

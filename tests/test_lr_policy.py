@@ -61,3 +61,32 @@ def test_scheduler_state_round_trip_through_the_optimizer(recipe_cfg):
 def test_scheduler_rejects_empty_epochs(recipe_cfg):
     with pytest.raises(ValueError, match='iters_per_epoch'):
         WarmupCosineLR(recipe_cfg, 0)
+
+
+def test_head_lr_scale_scales_only_the_classifier_update():
+    import paddle.nn.functional as F
+
+    from config_utils import parse_config
+    from conftest import ROOT
+    from model import build_model, input_shapes
+    from train import build_optimizer
+
+    rng = np.random.default_rng(0)
+    deltas = {}
+    for scale in (1.0, 0.1):
+        cfg = parse_config(f'{ROOT}/slowfast-demo.yaml', [f'TRAIN.head_lr_scale={scale}', 'MODEL.width_per_group=8'])
+        paddle.seed(0)
+        model = build_model(cfg)
+        before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+        optimizer, _ = build_optimizer(cfg, model, steps_per_epoch=10)
+        if not deltas:
+            clips = [rng.standard_normal([2] + s).astype(np.float32) for s in input_shapes(cfg, cfg.MODEL.crop_size)]
+        loss = F.cross_entropy(model([paddle.to_tensor(c) for c in clips]), paddle.to_tensor([0, 3]))
+        loss.backward()
+        optimizer.step()
+        deltas[scale] = {k: v.numpy() - before[k] for k, v in model.state_dict().items()}
+    head, stem = 'head.projection.weight', 's1.pathway1_stem._conv.weight'
+    assert np.abs(deltas[1.0][head]).max() > 0 and np.abs(deltas[1.0][stem]).max() > 0
+    for name, factor in ((head, 0.1), (stem, 1.0)):  # float32 weight - weight: compare against the largest step
+        np.testing.assert_allclose(deltas[0.1][name], factor * deltas[1.0][name], rtol=0,
+                                   atol=1e-3 * np.abs(deltas[1.0][name]).max())

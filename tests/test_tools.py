@@ -65,6 +65,18 @@ def test_make_demo_data_writes_a_motion_dataset_and_reuses_it(tmp_path):
         assert video.num_frames == 16
 
 
+def test_make_demo_data_shuffle_frames_keeps_every_frame_in_another_order(tmp_path):
+    from make_demo_data import make_video
+
+    plain = make_video(5, 2, 48, 64, 16)
+    shuffled = make_video(5, 2, 48, 64, 16, shuffle_frames=True)
+    order = [next(i for i, frame in enumerate(plain) if np.array_equal(frame, s)) for s in shuffled]
+    assert sorted(order) == list(range(16)) and order != list(range(16))
+    run_tool('make_demo_data.py', '--out', tmp_path / 'shuffled', '--train-per-class', 1, '--val-per-class', 1,
+             '--frames', 16, '--shuffle-frames')
+    assert json.loads((tmp_path / 'shuffled' / 'settings.json').read_text())['shuffle_frames'] is True
+
+
 # ---- check_videos ------------------------------------------------------------------------------------------------
 
 def test_check_videos_drops_broken_videos_and_keeps_lines(videos, tmp_path):
@@ -145,3 +157,23 @@ def test_benchmark_infer_times_every_engine_at_every_batch(tmp_path):
     assert {(r['engine'], r['batch']) for r in result['rows']} == {(e, b) for e in engines for b in (1, 2)}
     assert all(r['ms_per_view'] > 0 for r in result['rows']) and result['threads'] >= 1
     assert '| Paddle Inference (oneDNN) | 2 |' in out and '1.00x' in out
+
+
+def test_benchmark_train_times_each_engine_in_its_own_process(tmp_path):
+    out = run_tool('benchmark.py', 'train', '--cases', 'tiny', '--engines', 'dygraph', 'onednn', 'torch',
+                   '--repeats', 1, '--profile', '--json', tmp_path / 'train.json')
+    result = json.loads((tmp_path / 'train.json').read_text())
+    engines = {'Paddle dygraph', 'Paddle dygraph + FLAGS_use_mkldnn'}
+    try:
+        import pytorchvideo  # noqa: F401
+        engines.add('PyTorch eager (pytorchvideo)')
+    except ImportError:
+        pass
+    rows = {r['engine']: r for r in result['rows']}
+    assert set(rows) == engines and all('error' not in r for r in rows.values()), rows
+    for r in rows.values():
+        assert r['case'] == 'tiny' and r['batch'] == 8 and r['s_per_iter'] > 0
+        assert r['peak_rss_mib'] > r['rss_before_steps_mib'] > 0  # each engine measured in a fresh process
+    profile = rows['Paddle dygraph']['profile']
+    assert any(p['op'].startswith('conv3d') for p in profile) and 0 < sum(p['share'] for p in profile) <= 1.0001
+    assert '| tiny (slowfast-demo.yaml, 8 frames, 32px) | Paddle dygraph | 8 |' in out and '1.00x' in out

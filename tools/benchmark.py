@@ -3,11 +3,20 @@
     python tools/benchmark.py data [--quick] [--resolutions 256p 720p] [--measures train test] [--json out.json]
     python tools/benchmark.py eval [--resolutions 256p 720p] [--json out.json]
     python tools/benchmark.py infer [--size 256] [--batches 1 8] [--repeats 5] [--json out.json]
+    python tools/benchmark.py train [--cases full tiny] [--engines ...] [--profile] [--conv-layouts] [--json out.json]
 
 ``infer``: milliseconds per view of the full network (``--config``, default slowfast.yaml: the 4x16 R50) at
 ``--size`` pixels, batch 1 and 8: Paddle dygraph (eval mode, no grad), Paddle Inference on the exported model
 (oneDNN), and, when torch and pytorchvideo are importable, PyTorch eager (``create_slowfast`` with the same
 settings), all with the same input and thread count; random weights (timing does not depend on them).
+
+``train``: seconds per training iteration (forward, cross-entropy, backward, SGD step with Nesterov momentum and
+weight decay, clear) on random clips, and the peak resident memory, for the full 4x16 R50 at its 224 crop and
+batch 1 (``full``) and the demo network at batch 8 (``tiny``); engines: Paddle dygraph, dygraph under
+``paddle.jit.to_static``, dygraph with ``FLAGS_use_mkldnn``, and PyTorch eager (pytorchvideo, same settings, same
+threads) when installed. Each engine runs in a fresh process so its peak memory is its own. ``--profile`` adds the
+top operators of the dygraph step (``paddle.profiler``); ``--conv-layouts`` times three representative 3D
+convolutions channels-first against channels-last (and in PyTorch).
 
 ``eval``: the data side of the 30-view evaluation: views/s of ``KineticsMultiViewDataset`` (each video decoded once)
 against the original's one-decode-per-view dataset (= ``data --measures test``). On a CPU the model, not the data,
@@ -28,6 +37,7 @@ import logging
 import math
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -381,6 +391,234 @@ def infer_table(result: Dict) -> str:
     return '\n'.join(lines)
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Training step
+
+TRAIN_CASES = {'full': ('slowfast.yaml', 1), 'tiny': ('slowfast-demo.yaml', 8)}  # config, batch
+TRAIN_ENGINES = ('dygraph', 'to_static', 'onednn', 'torch')
+ENGINE_NAMES = {'dygraph': 'Paddle dygraph', 'to_static': 'Paddle dygraph + jit.to_static',
+                'onednn': 'Paddle dygraph + FLAGS_use_mkldnn', 'torch': 'PyTorch eager (pytorchvideo)'}
+
+
+def rss_mib() -> float:
+    """Resident memory of this process now, MiB."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2 ** 20
+
+
+def time_train_step(engine: str, config: str, batch: int, repeats: int, threads: int, profile: bool) -> Dict:
+    """Median seconds of one training iteration (forward, cross-entropy, backward, optimizer step, clear) of the
+    network of ``config`` at its crop size on random clips, in this process; and its peak resident memory.
+
+    Run in a fresh process per engine (:func:`bench_train`) so the peak memory is the engine's own."""
+    import resource
+
+    cfg = parse_config(config, [])
+    shapes = input_shapes_of(cfg)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal([batch] + shape).astype(np.float32) for shape in shapes]
+    labels = rng.integers(0, cfg.MODEL.num_classes, batch)
+    if engine == 'torch':
+        import torch
+        from torch_reference import build_reference
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        model = build_reference(cfg, train=True).train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=cfg.TRAIN.momentum, nesterov=True,
+                                    weight_decay=cfg.TRAIN.l2_weight_decay)
+        inputs, target = [torch.from_numpy(c) for c in clips], torch.from_numpy(labels)
+
+        def step():  # pytorchvideo's fusion writes into the list it is given: a new list each call
+            loss = torch.nn.functional.cross_entropy(model(list(inputs)), target)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+    else:
+        import paddle.nn.functional as F
+
+        from model import build_model
+        from train import build_optimizer
+
+        paddle.set_device('cpu')
+        if engine == 'onednn':
+            paddle.set_flags({'FLAGS_use_mkldnn': True})
+        paddle.seed(0)
+        model = build_model(cfg)
+        model.train()
+        optimizer, _ = build_optimizer(cfg, model, steps_per_epoch=1000)
+        forward = paddle.jit.to_static(model) if engine == 'to_static' else model
+        inputs, target = [paddle.to_tensor(c) for c in clips], paddle.to_tensor(labels)
+
+        def step():
+            loss = F.cross_entropy(forward(inputs), target)
+            loss.backward()
+            optimizer.step()
+            optimizer.clear_grad()
+    before = rss_mib()
+    seconds = median_ms(step, repeats) / 1000
+    result = {'engine': ENGINE_NAMES[engine], 'config': os.path.basename(config), 'batch': batch,
+              'crop': cfg.MODEL.crop_size, 'frames': cfg.MODEL.num_frames, 's_per_iter': round(seconds, 3),
+              'peak_rss_mib': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+              'rss_before_steps_mib': round(before)}
+    if profile and engine == 'dygraph':
+        result['profile'] = profile_step(step)
+    return result
+
+
+def input_shapes_of(cfg: AttrDict) -> List[List[int]]:
+    from model import input_shapes
+
+    return input_shapes(cfg, cfg.MODEL.crop_size)
+
+
+def profile_step(step: Callable[[], None], top: int = 15) -> List[Dict]:
+    """The ``top`` operators of two training steps by total CPU time (``paddle.profiler``, read back from its
+    Chrome trace), in ms per step with their share of all operator time."""
+    import tempfile
+
+    import paddle.profiler as profiler
+
+    with tempfile.TemporaryDirectory() as folder:
+        trace = os.path.join(folder, 'trace.json')
+        with profiler.Profiler(targets=[profiler.ProfilerTarget.CPU], on_trace_ready=lambda _: None) as prof:
+            for _ in range(2):
+                step()
+                prof.step()
+        prof.export(trace, format='json')
+        with open(trace) as f:
+            events = json.load(f)['traceEvents']
+    totals: Dict[str, float] = {}
+    for event in events:
+        if event.get('cat') == 'Operator' and event.get('ph') == 'X':
+            name = re.sub(r'\[.*\]$', '', event['name']).strip()  # 'conv3d dygraph[1.2 ms]' -> 'conv3d dygraph'
+            totals[name] = totals.get(name, 0.0) + event['dur'] / 1000  # us -> ms
+    whole = sum(totals.values()) or 1.0
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:top]
+    return [{'op': name, 'ms': round(ms / 2, 1), 'share': round(ms / whole, 3)} for name, ms in ranked]
+
+
+# representative 3D convolutions of the 4x16 R50 at 224 (batch 1): (name, C_in, C_out, kernel, [T, H, W], stride)
+CONV_LAYERS = (('fast stem 5x7x7, 3->8, 32x224x224', 3, 8, (5, 7, 7), (32, 224, 224), (1, 2, 2)),
+               ('slow res3 1x3x3, 128->128, 8x28x28', 128, 128, (1, 3, 3), (8, 28, 28), (1, 1, 1)),
+               ('fast res4 3x1x1, 32->32, 32x14x14', 32, 32, (3, 1, 1), (32, 14, 14), (1, 1, 1)))
+
+
+def bench_conv_layouts(repeats: int, threads: int) -> List[Dict]:
+    """ms of forward + backward of each of CONV_LAYERS in Paddle dygraph, channels-first vs channels-last, and in
+    PyTorch (channels-first) when installed."""
+    paddle.set_device('cpu')
+    torch = None
+    if torch_reference_available():
+        import torch
+        torch.set_num_threads(threads)
+    rows = []
+    for name, dim_in, dim_out, kernel, (t, h, w), stride in CONV_LAYERS:
+        row = {'layer': name}
+        padding = [k // 2 for k in kernel]
+        for layout in ('NCDHW', 'NDHWC'):
+            conv = paddle.nn.Conv3D(dim_in, dim_out, kernel, stride=stride, padding=padding, data_format=layout)
+            x = paddle.randn([1, dim_in, t, h, w] if layout == 'NCDHW' else [1, t, h, w, dim_in])
+            x.stop_gradient = False
+
+            def step():
+                conv(x).sum().backward()
+                conv.clear_gradients()
+            row[layout] = round(median_ms(step, repeats), 1)
+        if torch is not None:
+            torch_conv = torch.nn.Conv3d(dim_in, dim_out, kernel, stride=stride, padding=padding)
+            torch_x = torch.randn(1, dim_in, t, h, w, requires_grad=True)
+
+            def torch_step():
+                torch_conv(torch_x).sum().backward()
+                torch_conv.zero_grad()
+            row['torch'] = round(median_ms(torch_step, repeats), 1)
+        rows.append(row)
+        logger.info('%s: %s', name, ', '.join(f'{k} {v} ms' for k, v in row.items() if k != 'layer'))
+    return rows
+
+
+def _train_worker(queue, *args) -> None:
+    try:
+        queue.put(time_train_step(*args))
+    except Exception as error:  # reported as the row's error, the other engines still run
+        queue.put({'engine': ENGINE_NAMES[args[0]], 'error': f'{type(error).__name__}: {error}'})
+
+
+def bench_train(args) -> Dict:
+    """Seconds per training iteration and peak memory, each engine and case in its own fresh process."""
+    import multiprocessing
+
+    threads = int(os.environ.get('OMP_NUM_THREADS', 0)) or os.cpu_count()
+    os.environ['OMP_NUM_THREADS'] = str(threads)  # the children's Paddle reads it at import
+    context = multiprocessing.get_context('spawn')
+    rows = []
+    for case in args.cases:
+        config, batch = TRAIN_CASES[case]
+        for engine in args.engines:
+            if engine == 'torch' and not torch_reference_available():
+                logger.info('PyTorch reference not timed: torch or pytorchvideo is not importable')
+                continue
+            queue = context.Queue()
+            worker = context.Process(target=_train_worker, args=(queue, engine, os.path.join(ROOT, config), batch,
+                                                                 args.repeats, threads, args.profile))
+            worker.start()
+            row = queue.get()
+            worker.join()
+            row['case'] = case
+            rows.append(row)
+            logger.info('%s, %s: %s', case, row['engine'],
+                        row.get('error') or f"{row['s_per_iter']:.3f} s per iteration, peak {row['peak_rss_mib']} MiB")
+    layouts = bench_conv_layouts(args.repeats, threads) if args.conv_layouts else []
+    return {'benchmark': 'train', 'machine': machine_info(), 'threads': threads, 'repeats': args.repeats,
+            'rows': rows, 'conv_layouts': layouts}
+
+
+def torch_reference_available() -> bool:
+    """Whether torch and pytorchvideo are installed (without importing them into this process)."""
+    from importlib.util import find_spec
+
+    return find_spec('torch') is not None and find_spec('pytorchvideo') is not None
+
+
+def train_table(result: Dict) -> str:
+    lines = [f"train: seconds per iteration (forward, loss, backward, SGD step) on random clips, "
+             f"{result['threads']} threads, median of {result['repeats']}",
+             '| case | engine | batch | s / iter | vs Paddle dygraph | vs PyTorch | peak RSS MiB | of which steps |',
+             '|---|---|---|---|---|---|---|---|']
+    for case in dict.fromkeys(r['case'] for r in result['rows']):
+        rows = [r for r in result['rows'] if r['case'] == case]
+        ok = {r['engine']: r for r in rows if 'error' not in r}
+        base = ok.get(ENGINE_NAMES['dygraph'])
+        torch_row = ok.get(ENGINE_NAMES['torch'])
+        for r in rows:
+            if 'error' in r:
+                lines.append(f"| {case} | {r['engine']} | | failed: {r['error'][:120]} | | | | |")
+                continue
+            vs_base = f"{r['s_per_iter'] / base['s_per_iter']:.2f}x" if base else ''
+            vs_torch = f"{r['s_per_iter'] / torch_row['s_per_iter']:.2f}x" if torch_row else ''
+            lines.append(f"| {case} ({r['config']}, {r['frames']} frames, {r['crop']}px) | {r['engine']} | "
+                         f"{r['batch']} | {r['s_per_iter']:.3f} | {vs_base} | {vs_torch} | {r['peak_rss_mib']} | "
+                         f"{r['peak_rss_mib'] - r['rss_before_steps_mib']} |")
+    for r in result['rows']:
+        if r.get('profile'):
+            lines.append(f"\nPaddle dygraph, {r['case']}: operators by CPU time per iteration (paddle.profiler)")
+            lines.append('| operator | ms | share |')
+            lines.append('|---|---|---|')
+            lines.extend(f"| {p['op']} | {p['ms']} | {p['share']:.1%} |" for p in r['profile'])
+    if result.get('conv_layouts'):
+        lines += ['\none 3D convolution, forward + backward, batch 1: Paddle dygraph, PyTorch eager',
+                  '| layer | NCDHW ms | NDHWC ms | NDHWC / NCDHW | PyTorch ms | NCDHW / PyTorch |',
+                  '|---|---|---|---|---|---|']
+        for r in result['conv_layouts']:
+            torch_ms = r.get('torch')
+            versus = f"{r['NCDHW'] / torch_ms:.2f}x" if torch_ms else ''
+            lines.append(f"| {r['layer']} | {r['NCDHW']} | {r['NDHWC']} | {r['NDHWC'] / r['NCDHW']:.2f}x | "
+                         f"{torch_ms or ''} | {versus} |")
+    lines.append('machine: ' + ', '.join(f'{k} {v}' for k, v in result['machine'].items()))
+    return '\n'.join(lines)
+
+
 def main(argv: Sequence[str] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -404,11 +642,24 @@ def main(argv: Sequence[str] = None) -> None:
     infer.add_argument('--json', help='also write the results here')
     infer.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
                        help='config override, e.g. -o MODEL.alpha=4 -o MODEL.fusion_kernel_size=7 (8x8)')
+    train = sub.add_parser('train', help='s per training iteration and peak memory: Paddle variants, PyTorch eager')
+    train.add_argument('--cases', nargs='+', default=list(TRAIN_CASES), choices=list(TRAIN_CASES),
+                       help='full: slowfast.yaml (4x16 R50, 224 crop) at batch 1; tiny: slowfast-demo.yaml at '
+                            'batch 8 (default: both)')
+    train.add_argument('--engines', nargs='+', default=list(TRAIN_ENGINES), choices=TRAIN_ENGINES)
+    train.add_argument('--repeats', type=int, default=5)
+    train.add_argument('--profile', action='store_true', help='also list the Paddle dygraph step\'s top operators')
+    train.add_argument('--conv-layouts', action='store_true',
+                       help='also time representative 3D convolutions channels-first vs channels-last')
+    train.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
     setup_logging()
     if args.command == 'infer':
         result = bench_infer(args)
         print(infer_table(result))
+    elif args.command == 'train':
+        result = bench_train(args)
+        print(train_table(result))
     else:
         result = bench_data(args)  # eval: the test-view rows of the data benchmark
         print(table(result))

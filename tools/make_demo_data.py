@@ -7,6 +7,10 @@ every class comes from the same distribution: a model must use time to beat chan
 
     python tools/make_demo_data.py --out data/demo            # reuses a complete dataset made with the same settings
     python tools/make_demo_data.py --out data/demo --fresh    # regenerate
+    python tools/make_demo_data.py --out data/demo-shuffled --shuffle-frames   # the control: no motion left
+
+``--shuffle-frames`` writes the same videos with their frames in a random order (one permutation per video): every
+frame is kept, the motion is destroyed. A model trained on it should stay at chance (the control experiment).
 
 Writes ``OUT/{train,val}.txt`` (``videos/<split>/<name>.mp4 <label>``, relative to OUT), ``OUT/classes.txt`` and
 ``OUT/videos/``. Interrupted runs leave no partial video (each is written to a temporary name, then renamed) and
@@ -62,8 +66,9 @@ def draw_shapes(rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, 
                 cv2.fillPoly(target, [pts], value)
 
 
-def make_video(seed: int, label: int, height: int, width: int, frames: int) -> List[np.ndarray]:
-    """RGB frames of one video of class ``label``."""
+def make_video(seed: int, label: int, height: int, width: int, frames: int,
+               shuffle_frames: bool = False) -> List[np.ndarray]:
+    """RGB frames of one video of class ``label`` (in a random order if ``shuffle_frames``)."""
     rng = np.random.default_rng(seed)
     background = random_texture(rng, height, width)
     draw_shapes(rng, background, np.zeros((height, width), np.uint8), int(rng.integers(15, 30)))  # static clutter
@@ -80,6 +85,8 @@ def make_video(seed: int, label: int, height: int, width: int, frames: int) -> L
         frame = np.where(alpha, moved, background).astype(np.float32)
         frame = frame + rng.normal(0, 3, frame.shape)  # sensor noise
         out.append(np.clip(frame, 0, 255).astype(np.uint8))
+    if shuffle_frames:
+        out = [out[i] for i in np.random.default_rng([seed, 1]).permutation(frames)]
     return out
 
 
@@ -93,6 +100,8 @@ def main(argv=None) -> None:
     parser.add_argument('--height', type=int, default=96)
     parser.add_argument('--width', type=int, default=128)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--shuffle-frames', action='store_true',
+                        help='write every video\'s frames in a random order (the frame-shuffle control)')
     parser.add_argument('--fresh', action='store_true', help='delete OUT and regenerate')
     args = parser.parse_args(argv)
     setup_logging()
@@ -101,6 +110,8 @@ def main(argv=None) -> None:
 
     settings = {k: getattr(args, k) for k in ('train_per_class', 'val_per_class', 'frames', 'fps', 'height',
                                               'width', 'seed')}
+    if args.shuffle_frames:  # only then, so datasets written before the flag existed are still reused
+        settings['shuffle_frames'] = True
     settings['classes'] = list(CLASSES)
     settings['generator_version'] = GENERATOR_VERSION
     settings_file = os.path.join(args.out, 'settings.json')
@@ -129,7 +140,8 @@ def main(argv=None) -> None:
             for rel, label, seed in items:
                 path = os.path.join(args.out, rel)
                 if not os.path.isfile(path):  # finished videos of an interrupted run are kept
-                    write_video(path, make_video(seed, label, args.height, args.width, args.frames), args.fps)
+                    frames = make_video(seed, label, args.height, args.width, args.frames, args.shuffle_frames)
+                    write_video(path, frames, args.fps)
                 bar.update()
     for split, items in jobs.items():
         with open(os.path.join(args.out, f'{split}.txt'), 'w') as f:

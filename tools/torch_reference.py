@@ -23,8 +23,9 @@ def _ensure_torchvision() -> None:
         sys.modules['torchvision'], sys.modules['torchvision.ops'] = vision, ops
 
 
-def build_reference(cfg) -> torch.nn.Module:
-    """pytorchvideo SlowFast with the settings of ``cfg.MODEL`` and a softmax-per-position test head."""
+def build_reference(cfg, train: bool = False) -> torch.nn.Module:
+    """pytorchvideo SlowFast with the settings of ``cfg.MODEL`` and a softmax-per-position test head (logits when
+    ``train``)."""
     _ensure_torchvision()
     from pytorchvideo.models.slowfast import create_slowfast
 
@@ -36,7 +37,7 @@ def build_reference(cfg) -> torch.nn.Module:
         slowfast_fusion_conv_kernel_size=(m.fusion_kernel_size, 1, 1), slowfast_fusion_conv_stride=(m.alpha, 1, 1),
         stem_dim_outs=(m.width_per_group, m.width_per_group // m.beta),
         head_pool_kernel_sizes=((m.num_frames // m.alpha, pool, pool), (m.num_frames, pool, pool)),
-        head_activation=torch.nn.Softmax)
+        head_activation=None if train else torch.nn.Softmax)
 
 
 def reference_to_paddle(state: dict) -> dict:
