@@ -413,10 +413,12 @@ def time_train_step(engine: str, config: str, batch: int, repeats: int, threads:
     Run in a fresh process per engine (:func:`bench_train`) so the peak memory is the engine's own."""
     import resource
 
+    from model import input_shapes
+
     cfg = parse_config(config, [])
-    shapes = input_shapes_of(cfg)
     rng = np.random.default_rng(0)
-    clips = [rng.standard_normal([batch] + shape).astype(np.float32) for shape in shapes]
+    clips = [rng.standard_normal([batch] + shape).astype(np.float32)
+             for shape in input_shapes(cfg, cfg.MODEL.crop_size)]
     labels = rng.integers(0, cfg.MODEL.num_classes, batch)
     if engine == 'torch':
         import torch
@@ -464,12 +466,6 @@ def time_train_step(engine: str, config: str, batch: int, repeats: int, threads:
     if profile and engine == 'dygraph':
         result['profile'] = profile_step(step)
     return result
-
-
-def input_shapes_of(cfg: AttrDict) -> List[List[int]]:
-    from model import input_shapes
-
-    return input_shapes(cfg, cfg.MODEL.crop_size)
 
 
 def profile_step(step: Callable[[], None], top: int = 15) -> List[Dict]:
@@ -548,6 +544,7 @@ def _train_worker(queue, *args) -> None:
 def bench_train(args) -> Dict:
     """Seconds per training iteration and peak memory, each engine and case in its own fresh process."""
     import multiprocessing
+    from queue import Empty
 
     threads = int(os.environ.get('OMP_NUM_THREADS', 0)) or os.cpu_count()
     os.environ['OMP_NUM_THREADS'] = str(threads)  # the children's Paddle reads it at import
@@ -563,7 +560,13 @@ def bench_train(args) -> Dict:
             worker = context.Process(target=_train_worker, args=(queue, engine, os.path.join(ROOT, config), batch,
                                                                  args.repeats, threads, args.profile))
             worker.start()
-            row = queue.get()
+            row = None
+            while row is None:
+                try:
+                    row = queue.get(timeout=5)
+                except Empty:  # still running, or died without a word (a crash in a kernel)
+                    if not worker.is_alive() and queue.empty():
+                        row = {'engine': ENGINE_NAMES[engine], 'error': f'exited with code {worker.exitcode}'}
             worker.join()
             row['case'] = case
             rows.append(row)
