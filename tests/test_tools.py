@@ -143,17 +143,19 @@ def test_resize_videos_rejects_list_entries_outside_the_source(videos, tmp_path)
 
 # ---- benchmark ---------------------------------------------------------------------------------------------------
 
+def torch_engine():
+    """The PyTorch row the benchmarks add when torch and pytorchvideo are installed."""
+    from benchmark import torch_reference_available
+
+    return {'PyTorch eager (pytorchvideo)'} if torch_reference_available() else set()
+
+
 def test_benchmark_infer_times_every_engine_at_every_batch(tmp_path):
     out = run_tool('benchmark.py', 'infer', '--size', 64, '--batches', 1, 2, '--repeats', 1, '--json',
                    tmp_path / 'infer.json', '-o', 'MODEL.width_per_group=8', '-o', 'MODEL.num_frames=8', '-o',
                    'MODEL.alpha=4', '-o', 'MODEL.beta=4', '-o', 'MODEL.crop_size=64', '-o', 'MODEL.num_classes=5')
     result = json.loads((tmp_path / 'infer.json').read_text())
-    engines = {'Paddle dygraph', 'Paddle Inference (oneDNN)'}
-    try:
-        import pytorchvideo  # noqa: F401
-        engines.add('PyTorch eager (pytorchvideo)')
-    except ImportError:
-        pass
+    engines = {'Paddle dygraph', 'Paddle Inference (oneDNN)'} | torch_engine()
     assert {(r['engine'], r['batch']) for r in result['rows']} == {(e, b) for e in engines for b in (1, 2)}
     assert all(r['ms_per_view'] > 0 for r in result['rows']) and result['threads'] >= 1
     assert '| Paddle Inference (oneDNN) | 2 |' in out and '1.00x' in out
@@ -163,12 +165,7 @@ def test_benchmark_train_times_each_engine_in_its_own_process(tmp_path):
     out = run_tool('benchmark.py', 'train', '--cases', 'tiny', '--engines', 'dygraph', 'onednn', 'torch',
                    '--repeats', 1, '--profile', '--json', tmp_path / 'train.json')
     result = json.loads((tmp_path / 'train.json').read_text())
-    engines = {'Paddle dygraph', 'Paddle dygraph + FLAGS_use_mkldnn'}
-    try:
-        import pytorchvideo  # noqa: F401
-        engines.add('PyTorch eager (pytorchvideo)')
-    except ImportError:
-        pass
+    engines = {'Paddle dygraph', 'Paddle dygraph + FLAGS_use_mkldnn'} | torch_engine()
     rows = {r['engine']: r for r in result['rows']}
     assert set(rows) == engines and all('error' not in r for r in rows.values()), rows
     for r in rows.values():

@@ -353,7 +353,7 @@ def bench_infer(args) -> Dict:
 
         engines['Paddle dygraph'] = dygraph
         engines['Paddle Inference (oneDNN)'] = lambda clips: exported(clips).numpy()
-        try:
+        if torch_reference_available():
             import torch
             from torch_reference import build_reference
 
@@ -364,9 +364,9 @@ def bench_infer(args) -> Dict:
                 with torch.no_grad():
                     return reference([torch.from_numpy(c) for c in clips]).numpy()
 
-            engines['PyTorch eager (pytorchvideo)'] = torch_eager
-        except ImportError as error:
-            logger.info('PyTorch reference not timed: %s', error)
+            engines[ENGINE_NAMES['torch']] = torch_eager
+        else:
+            logger.info(NO_TORCH)
         rows = []
         rng = np.random.default_rng(0)
         for batch in args.batches:
@@ -554,7 +554,7 @@ def bench_train(args) -> Dict:
         config, batch = TRAIN_CASES[case]
         for engine in args.engines:
             if engine == 'torch' and not torch_reference_available():
-                logger.info('PyTorch reference not timed: torch or pytorchvideo is not importable')
+                logger.info(NO_TORCH)
                 continue
             queue = context.Queue()
             worker = context.Process(target=_train_worker, args=(queue, engine, os.path.join(ROOT, config), batch,
@@ -575,6 +575,9 @@ def bench_train(args) -> Dict:
     layouts = bench_conv_layouts(args.repeats, threads) if args.conv_layouts else []
     return {'benchmark': 'train', 'machine': machine_info(), 'threads': threads, 'repeats': args.repeats,
             'rows': rows, 'conv_layouts': layouts}
+
+
+NO_TORCH = 'PyTorch reference not timed: torch or pytorchvideo is not installed'
 
 
 def torch_reference_available() -> bool:
