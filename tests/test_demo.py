@@ -44,10 +44,12 @@ def test_demo_interrupted_then_rerun_finishes(tmp_path):
     command = ['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env=demo_env(tmp_path), start_new_session=True)
-    first = tmp_path / 'out' / 'checkpoints' / 'slowfast_epoch0.pdparams'
+    # the .pdopt is renamed last: once it exists, epoch 0's checkpoint is complete (the .pdparams alone is not)
+    first = tmp_path / 'out' / 'checkpoints' / 'slowfast_epoch0.pdopt'
     deadline = time.time() + 600
     while not first.exists() and process.poll() is None and time.time() < deadline:
         time.sleep(0.2)
+    assert first.exists() and process.poll() is None, 'the demo ended or stalled before its first checkpoint'
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole foreground group
     output = process.communicate(timeout=120)[0]
     assert process.returncode != 0 and 'run bash run_demo.sh again to continue' in output, output[-3000:]
