@@ -5,6 +5,9 @@
 #   bash run_demo.sh                    # reuses data/demo and continues an interrupted run in output/demo
 #   bash run_demo.sh --fresh            # regenerates the data and starts over
 #   bash run_demo.sh -o TRAIN.epoch=2   # extra -o overrides go to train.py, eval.py and predict.py
+#   bash run_demo.sh --data DIR         # the same settings on your own motion dataset: DIR/train.txt, DIR/val.txt
+#                                       # (Kinetics list format, paths relative to DIR) and DIR/classes.txt (optional);
+#                                       # nothing in DIR is written; output in output/demo-<DIR's name>
 # Environment: DEMO_DATA (data/demo), DEMO_OUT (output/demo), DEMO_DATA_ARGS (extra tools/make_demo_data.py flags),
 # USE_GPU (auto), OMP_NUM_THREADS (2).
 set -euo pipefail
@@ -14,26 +17,48 @@ OUT=${DEMO_OUT:-output/demo}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 fresh=()
 overrides=()
+own_data=''
 while (($#)); do
     case $1 in
         --fresh) fresh=(--fresh); shift ;;
+        --data) own_data=${2:?--data needs a folder}; shift 2 ;;
         -o) overrides+=(-o "$2"); shift 2 ;;
-        *) echo "usage: bash run_demo.sh [--fresh] [-o SECTION.key=value ...]" >&2; exit 2 ;;
+        *) echo "usage: bash run_demo.sh [--fresh] [--data DIR] [-o SECTION.key=value ...]" >&2; exit 2 ;;
     esac
 done
+if [[ -n $own_data ]]; then
+    for list in train.txt val.txt; do
+        [[ -f $own_data/$list ]] || { echo "run_demo.sh: --data $own_data has no $list" >&2; exit 2; }
+    done
+    DATA=$own_data
+    OUT=${DEMO_OUT:-output/demo-$(basename "$(cd "$own_data" && pwd)")}
+fi
 trap 'echo; echo "interrupted: the data and every finished checkpoint are kept; run bash run_demo.sh again to continue"; exit 130' INT
 USE_GPU=${USE_GPU:-$(python -c 'import paddle; print(paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0)' 2>/dev/null)}
 start=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
 
-step "1/4 demo data in $DATA"
-# shellcheck disable=SC2086
-python tools/make_demo_data.py --out "$DATA" "${fresh[@]}" ${DEMO_DATA_ARGS:-}
+if [[ -n $own_data ]]; then
+    step "1/4 your dataset in $DATA (not modified)"
+else
+    step "1/4 demo data in $DATA"
+    # shellcheck disable=SC2086
+    python tools/make_demo_data.py --out "$DATA" "${fresh[@]}" ${DEMO_DATA_ARGS:-}
+fi
 if ((${#fresh[@]})); then rm -rf "$OUT"; fi
 DATA=$(cd "$DATA" && pwd)
-common=(--config slowfast-demo.yaml --use_gpu "$USE_GPU" -o "TRAIN.filelist=$DATA/train.txt"
-        -o "VALID.filelist=$DATA/val.txt" -o "TEST.filelist=$DATA/val.txt" -o "DATA.label_map=$DATA/classes.txt"
-        "${overrides[@]}")
+# the class count from classes.txt (one name a line), else from the largest label in the lists
+if [[ -f $DATA/classes.txt ]]; then
+    label_map=$DATA/classes.txt
+    num_classes=$(grep -c . "$label_map")
+else
+    label_map=''
+    num_classes=$(python -c "import re, sys; print(1 + max(int(re.split(r'[,\s]+', line.strip())[-1]) \
+for name in sys.argv[1:] for line in open(name) if line.strip()))" "$DATA/train.txt" "$DATA/val.txt")
+fi
+common=(--config slowfast-demo.yaml --use_gpu "$USE_GPU" -o "MODEL.num_classes=$num_classes"
+        -o "TRAIN.filelist=$DATA/train.txt" -o "VALID.filelist=$DATA/val.txt" -o "TEST.filelist=$DATA/val.txt"
+        -o "DATA.label_map=$label_map" "${overrides[@]}")
 
 step "2/4 training (checkpoints in $OUT/checkpoints; an interrupted run continues from the last one)"
 python train.py "${common[@]}" --save_dir "$OUT/checkpoints" --resume True --use_visualdl True \
@@ -50,9 +75,10 @@ python predict.py "${common[@]}" --weights "$weights" --filelist "$DATA/val.txt"
     || predicted=$?
 
 top1=$(python -c "import json; print(json.load(open('$OUT/eval/eval_result.json'))['top1'])")
+chance=$(python -c "print(round(1 / $num_classes, 3))")
 cat <<DONE
 
-== demo finished in $(( $(date +%s) - start )) s: multi-view top-1 on $DATA/val.txt = $top1 (chance 0.25)
+== demo finished in $(( $(date +%s) - start )) s: multi-view top-1 on $DATA/val.txt = $top1 (chance $chance)
    checkpoints      $OUT/checkpoints (train.log beside them)
    curves           $OUT/vdl   ->  visualdl --logdir $OUT/vdl --host 127.0.0.1 --port 8040 --disable-telemetry
                                    then open http://127.0.0.1:8040

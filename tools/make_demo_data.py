@@ -116,12 +116,18 @@ def main(argv=None) -> None:
     settings['generator_version'] = GENERATOR_VERSION
     settings_file = os.path.join(args.out, 'settings.json')
     done_file = os.path.join(args.out, 'DONE')
+    if os.path.isdir(args.out) and os.listdir(args.out) and not os.path.isfile(settings_file):
+        logger.error('%s exists and was not written by this tool (no settings.json): refusing to replace it; '
+                     'choose another --out (to train on your own dataset: bash run_demo.sh --data %s)',
+                     args.out, args.out)
+        sys.exit(2)
     if os.path.isdir(args.out) and not args.fresh:
-        previous = json.load(open(settings_file)) if os.path.isfile(settings_file) else None
+        previous = json.load(open(settings_file)) if os.path.isfile(settings_file) else None  # None: empty folder
         if previous == settings and os.path.isfile(done_file):
             logger.info('reusing the demo dataset in %s (--fresh regenerates it)', args.out)
             return
         if previous != settings:
+            logger.info('%s holds a demo dataset made with other settings: regenerating it', args.out)
             args.fresh = True
     if args.fresh and os.path.isdir(args.out):
         shutil.rmtree(args.out)
