@@ -65,6 +65,17 @@ def test_make_demo_data_writes_a_motion_dataset_and_reuses_it(tmp_path):
         assert video.num_frames == 16
 
 
+def test_make_demo_data_never_replaces_a_folder_it_did_not_write(tmp_path):
+    mine = tmp_path / 'my_dataset'
+    mine.mkdir()
+    (mine / 'train.txt').write_text('a.mp4 0\n')
+    for extra in ([], ['--fresh']):
+        log = run_tool('make_demo_data.py', '--out', mine, '--train-per-class', 1, '--val-per-class', 1, *extra,
+                       expect=2)
+        assert f'{mine} exists and was not written by this tool' in log
+        assert sorted(os.listdir(mine)) == ['train.txt'] and (mine / 'train.txt').read_text() == 'a.mp4 0\n'
+
+
 def test_make_demo_data_shuffle_frames_keeps_every_frame_in_another_order(tmp_path):
     from make_demo_data import make_video
 
@@ -78,6 +89,47 @@ def test_make_demo_data_shuffle_frames_keeps_every_frame_in_another_order(tmp_pa
 
 
 # ---- check_videos ------------------------------------------------------------------------------------------------
+
+def flow_moments(path):
+    """Mean optical flow of a video about the frame centre: (curl, divergence, mean dy, mean dx)."""
+    with VideoReader(path, 30) as video:
+        frames = [cv2.cvtColor(f, cv2.COLOR_BGR2GRAY) for f in video.frames()]
+    flow = np.mean([cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)
+                    for a, b in zip(frames, frames[1:])], axis=0)
+    height, width = flow.shape[:2]
+    y, x = np.mgrid[:height, :width]
+    ry, rx = y - (height - 1) / 2, x - (width - 1) / 2  # image axes: y grows downwards, so curl > 0 is clockwise
+    return ((rx * flow[..., 1] - ry * flow[..., 0]).mean(), (rx * flow[..., 0] + ry * flow[..., 1]).mean(),
+            flow[..., 1].mean(), flow[..., 0].mean())
+
+
+def test_make_heldout_data_kinds_move_as_their_class_names_say(tmp_path):
+    signs = {'cw': lambda c, d, dy, dx: c > 0 and abs(c) > 3 * abs(d),
+             'ccw': lambda c, d, dy, dx: c < 0 and abs(c) > 3 * abs(d),
+             'zoom_in': lambda c, d, dy, dx: d > 0 and abs(d) > 3 * abs(c),
+             'zoom_out': lambda c, d, dy, dx: d < 0 and abs(d) > 3 * abs(c),
+             # pan names the camera's direction: the scene flows the opposite way
+             'ne': lambda c, d, dy, dx: dx < 0 < dy, 'nw': lambda c, d, dy, dx: dy > 0 and dx > 0,
+             'se': lambda c, d, dy, dx: dy < 0 and dx < 0, 'sw': lambda c, d, dy, dx: dy < 0 < dx}
+    for kind in ('spin', 'pan', 'object'):
+        out = tmp_path / kind
+        run_tool('make_heldout_data.py', '--kind', kind, '--out', out, '--train-per-class', 1, '--val-per-class', 1,
+                 '--size', 64, '--frames', 16)
+        classes = (out / 'classes.txt').read_text().split()
+        val = read_video_list(str(out / 'val.txt'), 4)
+        assert len(read_video_list(str(out / 'train.txt'), 4)) == 4 and sorted(label for _, label in val) == [0, 1, 2, 3]
+        for path, label in val:
+            with VideoReader(path, 30) as video:
+                assert (video.num_frames, video.height, video.width) == (16, 64, 64)
+            if kind == 'object':  # only the blob moves: the flow of the pixels that move
+                dy, dx = mean_flow(path)
+                expected = {'east': (0, 1), 'west': (0, -1), 'south': (1, 0), 'north': (-1, 0)}[classes[label]]
+                axis = int(np.argmax(np.abs(expected)))
+                assert np.sign([dy, dx][axis]) == expected[axis] and abs([dy, dx][axis]) > 2 * abs([dy, dx][1 - axis])
+            else:
+                assert signs[classes[label]](*flow_moments(path)), (path, flow_moments(path))
+    assert 'is not empty' in run_tool('make_heldout_data.py', '--kind', 'pan', '--out', out, expect=2)
+
 
 def test_check_videos_drops_broken_videos_and_keeps_lines(videos, tmp_path):
     lines = [f'{videos["mp4"]} 1', f'{videos["zero"]} 2', f'{videos["truncated_mkv"]} 3', f'{videos["short"]} 4',
