@@ -31,6 +31,13 @@ def mean_flow(path):
     return moving[:, 1].mean(), moving[:, 0].mean()
 
 
+def assert_moves_along(path, expected):
+    """The pixels that move in the video at ``path`` flow along the unit (dy, dx) ``expected``."""
+    flow = mean_flow(path)
+    axis = int(np.argmax(np.abs(expected)))
+    assert np.sign(flow[axis]) == expected[axis] and abs(flow[axis]) > 2 * abs(flow[1 - axis]), (path, flow)
+
+
 # ---- make_demo_data ----------------------------------------------------------------------------------------------
 
 def test_make_demo_data_writes_a_motion_dataset_and_reuses_it(tmp_path):
@@ -45,11 +52,7 @@ def test_make_demo_data_writes_a_motion_dataset_and_reuses_it(tmp_path):
     for path, label in val:
         with VideoReader(path, 30) as video:
             assert (video.num_frames, video.height, video.width) == (24, 96, 128)
-        dy, dx = mean_flow(path)
-        expected = {'right': (0, 1), 'left': (0, -1), 'down': (1, 0), 'up': (-1, 0)}[classes[label]]
-        main_axis = np.argmax(np.abs(expected))
-        assert np.sign([dy, dx][main_axis]) == expected[main_axis], (path, dy, dx)
-        assert abs([dy, dx][main_axis]) > 2 * abs([dy, dx][1 - main_axis]), (path, dy, dx)
+        assert_moves_along(path, {'right': (0, 1), 'left': (0, -1), 'down': (1, 0), 'up': (-1, 0)}[classes[label]])
 
     stamp = os.path.getmtime(train[0][0])
     assert 'reusing the demo dataset' in run_tool('make_demo_data.py', *args)
@@ -88,7 +91,7 @@ def test_make_demo_data_shuffle_frames_keeps_every_frame_in_another_order(tmp_pa
     assert json.loads((tmp_path / 'shuffled' / 'settings.json').read_text())['shuffle_frames'] is True
 
 
-# ---- check_videos ------------------------------------------------------------------------------------------------
+# ---- make_heldout_data -------------------------------------------------------------------------------------------
 
 def flow_moments(path):
     """Mean optical flow of a video about the frame centre: (curl, divergence, mean dy, mean dx)."""
@@ -117,19 +120,20 @@ def test_make_heldout_data_kinds_move_as_their_class_names_say(tmp_path):
                  '--size', 64, '--frames', 16)
         classes = (out / 'classes.txt').read_text().split()
         val = read_video_list(str(out / 'val.txt'), 4)
-        assert len(read_video_list(str(out / 'train.txt'), 4)) == 4 and sorted(label for _, label in val) == [0, 1, 2, 3]
+        assert len(read_video_list(str(out / 'train.txt'), 4)) == 4
+        assert sorted(label for _, label in val) == [0, 1, 2, 3]
         for path, label in val:
             with VideoReader(path, 30) as video:
                 assert (video.num_frames, video.height, video.width) == (16, 64, 64)
             if kind == 'object':  # only the blob moves: the flow of the pixels that move
-                dy, dx = mean_flow(path)
-                expected = {'east': (0, 1), 'west': (0, -1), 'south': (1, 0), 'north': (-1, 0)}[classes[label]]
-                axis = int(np.argmax(np.abs(expected)))
-                assert np.sign([dy, dx][axis]) == expected[axis] and abs([dy, dx][axis]) > 2 * abs([dy, dx][1 - axis])
+                directions = {'east': (0, 1), 'west': (0, -1), 'south': (1, 0), 'north': (-1, 0)}
+                assert_moves_along(path, directions[classes[label]])
             else:
                 assert signs[classes[label]](*flow_moments(path)), (path, flow_moments(path))
     assert 'is not empty' in run_tool('make_heldout_data.py', '--kind', 'pan', '--out', out, expect=2)
 
+
+# ---- check_videos ------------------------------------------------------------------------------------------------
 
 def test_check_videos_drops_broken_videos_and_keeps_lines(videos, tmp_path):
     lines = [f'{videos["mp4"]} 1', f'{videos["zero"]} 2', f'{videos["truncated_mkv"]} 3', f'{videos["short"]} 4',
