@@ -6,9 +6,9 @@
 - ``spin``: a textured canvas rotating clockwise or counter-clockwise, or zooming in or out (the kind of motion,
   not its direction; every pixel moves). Both zoom classes pass through the same range of scales, in opposite orders.
 - ``pan``: a camera panning over a textured canvas towards one of 4 diagonal directions (the scene flows the other
-  way).
-- ``object``: one large blob, textured like the background it crosses (camouflaged: visible only by its motion),
-  moving east, west, south or north with wrap-around.
+  way; at the canvas edge the view wraps around).
+- ``object``: one blob (5-17 % of the frame), textured like the background it crosses (camouflaged: visible only by
+  its motion), moving east, west, south or north with wrap-around.
 
 Start angles, scales and positions are uniform, so single frames carry no class. Then train the demo settings on it:
 
@@ -58,7 +58,7 @@ def canvas(rng: np.random.Generator) -> np.ndarray:
 
 
 def warp(image: np.ndarray, size: int, angle: float, zoom: float) -> np.ndarray:
-    """The ``size`` x ``size`` view of the canvas centre, rotated by ``angle`` degrees, ``zoom`` canvas pixels a pixel."""
+    """The ``size`` x ``size`` view of the canvas centre, turned by ``angle`` degrees, ``zoom`` canvas pixels each."""
     matrix = cv2.getRotationMatrix2D((CANVAS / 2, CANVAS / 2), angle, 1 / zoom)
     matrix[:, 2] += size / 2 - CANVAS / 2
     return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_LINEAR)
