@@ -19,6 +19,7 @@ sys.path.insert(0, {root!r})
 from checkpoint import save_checkpoint
 layer = paddle.nn.Linear(2000, 2000)  # 16 MB per file: long enough to be killed mid-write
 opt = paddle.optimizer.Momentum(parameters=layer.parameters())
+print('ready', flush=True)  # the kill delays count from here, not from a (sometimes slow) Paddle import
 epoch = 0
 while True:
     save_checkpoint({folder!r}, epoch, layer, opt, {{'epoch': epoch}})
@@ -29,9 +30,10 @@ while True:
 def test_a_killed_writer_never_leaves_a_truncated_checkpoint(tmp_path):
     script = tmp_path / 'writer.py'
     script.write_text(WRITER.format(root=ROOT, folder=str(tmp_path / 'ck')))
-    for delay in (0.8, 1.1, 1.3, 1.7):
-        process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)
+    for delay in (0.3, 0.55, 0.7, 1.0):
+        process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL, text=True)
+        assert process.stdout.readline().strip() == 'ready'
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
         process.wait()
