@@ -12,7 +12,9 @@ import paddle  # noqa: E402
 import pytest  # noqa: E402
 
 from config_utils import parse_config  # noqa: E402
+from distributed import tune_cpu_blas  # noqa: E402
 
+tune_cpu_blas()  # as the scripts do on a CPU, before anything computes
 paddle.set_device('cpu')
 
 

@@ -218,15 +218,19 @@ def test_benchmark_infer_times_every_engine_at_every_batch(tmp_path):
 
 
 def test_benchmark_train_times_each_engine_in_its_own_process(tmp_path):
-    out = run_tool('benchmark.py', 'train', '--cases', 'tiny', '--engines', 'dygraph', 'onednn', 'torch',
-                   '--repeats', 1, '--profile', '--json', tmp_path / 'train.json')
+    out = run_tool('benchmark.py', 'train', '--cases', 'tiny', '--engines', 'dygraph', 'conv3d_stem', 'mkl_default',
+                   'onednn', 'torch', '--repeats', 1, '--profile', '--json', tmp_path / 'train.json')
     result = json.loads((tmp_path / 'train.json').read_text())
-    engines = {'Paddle dygraph', 'Paddle dygraph + FLAGS_use_mkldnn'} | torch_engine()
+    engines = {'Paddle dygraph', 'Paddle dygraph, fast stem as Paddle conv3d', "Paddle dygraph, MKL's default CPU path",
+               'Paddle dygraph + FLAGS_use_mkldnn'} | torch_engine()
     rows = {r['engine']: r for r in result['rows']}
     assert set(rows) == engines and all('error' not in r for r in rows.values()), rows
     for r in rows.values():
         assert r['case'] == 'tiny' and r['batch'] == 8 and r['s_per_iter'] > 0
         assert r['peak_rss_mib'] > r['rss_before_steps_mib'] > 0  # each engine measured in a fresh process
+    assert rows["Paddle dygraph, MKL's default CPU path"]['MKL_DEBUG_CPU_TYPE'] == 'unset'
     profile = rows['Paddle dygraph']['profile']
-    assert any(p['op'].startswith('conv3d') for p in profile) and 0 < sum(p['share'] for p in profile) <= 1.0001
+    ops = [p['op'] for p in profile]
+    assert any(op.startswith('conv3d') for op in ops) and 0 < sum(p['share'] for p in profile) <= 1.0001
+    assert any(op.startswith('conv2d') for op in ops)  # the fast stem runs by frames on the CPU
     assert '| tiny (slowfast-demo.yaml, 8 frames, 32px) | Paddle dygraph | 8 |' in out and '1.00x' in out

@@ -49,6 +49,7 @@ import paddle
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config_utils import AttrDict, parse_config, setup_logging  # noqa: E402
+from distributed import tune_cpu_blas  # noqa: E402
 from kinetics_dataset import (KineticsDataset, KineticsMultiViewDataset, clip_frame_indices,  # noqa: E402
                               crop_offset)
 from video_io import write_video  # noqa: E402
@@ -71,6 +72,7 @@ def machine_info() -> Dict[str, str]:
     return {'cpu': cpu, 'cores': str(os.cpu_count()), 'python': platform.python_version(),
             'paddle': paddle.__version__, 'opencv': cv2.__version__, 'numpy': np.__version__,
             'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', 'unset'),
+            'MKL_DEBUG_CPU_TYPE': os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset'),
             'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
 
 
@@ -338,6 +340,7 @@ def bench_infer(args) -> Dict:
 
     threads = int(os.environ.get('OMP_NUM_THREADS', 0)) or os.cpu_count()
     cfg = parse_config(args.config, args.override)
+    tune_cpu_blas()  # as eval.py and predict.py on a CPU
     paddle.set_device('cpu')
     paddle.seed(0)
     model = build_model(cfg)
@@ -395,9 +398,11 @@ def infer_table(result: Dict) -> str:
 # Training step
 
 TRAIN_CASES = {'full': ('slowfast.yaml', 1), 'tiny': ('slowfast-demo.yaml', 8)}  # config, batch
-TRAIN_ENGINES = ('dygraph', 'to_static', 'onednn', 'torch')
-ENGINE_NAMES = {'dygraph': 'Paddle dygraph', 'to_static': 'Paddle dygraph + jit.to_static',
-                'onednn': 'Paddle dygraph + FLAGS_use_mkldnn', 'torch': 'PyTorch eager (pytorchvideo)'}
+TRAIN_ENGINES = ('dygraph', 'conv3d_stem', 'mkl_default', 'to_static', 'onednn', 'torch')
+ENGINE_NAMES = {'dygraph': 'Paddle dygraph', 'conv3d_stem': 'Paddle dygraph, fast stem as Paddle conv3d',
+                'mkl_default': "Paddle dygraph, MKL's default CPU path",
+                'to_static': 'Paddle dygraph + jit.to_static', 'onednn': 'Paddle dygraph + FLAGS_use_mkldnn',
+                'torch': 'PyTorch eager (pytorchvideo)'}
 
 
 def rss_mib() -> float:
@@ -442,6 +447,13 @@ def time_train_step(engine: str, config: str, batch: int, repeats: int, threads:
         from model import build_model
         from train import build_optimizer
 
+        if engine == 'mkl_default':  # the ablation of distributed.tune_cpu_blas (a no-op off AMD CPUs)
+            os.environ.pop('MKL_DEBUG_CPU_TYPE', None)
+        else:
+            tune_cpu_blas()  # as train.py on a CPU
+        if engine == 'conv3d_stem':  # the ablation of model_utils.FrameConv3D, in this process only
+            from model_utils import FrameConv3D
+            FrameConv3D.forward = paddle.nn.Conv3D.forward
         paddle.set_device('cpu')
         if engine == 'onednn':
             paddle.set_flags({'FLAGS_use_mkldnn': True})
@@ -462,7 +474,8 @@ def time_train_step(engine: str, config: str, batch: int, repeats: int, threads:
     result = {'engine': ENGINE_NAMES[engine], 'config': os.path.basename(config), 'batch': batch,
               'crop': cfg.MODEL.crop_size, 'frames': cfg.MODEL.num_frames, 's_per_iter': round(seconds, 3),
               'peak_rss_mib': round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-              'rss_before_steps_mib': round(before)}
+              'rss_before_steps_mib': round(before),
+              'MKL_DEBUG_CPU_TYPE': os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset')}
     if profile and engine == 'dygraph':
         result['profile'] = profile_step(step)
     return result
@@ -501,8 +514,11 @@ CONV_LAYERS = (('fast stem 5x7x7, 3->8, 32x224x224', 3, 8, (5, 7, 7), (32, 224, 
 
 
 def bench_conv_layouts(repeats: int, threads: int) -> List[Dict]:
-    """ms of forward + backward of each of CONV_LAYERS in Paddle dygraph, channels-first vs channels-last, and in
-    PyTorch (channels-first) when installed."""
+    """ms of forward + backward of each of CONV_LAYERS in Paddle dygraph, channels-first vs channels-last vs
+    ``conv3d_by_frames`` (the network's fast stem on a CPU), and in PyTorch (channels-first) when installed."""
+    from model_utils import conv3d_by_frames
+
+    tune_cpu_blas()
     paddle.set_device('cpu')
     torch = None
     if torch_reference_available():
@@ -521,6 +537,14 @@ def bench_conv_layouts(repeats: int, threads: int) -> List[Dict]:
                 conv(x).sum().backward()
                 conv.clear_gradients()
             row[layout] = round(median_ms(step, repeats), 1)
+        weight = paddle.create_parameter([dim_out, dim_in] + list(kernel), 'float32')
+        x = paddle.randn([1, dim_in, t, h, w])
+        x.stop_gradient = False
+
+        def by_frames_step():
+            conv3d_by_frames(x, weight, stride, padding).sum().backward()
+            weight.clear_gradient()
+        row['by_frames'] = round(median_ms(by_frames_step, repeats), 1)
         if torch is not None:
             torch_conv = torch.nn.Conv3d(dim_in, dim_out, kernel, stride=stride, padding=padding)
             torch_x = torch.randn(1, dim_in, t, h, w, requires_grad=True)
@@ -613,14 +637,15 @@ def train_table(result: Dict) -> str:
             lines.append('|---|---|---|')
             lines.extend(f"| {p['op']} | {p['ms']} | {p['share']:.1%} |" for p in r['profile'])
     if result.get('conv_layouts'):
-        lines += ['\none 3D convolution, forward + backward, batch 1: Paddle dygraph, PyTorch eager',
-                  '| layer | NCDHW ms | NDHWC ms | NDHWC / NCDHW | PyTorch ms | NCDHW / PyTorch |',
-                  '|---|---|---|---|---|---|']
+        lines += ['\none 3D convolution, forward + backward (input gradient included), batch 1: Paddle dygraph '
+                  'conv3d channels-first / channels-last, conv3d_by_frames, PyTorch eager',
+                  '| layer | NCDHW ms | NDHWC ms | by frames ms | PyTorch ms | NCDHW / PyTorch | '
+                  'by frames / PyTorch |', '|---|---|---|---|---|---|---|']
         for r in result['conv_layouts']:
             torch_ms = r.get('torch')
-            versus = f"{r['NCDHW'] / torch_ms:.2f}x" if torch_ms else ''
-            lines.append(f"| {r['layer']} | {r['NCDHW']} | {r['NDHWC']} | {r['NDHWC'] / r['NCDHW']:.2f}x | "
-                         f"{torch_ms or ''} | {versus} |")
+            versus = [f"{r[key] / torch_ms:.2f}x" if torch_ms else '' for key in ('NCDHW', 'by_frames')]
+            lines.append(f"| {r['layer']} | {r['NCDHW']} | {r['NDHWC']} | {r['by_frames']} | {torch_ms or ''} | "
+                         f"{versus[0]} | {versus[1]} |")
     lines.append('machine: ' + ', '.join(f'{k} {v}' for k, v in result['machine'].items()))
     return '\n'.join(lines)
 
