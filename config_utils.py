@@ -60,6 +60,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'fusion_kernel_size': (int, 5),      # temporal kernel of the fast->slow lateral conv
         'fusion_conv_channel_ratio': (int, 2),
         'dropout_rate': (float, 0.5),
+        'shortcut_avg_pool': (bool, False),  # ResNet-D downsampling shortcuts; False: the original's strided 1x1x1
     },
     'DATA': {
         'path_prefix': (str, ''),            # folder relative list paths are joined to; '' = the list file's folder

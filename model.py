@@ -46,11 +46,13 @@ class SlowFast(nn.Layer):
         fusion_kernel_size: temporal kernel of the lateral conv (5 for 4x16, 7 for 8x8).
         fusion_conv_channel_ratio: channel multiplier of the lateral conv (2).
         dropout_rate: dropout before the FC (0.5).
+        shortcut_avg_pool: ResNet-D downsampling shortcuts (average pool, then the 1x1x1 conv); False is the
+            original (a strided 1x1x1 conv). Same parameters either way.
     """
 
     def __init__(self, num_classes: int = 400, num_frames: int = 32, alpha: int = 8, beta: int = 8,
                  crop_size: int = 224, depth: int = 50, width_per_group: int = 64, fusion_kernel_size: int = 5,
-                 fusion_conv_channel_ratio: int = 2, dropout_rate: float = 0.5):
+                 fusion_conv_channel_ratio: int = 2, dropout_rate: float = 0.5, shortcut_avg_pool: bool = False):
         super().__init__()
         self.alpha = alpha
         self.num_frames = num_frames
@@ -67,7 +69,8 @@ class SlowFast(nn.Layer):
         for k, (blocks, stride) in enumerate(zip(STAGE_DEPTHS[depth], SPATIAL_STRIDES)):
             dim_out = [width * 4 * 2 ** k, width * 4 * 2 ** k // beta]
             dim_inner = [width * 2 ** k, width * 2 ** k // beta]
-            self.add_sublayer(f's{k + 2}', ResStage(dim_in, dim_out, dim_inner, kernels[k + 1], stride, blocks))
+            self.add_sublayer(f's{k + 2}', ResStage(dim_in, dim_out, dim_inner, kernels[k + 1], stride, blocks,
+                                                    shortcut_avg_pool))
             if k < 3:  # a lateral connection after res2, res3, res4; none after res5
                 self.add_sublayer(f's{k + 2}_fuse', FuseFastToSlow(dim_out[1], ratio, fusion_kernel_size, alpha))
                 dim_in = [dim_out[0] + dim_out[1] * ratio, dim_out[1]]
@@ -91,7 +94,7 @@ def build_model(cfg: AttrDict) -> SlowFast:
     return SlowFast(num_classes=m.num_classes, num_frames=m.num_frames, alpha=m.alpha, beta=m.beta,
                     crop_size=m.crop_size, depth=m.depth, width_per_group=m.width_per_group,
                     fusion_kernel_size=m.fusion_kernel_size, fusion_conv_channel_ratio=m.fusion_conv_channel_ratio,
-                    dropout_rate=m.dropout_rate)
+                    dropout_rate=m.dropout_rate, shortcut_avg_pool=m.shortcut_avg_pool)
 
 
 def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:

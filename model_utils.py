@@ -185,18 +185,31 @@ class BottleneckTransform(nn.Layer):
 
 class ResBlock(nn.Layer):
     """``relu(shortcut(x) + branch2(x))``; the shortcut is a strided 1x1x1 conv + BN (``branch1``) when the shape
-    changes (first block of a stage), else the identity."""
+    changes (first block of a stage), else the identity.
 
-    def __init__(self, dim_in: int, dim_out: int, dim_inner: int, temporal_kernel: int, stride: int):
+    ``shortcut_avg_pool``: a spatially strided shortcut averages each [1, stride, stride] window and then applies the
+    1x1x1 conv (ResNet-D, He et al., "Bag of Tricks for Image Classification", 2019) instead of keeping one
+    position in stride^2. Same parameters, other function: off in the recipe (the original and every published
+    checkpoint); see the demo (README) for when it matters.
+    """
+
+    def __init__(self, dim_in: int, dim_out: int, dim_inner: int, temporal_kernel: int, stride: int,
+                 shortcut_avg_pool: bool = False):
         super().__init__()
         self.has_branch1 = dim_in != dim_out or stride != 1
+        self.shortcut_pool = stride if shortcut_avg_pool and stride > 1 else 0
         if self.has_branch1:
-            self.branch1 = conv3d(dim_in, dim_out, (1, 1, 1), (1, stride, stride))
+            self.branch1 = conv3d(dim_in, dim_out, (1, 1, 1), (1, 1, 1) if self.shortcut_pool else (1, stride, stride))
             self.branch1_bn = batch_norm(dim_out)
         self.branch2 = BottleneckTransform(dim_in, dim_out, dim_inner, temporal_kernel, stride)
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        shortcut = self.branch1_bn(self.branch1(x)) if self.has_branch1 else x
+        shortcut = x
+        if self.shortcut_pool:  # ceil_mode: the same output size as branch2's padded strided conv
+            window = [1, self.shortcut_pool, self.shortcut_pool]
+            shortcut = F.avg_pool3d(shortcut, window, stride=window, ceil_mode=True)
+        if self.has_branch1:
+            shortcut = self.branch1_bn(self.branch1(shortcut))
         return F.relu(shortcut + self.branch2(x))
 
 
@@ -205,14 +218,14 @@ class ResStage(nn.Layer):
     pathway carries the stage's spatial stride. Every block uses its pathway's temporal kernel for conv ``a``."""
 
     def __init__(self, dim_in: Sequence[int], dim_out: Sequence[int], dim_inner: Sequence[int],
-                 temporal_kernel: Sequence[int], stride: int, num_blocks: int):
+                 temporal_kernel: Sequence[int], stride: int, num_blocks: int, shortcut_avg_pool: bool = False):
         super().__init__()
         self.num_pathways = len(dim_in)
         self.num_blocks = num_blocks
         for p in range(self.num_pathways):
             for i in range(num_blocks):
                 block = ResBlock(dim_in[p] if i == 0 else dim_out[p], dim_out[p], dim_inner[p], temporal_kernel[p],
-                                 stride if i == 0 else 1)
+                                 stride if i == 0 else 1, shortcut_avg_pool)
                 self.add_sublayer(f'pathway{p}_res{i}', block)
 
     def forward(self, x: List[paddle.Tensor]) -> List[paddle.Tensor]:

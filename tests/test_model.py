@@ -54,6 +54,28 @@ def test_8x8_variant_is_a_config_change(recipe_cfg):
     assert model.state_dict()['s3_fuse._conv_f2s.weight'].shape == [128, 64, 7, 1, 1]
 
 
+def test_resnet_d_shortcuts_keep_the_parameters_and_average_before_the_projection(tiny_cfg):
+    paddle.seed(4)
+    plain = build_model(tiny_cfg)
+    tiny_cfg.MODEL.shortcut_avg_pool = True
+    pooled = build_model(tiny_cfg)
+    assert {k: v.shape for k, v in pooled.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
+    pooled.set_state_dict(plain.state_dict())  # checkpoints load either way
+    for model in (plain, pooled):
+        model.eval()
+    block = pooled.s3.pathway1_res0  # the first block of res3: spatial stride 2
+    x = paddle.randn([2, block.branch1.weight.shape[1], 8, 16, 16])
+    expected = block.branch1_bn(paddle.nn.functional.conv3d(
+        paddle.nn.functional.avg_pool3d(x, [1, 2, 2], [1, 2, 2]), block.branch1.weight))
+    got = paddle.nn.functional.relu(expected + block.branch2(x))
+    np.testing.assert_allclose(block(x).numpy(), got.numpy(), rtol=1e-5, atol=1e-5)
+    inputs = clip(tiny_cfg, 96)
+    out_plain, out_pooled = plain(inputs).numpy(), pooled(inputs).numpy()
+    assert out_pooled.shape == out_plain.shape and np.allclose(out_pooled.sum(1), 1.0, atol=1e-5)
+    assert not np.allclose(out_pooled, out_plain, atol=1e-4)  # another function of the same weights
+    assert count_flops(pooled, input_shapes(tiny_cfg, 64)) == count_flops(plain, input_shapes(tiny_cfg, 64))
+
+
 def test_depth_101_builds_with_23_res4_blocks(tiny_cfg):
     tiny_cfg.MODEL.depth = 101
     model = build_model(tiny_cfg)
