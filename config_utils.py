@@ -39,6 +39,8 @@ class AttrDict(dict):
 # Type tags of the schema. A float key accepts an int; a bool key accepts only true/false.
 FLOAT_LIST = 'list of numbers'
 OPTIONAL_STR = 'string or null'
+STAGE_LIST = 'a list of stage names from res3, res4, res5'
+DOWNSAMPLING_STAGES = ('res3', 'res4', 'res5')
 
 # section -> key -> (type, recipe value). Values are the original slowfast.yaml's (spec 1.1) plus the network
 # knobs the original hard-coded (spec 1.5). Keep slowfast.yaml and this table in step: a test checks it.
@@ -60,7 +62,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'fusion_kernel_size': (int, 5),      # temporal kernel of the fast->slow lateral conv
         'fusion_conv_channel_ratio': (int, 2),
         'dropout_rate': (float, 0.5),
-        'shortcut_avg_pool': (bool, False),  # ResNet-D downsampling shortcuts; False: the original's strided 1x1x1
+        'shortcut_avg_pool': (STAGE_LIST, []),  # stages with ResNet-D shortcuts; []: the original's strided 1x1x1
     },
     'DATA': {
         'path_prefix': (str, ''),            # folder relative list paths are joined to; '' = the list file's folder
@@ -169,6 +171,9 @@ def _check_value(where: str, kind: Any, value: Any) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                              for v in value)
         value = [float(v) for v in value] if ok else value
+    elif kind is STAGE_LIST:
+        ok = (isinstance(value, list) and all(v in DOWNSAMPLING_STAGES for v in value)
+              and len(set(value)) == len(value))
     else:  # pragma: no cover - a schema typo
         raise TypeError(kind)
     if not ok:

@@ -46,13 +46,13 @@ class SlowFast(nn.Layer):
         fusion_kernel_size: temporal kernel of the lateral conv (5 for 4x16, 7 for 8x8).
         fusion_conv_channel_ratio: channel multiplier of the lateral conv (2).
         dropout_rate: dropout before the FC (0.5).
-        shortcut_avg_pool: ResNet-D downsampling shortcuts (average pool, then the 1x1x1 conv); False is the
-            original (a strided 1x1x1 conv). Same parameters either way.
+        shortcut_avg_pool: the stages ('res3', 'res4', 'res5') whose downsampling shortcut is ResNet-D's (average
+            pool, then the 1x1x1 conv); the others keep the original strided 1x1x1 conv. Same parameters either way.
     """
 
     def __init__(self, num_classes: int = 400, num_frames: int = 32, alpha: int = 8, beta: int = 8,
                  crop_size: int = 224, depth: int = 50, width_per_group: int = 64, fusion_kernel_size: int = 5,
-                 fusion_conv_channel_ratio: int = 2, dropout_rate: float = 0.5, shortcut_avg_pool: bool = False):
+                 fusion_conv_channel_ratio: int = 2, dropout_rate: float = 0.5, shortcut_avg_pool: Sequence[str] = ()):
         super().__init__()
         self.alpha = alpha
         self.num_frames = num_frames
@@ -70,7 +70,7 @@ class SlowFast(nn.Layer):
             dim_out = [width * 4 * 2 ** k, width * 4 * 2 ** k // beta]
             dim_inner = [width * 2 ** k, width * 2 ** k // beta]
             self.add_sublayer(f's{k + 2}', ResStage(dim_in, dim_out, dim_inner, kernels[k + 1], stride, blocks,
-                                                    shortcut_avg_pool))
+                                                    f'res{k + 2}' in shortcut_avg_pool))
             if k < 3:  # a lateral connection after res2, res3, res4; none after res5
                 self.add_sublayer(f's{k + 2}_fuse', FuseFastToSlow(dim_out[1], ratio, fusion_kernel_size, alpha))
                 dim_in = [dim_out[0] + dim_out[1] * ratio, dim_out[1]]

@@ -126,6 +126,8 @@ def test_use_gpu_is_unset_unless_given():
     (['-o', 'TRAIN.epoch=2.5'], 'TRAIN.epoch must be int, got 2.5'),
     (['-o', 'VALID.use_preciseBN=1'], 'VALID.use_preciseBN must be bool, got 1'),
     (['-o', 'MODEL.image_std=[0.2, x, 0.2]'], 'MODEL.image_std must be list of numbers'),
+    (['-o', 'MODEL.shortcut_avg_pool=[res2]'], 'MODEL.shortcut_avg_pool must be a list of stage names from res3'),
+    (['-o', 'MODEL.shortcut_avg_pool=true'], 'MODEL.shortcut_avg_pool must be a list of stage names from res3'),
     (['-o', 'TRAIN.epoch'], "malformed override 'TRAIN.epoch'"),
     (['-o', 'epoch=3'], "malformed override 'epoch=3'"),
     (['-o', 'TRAIN.epoch=[1'], 'value is not valid YAML'),

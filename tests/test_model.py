@@ -57,7 +57,7 @@ def test_8x8_variant_is_a_config_change(recipe_cfg):
 def test_resnet_d_shortcuts_keep_the_parameters_and_average_before_the_projection(tiny_cfg):
     paddle.seed(4)
     plain = build_model(tiny_cfg)
-    tiny_cfg.MODEL.shortcut_avg_pool = True
+    tiny_cfg.MODEL.shortcut_avg_pool = ['res3', 'res4']
     pooled = build_model(tiny_cfg)
     assert {k: v.shape for k, v in pooled.state_dict().items()} == {k: v.shape for k, v in plain.state_dict().items()}
     pooled.set_state_dict(plain.state_dict())  # checkpoints load either way
@@ -68,6 +68,12 @@ def test_resnet_d_shortcuts_keep_the_parameters_and_average_before_the_projectio
     expected = block.branch1_bn(paddle.nn.functional.conv3d(
         paddle.nn.functional.avg_pool3d(x, [1, 2, 2], [1, 2, 2]), block.branch1.weight))
     got = paddle.nn.functional.relu(expected + block.branch2(x))
+    np.testing.assert_allclose(block(x).numpy(), got.numpy(), rtol=1e-5, atol=1e-5)
+    # only the named stages change: res5 keeps the original's strided 1x1x1 conv
+    block = pooled.s5.pathway1_res0
+    x = paddle.randn([2, block.branch1.weight.shape[1], 8, 8, 8])
+    strided = block.branch1_bn(paddle.nn.functional.conv3d(x, block.branch1.weight, stride=[1, 2, 2]))
+    got = paddle.nn.functional.relu(strided + block.branch2(x))
     np.testing.assert_allclose(block(x).numpy(), got.numpy(), rtol=1e-5, atol=1e-5)
     inputs = clip(tiny_cfg, 96)
     out_plain, out_pooled = plain(inputs).numpy(), pooled(inputs).numpy()
