@@ -306,8 +306,11 @@ def format_config(cfg: AttrDict, mode: str) -> List[str]:
     return lines
 
 
-def setup_logging(rank: int = 0, level: int = logging.INFO) -> None:
-    """Log to stdout with time and level (rank > 0: warnings only, so an 8-GPU log is not 8 copies)."""
+def setup_logging(rank: Optional[int] = None, level: int = logging.INFO) -> None:
+    """Log to stdout with time and level (rank > 0: warnings only, so an 8-GPU log is not 8 copies). ``rank``
+    None: the rank ``paddle.distributed.launch`` gave this process (0 when not launched)."""
+    if rank is None:
+        rank = int(os.environ.get('PADDLE_TRAINER_ID', '0'))
     logging.basicConfig(level=level if rank == 0 else logging.WARNING, force=True, stream=sys.stdout,
                         format='[%(asctime)s %(levelname)s %(filename)s:%(lineno)d] %(message)s',
                         datefmt='%Y-%m-%d %H:%M:%S')

@@ -48,8 +48,8 @@ def plot_confusion(matrix: np.ndarray, names, path: str) -> None:
 
 def main() -> None:
     cfg, args = parse_args('eval')
+    setup_logging()  # before setup, which logs
     device, rank, world = distributed.setup(args.use_gpu, args.use_data_parallel)
-    setup_logging(rank)
     log_config(cfg, 'Test')
     t = cfg.TEST
     try:

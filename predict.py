@@ -59,8 +59,8 @@ def main() -> int:
     parser.add_argument('--filelist', help='a list to predict as well as the --video inputs (default: INFER.filelist '
                                            'when no --video is given)')
     cfg, args = parse_args('infer', parser=parser)
+    setup_logging()  # before setup, which logs
     device, rank, world = distributed.setup(args.use_gpu, args.use_data_parallel)
-    setup_logging(rank)
     log_config(cfg, 'Infer')
     i = cfg.INFER
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)

@@ -104,8 +104,8 @@ def main() -> None:
     cfg, args = parse_args('train')
     t = cfg.TRAIN
     use_gpu = t.use_gpu if args.use_gpu is None else args.use_gpu
+    setup_logging()  # before setup, which logs
     device, rank, world = distributed.setup(use_gpu, args.use_data_parallel)
-    setup_logging(rank)
     if rank == 0:
         os.makedirs(args.save_dir, exist_ok=True)
         handler = logging.FileHandler(os.path.join(args.save_dir, 'train.log'))
