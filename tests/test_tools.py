@@ -1,7 +1,9 @@
 """The data tools end to end, run as a user runs them."""
 import json
 import os
+import re
 import shutil
+import statistics
 import subprocess
 import sys
 
@@ -234,3 +236,15 @@ def test_benchmark_train_times_each_engine_in_its_own_process(tmp_path):
     assert any(op.startswith('conv3d') for op in ops) and 0 < sum(p['share'] for p in profile) <= 1.0001
     assert any(op.startswith('conv2d') for op in ops)  # the fast stem runs by frames on the CPU
     assert '| tiny (slowfast-demo.yaml, 8 frames, 32px) | Paddle dygraph | 8 |' in out and '1.00x' in out
+
+
+def test_benchmark_train_rounds_take_turns_and_report_the_median(tmp_path):
+    out = run_tool('benchmark.py', 'train', '--cases', 'tiny', '--engines', 'dygraph', 'onednn', '--repeats', 1,
+                   '--rounds', 2, '--json', tmp_path / 'train.json')
+    rows = json.loads((tmp_path / 'train.json').read_text())['rows']
+    assert [r['engine'] for r in rows] == ['Paddle dygraph', 'Paddle dygraph + FLAGS_use_mkldnn']
+    for r in rows:
+        assert len(r['round_s_per_iter']) == 2 and r['s_per_iter'] == statistics.median(r['round_s_per_iter'])
+    turns = re.findall(r'tiny, (Paddle dygraph[^,]*), round (\d)/2', out)
+    assert [n for _, n in turns] == ['1', '1', '2', '2'] and turns[0][0] != turns[1][0]  # in turn, not in a row
+    assert 'median of 2 rounds in turn' in out

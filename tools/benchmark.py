@@ -565,40 +565,61 @@ def _train_worker(queue, *args) -> None:
         queue.put({'engine': ENGINE_NAMES[args[0]], 'error': f'{type(error).__name__}: {error}'})
 
 
-def bench_train(args) -> Dict:
-    """Seconds per training iteration and peak memory, each engine and case in its own fresh process."""
-    import multiprocessing
+def _run_train_engine(context, engine: str, case: str, repeats: int, threads: int, profile: bool) -> Dict:
+    """One engine and case in a fresh process: its row (or an error row)."""
     from queue import Empty
+
+    config, batch = TRAIN_CASES[case]
+    queue = context.Queue()
+    worker = context.Process(target=_train_worker, args=(queue, engine, os.path.join(ROOT, config), batch, repeats,
+                                                         threads, profile))
+    worker.start()
+    row = None
+    while row is None:
+        try:
+            row = queue.get(timeout=5)
+        except Empty:  # still running, or died without a word (a crash in a kernel)
+            if not worker.is_alive() and queue.empty():
+                row = {'engine': ENGINE_NAMES[engine], 'error': f'exited with code {worker.exitcode}'}
+    worker.join()
+    row['case'] = case
+    return row
+
+
+def bench_train(args) -> Dict:
+    """Seconds per training iteration and peak memory, each engine and case in its own fresh process. With
+    ``args.rounds`` > 1 the engines take turns, round after round, and a row's time is the median of its rounds'
+    medians: a slow spell of a shared machine then hits every engine instead of the one that ran during it."""
+    import multiprocessing
 
     threads = int(os.environ.get('OMP_NUM_THREADS', 0)) or os.cpu_count()
     os.environ['OMP_NUM_THREADS'] = str(threads)  # the children's Paddle reads it at import
     context = multiprocessing.get_context('spawn')
+    engines = [e for e in args.engines if e != 'torch' or torch_reference_available()]
+    if len(engines) < len(args.engines):
+        logger.info(NO_TORCH)
     rows = []
     for case in args.cases:
-        config, batch = TRAIN_CASES[case]
-        for engine in args.engines:
-            if engine == 'torch' and not torch_reference_available():
-                logger.info(NO_TORCH)
+        runs = {engine: [] for engine in engines}
+        for turn in range(args.rounds):
+            for engine in engines:
+                row = _run_train_engine(context, engine, case, args.repeats, threads, args.profile and turn == 0)
+                runs[engine].append(row)
+                logger.info('%s, %s, round %d/%d: %s', case, row['engine'], turn + 1, args.rounds,
+                            row.get('error') or f"{row['s_per_iter']:.3f} s per iteration, "
+                                                f"peak {row['peak_rss_mib']} MiB")
+        for engine in engines:
+            failed = [r for r in runs[engine] if 'error' in r]
+            if failed:
+                rows.append(failed[0])
                 continue
-            queue = context.Queue()
-            worker = context.Process(target=_train_worker, args=(queue, engine, os.path.join(ROOT, config), batch,
-                                                                 args.repeats, threads, args.profile))
-            worker.start()
-            row = None
-            while row is None:
-                try:
-                    row = queue.get(timeout=5)
-                except Empty:  # still running, or died without a word (a crash in a kernel)
-                    if not worker.is_alive() and queue.empty():
-                        row = {'engine': ENGINE_NAMES[engine], 'error': f'exited with code {worker.exitcode}'}
-            worker.join()
-            row['case'] = case
+            row = dict(runs[engine][0])
+            row['round_s_per_iter'] = [r['s_per_iter'] for r in runs[engine]]
+            row['s_per_iter'] = statistics.median(row['round_s_per_iter'])  # memory: the first round's
             rows.append(row)
-            logger.info('%s, %s: %s', case, row['engine'],
-                        row.get('error') or f"{row['s_per_iter']:.3f} s per iteration, peak {row['peak_rss_mib']} MiB")
     layouts = bench_conv_layouts(args.repeats, threads) if args.conv_layouts else []
     return {'benchmark': 'train', 'machine': machine_info(), 'threads': threads, 'repeats': args.repeats,
-            'rows': rows, 'conv_layouts': layouts}
+            'rounds': args.rounds, 'rows': rows, 'conv_layouts': layouts}
 
 
 NO_TORCH = 'PyTorch reference not timed: torch or pytorchvideo is not installed'
@@ -613,7 +634,8 @@ def torch_reference_available() -> bool:
 
 def train_table(result: Dict) -> str:
     lines = [f"train: seconds per iteration (forward, loss, backward, SGD step) on random clips, "
-             f"{result['threads']} threads, median of {result['repeats']}",
+             f"{result['threads']} threads, median of {result['repeats']}"
+             + (f", median of {result['rounds']} rounds in turn" if result.get('rounds', 1) > 1 else ''),
              '| case | engine | batch | s / iter | vs Paddle dygraph | vs PyTorch | peak RSS MiB | of which steps |',
              '|---|---|---|---|---|---|---|---|']
     for case in dict.fromkeys(r['case'] for r in result['rows']):
@@ -678,7 +700,10 @@ def main(argv: Sequence[str] = None) -> None:
                        help='full: slowfast.yaml (4x16 R50, 224 crop) at batch 1; tiny: slowfast-demo.yaml at '
                             'batch 8 (default: both)')
     train.add_argument('--engines', nargs='+', default=list(TRAIN_ENGINES), choices=TRAIN_ENGINES)
-    train.add_argument('--repeats', type=int, default=5)
+    train.add_argument('--repeats', type=int, default=5, help='timed steps per process (default: %(default)s)')
+    train.add_argument('--rounds', type=int, default=1,
+                       help='run the engines in turn this many times; the table shows the median of the rounds '
+                            '(default: %(default)s)')
     train.add_argument('--profile', action='store_true', help='also list the Paddle dygraph step\'s top operators')
     train.add_argument('--conv-layouts', action='store_true',
                        help='also time representative 3D convolutions channels-first vs channels-last')
