@@ -116,7 +116,7 @@ class ResNetBasicStem(nn.Layer):
     def __init__(self, dim_in: int, dim_out: int, temporal_kernel: int):
         super().__init__()
         # A temporal kernel (the fast stem's 5x7x7 over 3 channels) is the layer Paddle's CPU conv3d is slowest
-        # at: 12x PyTorch's time, most of a CPU training step (docs/BENCHMARKS.md).
+        # at: 7-12x PyTorch's time, most of a CPU training step (docs/BENCHMARKS.md).
         self._conv = conv3d(dim_in, dim_out, (temporal_kernel, 7, 7), (1, 2, 2), (temporal_kernel // 2, 3, 3),
                             by_frames=temporal_kernel > 1)
         self._bn = batch_norm(dim_out)
