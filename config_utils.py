@@ -39,8 +39,8 @@ class AttrDict(dict):
 # Type tags of the schema. A float key accepts an int; a bool key accepts only true/false.
 FLOAT_LIST = 'list of numbers'
 OPTIONAL_STR = 'string or null'
-STAGE_LIST = 'a list of stage names from res3, res4, res5'
 DOWNSAMPLING_STAGES = ('res3', 'res4', 'res5')
+STAGE_LIST = 'a list of stage names from ' + ', '.join(DOWNSAMPLING_STAGES)
 
 # section -> key -> (type, recipe value). Values are the original slowfast.yaml's (spec 1.1) plus the network
 # knobs the original hard-coded (spec 1.5). Keep slowfast.yaml and this table in step: a test checks it.
