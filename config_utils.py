@@ -68,7 +68,6 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'path_prefix': (str, ''),            # folder relative list paths are joined to; '' = the list file's folder
         'num_workers': (int, 8),             # DataLoader worker processes per rank (the original's 8)
         'num_retries': (int, 10),            # training: replacement samples tried for an undecodable video
-        'normalize_on_device': (bool, False),  # train/valid items as uint8, normalised on the device
         'label_map': (str, ''),              # text file, one class name per line; relative: to the config's folder
     },
     'TRAIN': {
@@ -122,6 +121,12 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'model_dir': (str, './inference'),   # tools/export_model.py --save_dir
         'use_tensorrt': (bool, False),       # with use_inference on GPU
     },
+}
+
+# Keys that older configs may still hold, with what replaced them: an error that says so beats "unknown key".
+RETIRED = {
+    'DATA.normalize_on_device': 'clips always leave the workers as uint8 and are normalised on the device '
+                                '(kinetics_dataset.model_inputs): delete the line',
 }
 
 # Bottleneck blocks per stage (res2..res5) for each supported depth (He et al. 2016, Table 1).
@@ -186,6 +191,8 @@ def _set_key(cfg: AttrDict, section: str, key: str, value: Any, origin: str) -> 
     if section not in SCHEMA:
         raise ConfigError(f"{origin}: unknown section '{section}'{_closest(section, SCHEMA)}; "
                           f"sections are {', '.join(SCHEMA)}")
+    if f'{section}.{key}' in RETIRED:
+        raise ConfigError(f"{origin}: '{section}.{key}' was removed: {RETIRED[f'{section}.{key}']}")
     if key not in SCHEMA[section]:
         raise ConfigError(f"{origin}: unknown key '{section}.{key}'"
                           f"{_closest(key, SCHEMA[section], section + '.')}")

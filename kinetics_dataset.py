@@ -9,10 +9,11 @@ Lists: one video per line, ``path label`` (whitespace) or ``path,label`` (CSV); 
                                                    items (slow, fast, label [1], view_id [1]),
                                                    view_id = video_index * num_views + view
 
-slow is ``[3, T/alpha, S, S]`` and fast ``[3, T, S, S]``, RGB. Training/validation items are float32, normalised
-(uint8 with ``DATA.normalize_on_device``); test/infer views are uint8. ``model_inputs`` turns a batch into the
-model's float32 input on its device (a quarter of the bytes through the DataLoader and to the GPU). Random draws
-come from ``(seed, epoch, index)`` only, so an epoch's clips do not depend on the number of workers or ranks.
+slow is ``[3, T/alpha, S, S]`` and fast ``[3, T, S, S]``, RGB uint8; ``model_inputs`` turns a batch into the
+model's normalised float32 input on its device (a quarter of the bytes through the DataLoader and to the GPU).
+Frame ``i`` of a video is the ``i``-th frame of a full sequential decode and its length is the number of frames that
+decode (``video_io.VideoReader``), whatever its container declares. Random draws come from ``(seed, epoch, index)``
+only, so an epoch's clips do not depend on the number of workers or ranks.
 """
 import csv
 import logging
@@ -153,25 +154,11 @@ def channels_first(frames: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(frames[..., ::-1].transpose(3, 0, 1, 2))
 
 
-class Normalizer:
-    """uint8 BGR ``[T, H, W, 3]`` -> float32 RGB ``[3, T, H, W]``: ``(x / 255 - mean) / std``."""
-
-    def __init__(self, mean: Sequence[float], std: Sequence[float]):
-        self.scale = np.array([1.0 / (255.0 * s) for s in std], np.float32).reshape(3, 1, 1, 1)
-        self.shift = np.array([-m / s for m, s in zip(mean, std)], np.float32).reshape(3, 1, 1, 1)
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        out = channels_first(frames).astype(np.float32)  # transposing uint8 first moves a quarter of the bytes
-        out *= self.scale
-        out += self.shift
-        return out
-
-
 def normalize_batch(x: paddle.Tensor, mean: Sequence[float], std: Sequence[float]) -> paddle.Tensor:
-    """uint8 RGB ``[N, 3, T, H, W]`` -> float32 ``(x / 255 - mean) / std`` on x's device; float32 passes as is
-    (already normalised by the dataset)."""
+    """uint8 RGB ``[N, 3, T, H, W]`` -> float32 ``(x / 255 - mean) / std`` on x's device (the original's
+    normalisation, done after the DataLoader: a quarter of the bytes through shared memory and to the GPU)."""
     if x.dtype != paddle.uint8:
-        return x
+        raise TypeError(f'expected a uint8 batch from the datasets, got {x.dtype}')
     scale = paddle.to_tensor([1.0 / (255.0 * s) for s in std], dtype='float32').reshape([1, 3, 1, 1, 1])
     shift = paddle.to_tensor([-m / s for m, s in zip(mean, std)], dtype='float32').reshape([1, 3, 1, 1, 1])
     return x.astype('float32') * scale + shift
@@ -236,7 +223,7 @@ class _VideoDataset:
 
     @staticmethod
     def open_video(path: str, fallback_fps: float) -> VideoReader:
-        """One decoding thread inside a DataLoader worker (the workers fill the cores), OpenCV's default outside."""
+        """One decoding thread inside a DataLoader worker (the workers fill the cores), one per core outside."""
         return VideoReader(path, fallback_fps, threads=1 if paddle.io.get_worker_info() is not None else None)
 
     def clip_size(self, fps: float) -> float:
@@ -261,9 +248,6 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         self.min_size, self.max_size, self.target_size = section.min_size, section.max_size, section.target_size
         self.num_retries = cfg.DATA.num_retries
         self.random_flip = mode == 'train' and cfg.TRAIN.random_flip
-        # DATA.normalize_on_device: uint8 out, normalised by model_inputs (a quarter of the bytes to move)
-        self.normalize = (channels_first if cfg.DATA.normalize_on_device
-                          else Normalizer(cfg.MODEL.image_mean, cfg.MODEL.image_std))
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -289,14 +273,14 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         train = self.mode == 'train'
         short_side = int(round(rng.uniform(self.min_size, self.max_size))) if train else self.min_size
         with self.open_video(path, self.target_fps) as video:
-            indices = clip_frame_indices(video.num_frames, self.clip_size(video.fps), self.num_frames,
-                                         None if train else 0.5, rng)
-            frames = video.read(indices, short_side)  # [T, H, W, 3]
+            _, frames = video.read_sampled(  # [T, H, W, 3]
+                lambda length, fps: clip_frame_indices(length, self.clip_size(fps), self.num_frames,
+                                                       None if train else 0.5, rng), short_side)
         y, x = crop_offset(frames.shape[1], frames.shape[2], self.target_size, -1 if train else 0, 1, rng)
         frames = frames[:, y:y + self.target_size, x:x + self.target_size]
         if train and rng.uniform() < 0.5 and self.random_flip:  # drawn either way: the same clips with or without
             frames = frames[:, :, ::-1]
-        return pack_pathways(self.normalize(frames), self.alpha)
+        return pack_pathways(channels_first(frames), self.alpha)
 
 
 class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
@@ -346,13 +330,16 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
     def load_views(self, path: str) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
         """Decode ``path`` once and return a generator of its uint8 ``(slow, fast)`` views in the original's clip
         order (``temporal * num_spatial_crops + spatial``). Decoding errors are raised here, before any view."""
-        size = self.target_size
+        size, clips = self.target_size, []
+
+        def sample(length: int, fps: float) -> np.ndarray:
+            clips[:] = [clip_frame_indices(length, self.clip_size(fps), self.num_frames, t / self.num_ensemble_views)
+                        for t in range(self.num_ensemble_views)]
+            return np.unique(np.concatenate(clips))
+
         with self.open_video(path, self.target_fps) as video:
-            clip_size = self.clip_size(video.fps)
-            clips = [clip_frame_indices(video.num_frames, clip_size, self.num_frames, t / self.num_ensemble_views)
-                     for t in range(self.num_ensemble_views)]
-            union = np.unique(np.concatenate(clips))
-            decoded = video.read(union, size)  # [U, H, W, 3]: each needed frame decoded and resized once
+            # [U, H, W, 3]: each needed frame decoded and resized once
+            union, decoded = video.read_sampled(sample, size)
 
         def views():
             for indices in clips:

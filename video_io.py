@@ -1,15 +1,21 @@
-"""Video decoding (OpenCV) and encoding (PyAV), shared by the datasets and the tools.
+"""Video decoding and encoding with PyAV (FFmpeg), shared by the datasets and the tools.
 
-``VideoReader`` seeks to the first frame a clip needs, grabs forward and converts only the frames it keeps.
+``VideoReader`` reads frames by their index in a full sequential decode, with seeks: it indexes the stream's packets,
+seeks to the keyframe before a clip, decodes forward and converts only the frames it keeps.
 ``write_video`` encodes RGB frames to H.264 (.mp4, .mkv), VP9 (.webm) or MPEG-4 part 2 (.avi).
 """
+import logging
 import math
 import multiprocessing
 import os
-from typing import Callable, Iterable, Optional, Sequence, Tuple
+from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
 
+import av
+import av.video.reformatter
 import cv2
 import numpy as np
+
+logger = logging.getLogger(__name__)
 
 
 def scaled_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
@@ -29,135 +35,320 @@ class VideoError(Exception):
         self.path, self.reason = path, reason
 
 
-class VideoReader:
-    """An OpenCV capture that seeks to the first wanted frame and converts only the frames it keeps.
+class IndexChanged(Exception):
+    """Raised by ``VideoReader.read`` when a decode disagreed with the packet index and the reader re-indexed the
+    video by decoding it: ``num_frames`` (and ``fps``) now hold the truth; sample the clip again and re-read."""
 
-    ``threads``: FFmpeg decoding threads (None: OpenCV's default, one per core); 1 in DataLoader workers, where
-    the workers already fill the cores and more threads only contend (measured about 20 % faster on 2 cores).
-    ``fps`` comes from the container (``fallback_fps`` when it reports none); ``num_frames`` is the container's
-    frame count, or counted by grabbing every frame when it reports none.
+
+class VideoReader:
+    """Frames of one video by their index in a full sequential decode (presentation order), read with seeks.
+
+    Frame ``i`` is the ``i``-th frame FFmpeg outputs when it decodes the video from its start: what ``ffmpeg -i``,
+    PyAV or OpenCV give when they read every frame. Containers often declare something else: an MP4 cut with
+    ``-c copy`` carries an edit list whose hidden frames still count in its sample table, a stream starting at a
+    non-zero time makes duration-based counts too large, variable frame rate breaks ``frame = time x fps``.
+
+    On open, the video stream's packets are read (demuxed, not decoded: a few per cent of a decode): the presentation
+    timestamps of the packets FFmpeg will output (edit-list-hidden ones left out), sorted, are the frames' timestamps,
+    and their count is ``num_frames``. ``read`` seeks to the last keyframe before the first wanted frame, decodes
+    forward and picks frames by timestamp; every decoded timestamp is checked against the index, and a seek that
+    lands late steps back a keyframe (finally to the start). When a decode disagrees with the index (a packet that
+    yields no frame, frames before the first keyframe the decoder drops, a damaged packet) the video is indexed again
+    by decoding it whole, and ``read`` raises ``IndexChanged``. Streams without usable timestamps are read as a
+    sequential decode from the start (counted once on open).
+
+    ``fps``: the stream's declared average rate when it agrees with the frames' timestamps (within 1 %), else the
+    timestamps' average rate (variable frame rate), else ``fallback_fps``.
+    ``threads``: FFmpeg decoding threads (None: one per core); 1 in DataLoader workers, where the workers already fill
+    the cores.
     """
 
     def __init__(self, path: str, fallback_fps: float, threads: Optional[int] = None):
-        self.path = path
-        self.threads = threads
+        self.path, self.fallback_fps, self.threads = path, float(fallback_fps), threads
         if not os.path.isfile(path):
             raise VideoError(path, 'file not found')
         if os.path.getsize(path) == 0:
             raise VideoError(path, 'empty file (0 bytes)')
-        self.cap = self._open()
-        if not self.cap.isOpened():
-            raise VideoError(path, 'OpenCV cannot open it (not a video, corrupt header, or unsupported codec)')
-        fps = self.cap.get(cv2.CAP_PROP_FPS)
-        self.fps = fps if math.isfinite(fps) and 1.0 <= fps <= 1000.0 else float(fallback_fps)
-        self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        self.num_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if self.num_frames <= 0:  # some containers carry no count: count by grabbing, then rewind
-            self.num_frames = self._count_frames()
-        if self.num_frames <= 0:
-            raise VideoError(path, 'no frames')
+        self.container = None
+        self._open()
+        codec = self.stream.codec_context
+        self.height, self.width = codec.height, codec.width
+        self.pts: Optional[np.ndarray] = None  # presentation timestamps of frames 0..n-1; None: sequential mode
+        self.keyframes = np.zeros(0, dtype=np.int64)  # timestamps of the keyframe packets, sorted
+        self._known: Optional[frozenset] = None  # the set of self.pts, for membership tests
+        try:
+            self._index_packets()
+        except VideoError:
+            self.close()
+            raise
 
-    def _count_frames(self) -> int:
-        count = 0
-        while self.cap.grab():
-            count += 1
-        self.cap.release()
-        self.cap = self._open()
-        return count
+    # -- opening and indexing ------------------------------------------------------------------------------------
 
-    def _open(self) -> cv2.VideoCapture:
-        if self.threads is None:
-            return cv2.VideoCapture(self.path)
-        return cv2.VideoCapture(self.path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, self.threads])
+    def _open(self) -> None:
+        """(Re)open the container: a fresh demuxer and decoder, positioned at the start."""
+        if self.container is not None:
+            self.container.close()
+        try:
+            self.container = av.open(self.path, metadata_errors='ignore')
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
+            raise VideoError(self.path, f'cannot open it (not a video, corrupt header, or unsupported format): '
+                                        f'{error}') from None
+        if not self.container.streams.video:
+            self.close()
+            raise VideoError(self.path, 'no video stream')
+        self.stream = self.container.streams.video[0]
+        codec = self.stream.codec_context
+        codec.thread_type = 'AUTO'  # frame and slice threads
+        codec.thread_count = self.threads or 0  # 0: one per core
+
+    def _index_packets(self) -> None:
+        pts, keyframes, starts_with_keyframe = [], [], None
+        try:
+            for packet in self.container.demux(self.stream):
+                if packet.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                if starts_with_keyframe is None:
+                    starts_with_keyframe = bool(packet.is_keyframe)
+                if packet.is_keyframe and packet.pts is not None:
+                    keyframes.append(packet.pts)  # a hidden keyframe is still a place to start decoding
+                if not packet.is_discard:  # hidden by an edit list: decoded for its references, never output
+                    pts.append(packet.pts)
+        except av.error.FFmpegError:
+            pass  # a damaged tail: the packets before it are indexed; reads check the rest against the decode
+        self.keyframes = np.unique(np.asarray(keyframes, dtype=np.int64))
+        if starts_with_keyframe and pts and None not in pts and len(set(pts)) == len(pts):
+            self.pts = np.sort(np.asarray(pts, dtype=np.int64))
+            self.mode = 'packets'
+        else:  # no timestamps, repeated ones, or frames before the first keyframe: only a decode can tell
+            self._index_by_decoding()
+        self._set_fps()
+
+    def _index_by_decoding(self) -> None:
+        """The truth, at the cost of a full decode: the timestamps of every frame FFmpeg outputs, in order."""
+        self._open()
+        decoded = [frame.pts for frame in self._decode_from_here()]
+        if not decoded:
+            raise VideoError(self.path, 'no frame decodes')
+        increasing = None not in decoded and all(a < b for a, b in zip(decoded, decoded[1:]))
+        self._known = None
+        if increasing:
+            self.pts = np.asarray(decoded, dtype=np.int64)
+            self.mode = 'decoded'
+        else:  # frames are known only by their place in the decode
+            self.pts, self.keyframes, self.mode = None, np.zeros(0, dtype=np.int64), 'sequential'
+        self._count = len(decoded)
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.pts) if self.pts is not None else self._count
+
+    def _declared_rate(self) -> Optional[float]:
+        """The stream's average frame rate as the container declares it (else FFmpeg's guess), None if absent."""
+        for rate in (self.stream.average_rate, self.stream.guessed_rate):
+            if rate and 1.0 <= float(rate) <= 1000.0:
+                return float(rate)
+        return None
+
+    def _set_fps(self) -> None:
+        declared, measured = self._declared_rate(), None
+        if self.pts is not None and len(self.pts) >= 2 and self.pts[-1] > self.pts[0]:
+            measured = float((len(self.pts) - 1) / (int(self.pts[-1] - self.pts[0]) * self.stream.time_base))
+        if declared and (measured is None or abs(declared / measured - 1.0) < 0.01):
+            self.fps = declared
+        elif measured and 1.0 <= measured <= 1000.0:
+            self.fps = measured
+        else:
+            self.fps = self.fallback_fps
+
+    # -- decoding ------------------------------------------------------------------------------------------------
+
+    def _decode_from_here(self, keep: Optional[frozenset] = None) -> Iterator['av.VideoFrame']:
+        """Every frame from the demuxer's position on; a packet the decoder rejects is skipped (as ffmpeg does).
+
+        ``keep``: the timestamps wanted; the decoder then skips the non-reference frames (no other frame depends
+        on them, e.g. most B-frames) of the other packets, which yield no frame."""
+        codec = self.stream.codec_context
+        skipping = False
+        try:
+            for packet in self.container.demux(self.stream):
+                if keep is not None and (packet.pts not in keep) != skipping:
+                    skipping = not skipping
+                    codec.skip_frame = 'NONREF' if skipping else 'DEFAULT'
+                try:
+                    frames = packet.decode()  # the end-of-stream packet flushes the decoder
+                except av.error.FFmpegError:
+                    continue
+                yield from frames
+        except av.error.FFmpegError:  # the demuxer gave up on a damaged tail
+            return
+        finally:
+            if skipping:
+                codec.skip_frame = 'DEFAULT'
+
+    def _seek(self, timestamp: Optional[int]) -> None:
+        """Position the demuxer at the keyframe ``timestamp`` (None: the start) and reset the decoder."""
+        if timestamp is None:
+            self._open()
+        else:
+            self.container.seek(int(timestamp), backward=True, any_frame=False, stream=self.stream)
 
     def read(self, indices: Sequence[int], short_side: Optional[int] = None) -> np.ndarray:
         """Frames at ``indices`` (any order, repeats allowed) as ``[len(indices), H, W, 3]`` BGR uint8, each resized
         on decode to ``short_side`` (the original's scale; None keeps the size).
 
-        Indices past the end of the stream get the last decoded frame (the original's index clamping, so short
-        videos repeat their last frame). Raises VideoError when no wanted frame decodes or the stream ends well
-        before the container's frame count (a truncated file).
+        Indices past the last frame read the last frame (the original's clamping). Raises ``IndexChanged`` when the
+        decode disagreed with the packet index (``num_frames`` is now the decoded count: sample again), VideoError
+        when a wanted frame does not decode even from the start.
         """
-        try:
-            return self._read(np.asarray(indices, dtype=np.int64), short_side)
-        except cv2.error as error:  # e.g. a frame whose size changes mid-stream
-            raise VideoError(self.path, f'OpenCV error: {error}'.strip()) from None
-
-    def _read(self, indices: np.ndarray, short_side: Optional[int]) -> np.ndarray:
+        indices = np.minimum(np.asarray(indices, dtype=np.int64), self.num_frames - 1)
+        if len(indices) == 0 or indices.min() < 0:
+            raise ValueError(f'frame indices must be non-negative, got {indices.tolist()}')
         wanted = np.unique(indices)  # sorted
-        first, last = int(wanted[0]), int(wanted[-1])
-        position = first if first > 0 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, first) else 0
-        out, decoded = None, np.zeros(len(wanted), dtype=bool)
-        slot, end = int(np.searchsorted(wanted, position)), None
-        for index in range(position, last + 1):
-            if not self.cap.grab():
-                end = index
-                break
-            if index != wanted[slot]:
-                continue
-            ok, frame = self.cap.retrieve()
-            if ok and frame is not None:
-                if out is None:
-                    height, width = frame.shape[:2]
-                    if short_side:
-                        height, width = scaled_size(height, width, short_side)
-                    out = np.empty((len(wanted), height, width, 3), dtype=np.uint8)
-                if frame.shape[:2] == (height, width):
-                    out[slot] = frame
-                else:
-                    cv2.resize(frame, (width, height), dst=out[slot], interpolation=cv2.INTER_LINEAR)
-                decoded[slot] = True
-            slot += 1
-        if end is not None:
-            self._check_end(end)
-        if out is None:
-            raise VideoError(self.path, f'no frame decodes in [{first}, {last}]')
-        if not decoded.all():  # clamp to the nearest decoded frame before (after, at the very start)
-            good = np.flatnonzero(decoded)
-            for slot in np.flatnonzero(~decoded):
-                out[slot] = out[good[max(np.searchsorted(good, slot) - 1, 0)]]
+        out = None
+        try:
+            if self.pts is None:
+                out = self._read_sequential(wanted, short_side)
+            else:
+                out = self._read_by_timestamp(wanted, short_side)
+        except ValueError as error:  # e.g. a frame whose size changes mid-stream
+            raise VideoError(self.path, f'decoding error: {error}') from None
         if len(wanted) == len(indices) and np.array_equal(wanted, indices):
             return out
         return out[np.searchsorted(wanted, indices)]
 
-    def _check_end(self, end: int) -> None:
-        """A stream may end a few frames before the container's (estimated) count; well before is a broken file."""
-        if end < self.num_frames - max(3, self.num_frames // 50):
-            raise VideoError(self.path, f'truncated or corrupt: the stream ends at frame {end} of the '
-                                        f'{self.num_frames} the container declares')
+    def _read_by_timestamp(self, wanted: np.ndarray, short_side: Optional[int]) -> np.ndarray:
+        targets = self.pts[wanted]
+        # the last keyframe at or before the first wanted frame, the one before it, then the start of the file
+        before = self.keyframes[:np.searchsorted(self.keyframes, targets[0], side='right')]
+        for start in [*before[::-1][:2], None]:
+            self._seek(start)
+            frames, problem = self._collect(targets, short_side)
+            if frames is not None:
+                return frames
+        # decoded from the start, the stream disagrees with the index
+        if self.mode == 'packets':
+            self._index_by_decoding()
+            self._set_fps()
+            raise IndexChanged(f'{self.path}: {problem}; indexed again by decoding: {self.num_frames} frames')
+        raise VideoError(self.path, f'the decode is not repeatable: {problem}')
 
-    def frames(self) -> Iterable[np.ndarray]:
-        """Every frame from the current position on (BGR uint8), then the end-of-stream check."""
+    def _collect(self, targets: np.ndarray, short_side: Optional[int]) -> Tuple[Optional[np.ndarray], str]:
+        """Decode forward from the demuxer's position and keep the frames at ``targets`` (sorted timestamps);
+        ``(frames, '')``, or ``(None, what disagreed with the index)``."""
+        out, known = _FrameSink(len(targets), short_side), self._known_timestamps()
+        for frame in self._decode_from_here(keep=frozenset(targets.tolist())):
+            timestamp = frame.pts
+            if timestamp is None:
+                return None, 'a decoded frame has no timestamp'
+            if timestamp not in known:
+                return None, f'decoded timestamp {timestamp} is not in the index'
+            if timestamp > targets[out.count]:
+                return None, f'frame {int(np.searchsorted(self.pts, targets[out.count]))} did not decode'
+            if timestamp == targets[out.count]:
+                out.put(frame)
+                if out.count == len(targets):
+                    return out.frames, ''
+        return None, f'the stream ended before frame {int(np.searchsorted(self.pts, targets[out.count]))}'
+
+    def _known_timestamps(self) -> frozenset:
+        if self._known is None:
+            self._known = frozenset(self.pts.tolist())
+        return self._known
+
+    def read_sampled(self, sample: Callable[[int, float], np.ndarray],
+                     short_side: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+        """``(indices, frames)`` for ``indices = sample(num_frames, fps)``: the sampling runs again on the true length
+        when the decode corrected the packet index (``IndexChanged``)."""
+        indices = sample(self.num_frames, self.fps)
+        try:
+            return indices, self.read(indices, short_side)
+        except IndexChanged as change:
+            logger.info('%s', change)
+        indices = sample(self.num_frames, self.fps)
+        return indices, self.read(indices, short_side)
+
+    def _read_sequential(self, wanted: np.ndarray, short_side: Optional[int]) -> np.ndarray:
+        self._seek(None)
+        out = _FrameSink(len(wanted), short_side)
+        for index, frame in enumerate(self._decode_from_here()):
+            if index == wanted[out.count]:
+                out.put(frame)
+                if out.count == len(wanted):
+                    return out.frames
+        raise VideoError(self.path, f'the stream ends before frame {int(wanted[out.count])}')
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """Every frame from the start (BGR uint8 ``[H, W, 3]``), as a sequential decode yields them."""
+        self._seek(None)
         count = 0
-        while True:
-            ok, frame = self.cap.read()
-            if not ok or frame is None:
-                break
+        for frame in self._decode_from_here():
             count += 1
-            yield frame
+            yield to_bgr(frame)
         if count == 0:
             raise VideoError(self.path, 'no frame decodes')
-        self._check_end(count)
 
     def check(self) -> int:
-        """Decode the whole stream (grab only; the first frame also converted) and return the frames it holds."""
-        if not self.cap.grab() or self.cap.retrieve()[1] is None:
-            raise VideoError(self.path, 'the first frame does not decode')
-        count = 1
-        while self.cap.grab():
+        """Decode the whole stream and return the frames it holds; VideoError when the first frame does not decode.
+        (tools/check_videos.py compares the count with ``num_frames`` from the packets.)"""
+        self._seek(None)
+        count = 0
+        for frame in self._decode_from_here():
+            if count == 0:
+                to_bgr(frame)
             count += 1
-        self._check_end(count)
+        if count == 0:
+            raise VideoError(self.path, 'the first frame does not decode')
         return count
 
     def close(self) -> None:
-        self.cap.release()
+        if self.container is not None:
+            self.container.close()
+            self.container = None
 
     def __enter__(self) -> 'VideoReader':
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+_converter: Tuple[int, Optional['av.video.reformatter.VideoReformatter']] = (0, None)  # (pid, converter)
+
+
+def to_bgr(frame: 'av.VideoFrame') -> np.ndarray:
+    """A decoded frame as BGR uint8 ``[H, W, 3]``, the same pixels as OpenCV's ``read`` (the same swscale call).
+
+    One converter per process, single-threaded: ``frame.to_ndarray`` builds a new swscale context per call, which
+    costs more than converting a small frame, and swscale's own thread pool would not survive the fork into
+    DataLoader workers (a converter used before the fork deadlocks in the child)."""
+    global _converter
+    if _converter[0] != os.getpid():
+        _converter = (os.getpid(), av.video.reformatter.VideoReformatter())
+    try:
+        return _converter[1].reformat(frame, format='bgr24', threads=1).to_ndarray()
+    except TypeError:  # PyAV before 14 has no threads argument and scales on one thread
+        return _converter[1].reformat(frame, format='bgr24').to_ndarray()
+
+
+class _FrameSink:
+    """Decoded frames -> one preallocated ``[n, H, W, 3]`` BGR uint8 array, resized to ``short_side`` on the way."""
+
+    def __init__(self, n: int, short_side: Optional[int]):
+        self.n, self.short_side, self.count, self.frames = n, short_side, 0, None
+
+    def put(self, frame: 'av.VideoFrame') -> None:
+        image = to_bgr(frame)
+        if self.frames is None:
+            height, width = image.shape[:2]
+            if self.short_side:
+                height, width = scaled_size(height, width, self.short_side)
+            self.frames = np.empty((self.n, height, width, 3), dtype=np.uint8)
+        target = self.frames[self.count]
+        if image.shape[:2] == target.shape[:2]:
+            target[...] = image
+        else:
+            cv2.resize(image, (target.shape[1], target.shape[0]), dst=target, interpolation=cv2.INTER_LINEAR)
+        self.count += 1
 
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v', '.flv', '.mpg', '.mpeg')

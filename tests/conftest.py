@@ -1,5 +1,6 @@
 """Shared test setup: CPU, two threads, repository root importable."""
 import os
+import shutil
 import sys
 
 os.environ.setdefault('OMP_NUM_THREADS', '2')  # Paddle uses one CPU thread unless told otherwise
@@ -83,3 +84,18 @@ def tiny_train_overrides(train_list, val_list, epochs=2):
             'TRAIN.target_size=64', f'TRAIN.filelist={train_list}', 'VALID.min_size=72', 'VALID.max_size=72',
             'VALID.target_size=64', 'VALID.batch_size=4', f'VALID.filelist={val_list}', 'VALID.preciseBN_interval=1',
             'VALID.num_batches_preciseBN=2', 'TEST.target_size=72', 'INFER.target_size=72', 'DATA.num_workers=0']
+
+
+needs_ffmpeg = pytest.mark.skipif(
+    shutil.which('ffmpeg') is None or shutil.which('ffprobe') is None,
+    reason="needs the ffmpeg and ffprobe tools (Debian's ffmpeg package; .ci/run installs it)")
+
+
+@pytest.fixture(scope='session')
+def real_world(tmp_path_factory):
+    """``{case: (path, truth)}``: index-coded videos cut, re-muxed and re-encoded by the ffmpeg tool the ways real
+    files come (tests/videos.py), with the indices a full sequential decode by that tool shows."""
+    from videos import decoded_indices, real_world_videos
+
+    cases = real_world_videos(str(tmp_path_factory.mktemp('real_world')))
+    return {name: (path, decoded_indices(path)) for name, path in cases.items()}

@@ -136,6 +136,8 @@ def test_use_gpu_is_unset_unless_given():
     (['-o', 'MODEL.crop_size=100'], 'MODEL.crop_size (100) must be a multiple of 32'),
     (['-o', 'TRAIN.min_size=400'], 'TRAIN.min_size (400) must be <= TRAIN.max_size (320)'),
     (['-o', 'TEST.num_spatial_crops=0'], 'TEST.num_spatial_crops must be positive'),
+    (['-o', 'DATA.normalize_on_device=True'], "'DATA.normalize_on_device' was removed: clips always leave the "
+                                              'workers as uint8'),
     (['--epoch', 'x'], "argument --epoch: invalid int value: 'x'"),
     (['--use_gpu', 'maybe'], "expected True or False, got 'maybe'"),
     (['--save_path', 'x'], 'unrecognized arguments: --save_path x'),  # not a train flag
@@ -150,6 +152,9 @@ def test_bad_config_files_exit_2_naming_the_file(capsys, tmp_path):
     path = write(tmp_path, 'TRAIN:\n  epoch: 2\n  epcoh: 3\n')
     err = exit_message(capsys, 'eval', ['--config', path])
     assert path in err and "unknown key 'TRAIN.epcoh' (did you mean 'TRAIN.epoch'?)" in err
+    path = write(tmp_path, 'DATA:\n  normalize_on_device: False\n')  # an older config
+    err = exit_message(capsys, 'eval', ['--config', path])
+    assert path in err and "'DATA.normalize_on_device' was removed" in err and 'delete the line' in err
     path = write(tmp_path, 'TRAIN: [1, 2]\n')
     assert 'section TRAIN must be a mapping' in exit_message(capsys, 'eval', ['--config', path])
     path = write(tmp_path, 'TRAIN:\n  epoch: 2\n    bad indent: 1\n')

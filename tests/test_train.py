@@ -134,8 +134,7 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
 
 
 def test_gradient_accumulation_keeps_the_schedule_of_the_effective_batch(demo_lists, tmp_path):
-    log = run_train(demo_lists, tmp_path / 'acc', '-o', 'TRAIN.accumulate_steps=2', '-o',
-                    'DATA.normalize_on_device=True', epochs=1)  # uint8 clips through train, precise BN, validation
+    log = run_train(demo_lists, tmp_path / 'acc', '-o', 'TRAIN.accumulate_steps=2', epochs=1)
     assert 'batch 4 = 1 ranks x 2 x 2 accumulation steps' in log and '[Epoch 0, iter 8/8]' in log
     meta = paddle.load(str(tmp_path / 'acc' / 'slowfast_epoch0.pdopt'))['meta']
     assert meta['global_step'] == 4  # optimizer steps of the 4-clip batch, as without accumulation

