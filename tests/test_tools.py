@@ -287,4 +287,4 @@ def test_benchmark_decoders_measures_exactness_and_speed_of_each_decoder(real_wo
     for case in cases[:2]:  # the container's count is wrong, so some clip lands elsewhere
         assert got[case, 'opencv']['declared'] != len(real_world[case][1]) and got[case, 'opencv']['exact'] < 4
     assert got[cases[2], 'opencv']['exact'] == 4  # a clean file: both exact
-    assert 'pyav (ours)' in benchmark.decoder_table(rows)
+    assert 'pyav (ours)' in benchmark.decoder_table(rows) and json.loads(json.dumps(rows)) == rows

@@ -48,6 +48,7 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import av
 import cv2
 import numpy as np
 import paddle
@@ -75,7 +76,9 @@ def machine_info() -> Dict[str, str]:
         names = [line.split(':', 1)[1].strip() for line in open('/proc/cpuinfo') if line.startswith('model name')]
         cpu = names[0] if names else cpu
     return {'cpu': cpu, 'cores': str(os.cpu_count()), 'python': platform.python_version(),
-            'paddle': paddle.__version__, 'opencv': cv2.__version__, 'numpy': np.__version__,
+            'paddle': paddle.__version__, 'opencv': cv2.__version__, 'pyav': av.__version__,
+            'ffmpeg (pyav)': '.'.join(map(str, av.library_versions['libavcodec'])) + ' (libavcodec)',
+            'numpy': np.__version__,
             'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', 'unset'),
             'MKL_DEBUG_CPU_TYPE': os.environ.get('MKL_DEBUG_CPU_TYPE', 'unset'),
             'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}
@@ -310,8 +313,8 @@ def bench_decoders(videos: Dict[str, str], cfg: AttrDict, clips: int, repeats: i
                 except VideoError:
                     failed += 1
                     continue
-                exact += got.shape == truth[want].shape and \
-                    np.abs(got.astype(np.int16) - truth[want]).mean(axis=(1, 2, 3)).max() < 1.0
+                exact += bool(got.shape == truth[want].shape and
+                              np.abs(got.astype(np.int16) - truth[want]).mean(axis=(1, 2, 3)).max() < 1.0)
             times, opening = [], []
             for _ in range(repeats):
                 for position, scale in draws:
