@@ -72,7 +72,7 @@ class VideoReader:
         self.container = None
         self._open()
         codec = self.stream.codec_context
-        self.height, self.width = codec.height, codec.width
+        self.height, self.width = codec.height, codec.width  # as coded; frames come turned upright (to_bgr)
         self.pts: Optional[np.ndarray] = None  # presentation timestamps of frames 0..n-1; None: sequential mode
         self.keyframes = np.zeros(0, dtype=np.int64)  # timestamps of the keyframe packets, sorted
         self._known: Optional[frozenset] = None  # the set of self.pts, for membership tests
@@ -165,9 +165,12 @@ class VideoReader:
     def _decode_from_here(self, keep: Optional[frozenset] = None) -> Iterator['av.VideoFrame']:
         """Every frame from the demuxer's position on; a packet the decoder rejects is skipped (as ffmpeg does).
 
-        ``keep``: the timestamps wanted; the decoder then skips the non-reference frames (no other frame depends
-        on them, e.g. most B-frames) of the other packets, which yield no frame."""
+        ``keep``: the timestamps wanted; FFmpeg's own decoders that honour ``skip_frame`` packet by packet then skip
+        the non-reference frames (no other frame depends on them, e.g. most B-frames) of the other packets, which
+        yield no frame."""
         codec = self.stream.codec_context
+        if codec.name not in SKIPPING_DECODERS:
+            keep = None
         skipping = False
         try:
             for packet in self.container.demux(self.stream):
@@ -222,7 +225,8 @@ class VideoReader:
         before = self.keyframes[:np.searchsorted(self.keyframes, targets[0], side='right')]
         for start in [*before[::-1][:2], None]:
             self._seek(start)
-            frames, problem = self._collect(targets, short_side)
+            # from the start nothing is skipped: that decode is the truth itself
+            frames, problem = self._collect(targets, short_side, skip=start is not None)
             if frames is not None:
                 return frames
         # decoded from the start, the stream disagrees with the index
@@ -232,11 +236,13 @@ class VideoReader:
             raise IndexChanged(f'{self.path}: {problem}; indexed again by decoding: {self.num_frames} frames')
         raise VideoError(self.path, f'the decode is not repeatable: {problem}')
 
-    def _collect(self, targets: np.ndarray, short_side: Optional[int]) -> Tuple[Optional[np.ndarray], str]:
-        """Decode forward from the demuxer's position and keep the frames at ``targets`` (sorted timestamps);
-        ``(frames, '')``, or ``(None, what disagreed with the index)``."""
+    def _collect(self, targets: np.ndarray, short_side: Optional[int],
+                 skip: bool) -> Tuple[Optional[np.ndarray], str]:
+        """Decode forward from the demuxer's position and keep the frames at ``targets`` (sorted timestamps),
+        skipping the non-reference frames of the others if ``skip``; ``(frames, '')``, or ``(None, what disagreed
+        with the index)``."""
         out, known = _FrameSink(len(targets), short_side), self._known_timestamps()
-        for frame in self._decode_from_here(keep=frozenset(targets.tolist())):
+        for frame in self._decode_from_here(keep=frozenset(targets.tolist()) if skip else None):
             timestamp = frame.pts
             if timestamp is None:
                 return None, 'a decoded frame has no timestamp'
@@ -312,11 +318,15 @@ class VideoReader:
         self.close()
 
 
+# FFmpeg's decoders that read ``skip_frame`` for each packet (a wrapper such as libdav1d reads it once, at open)
+SKIPPING_DECODERS = frozenset({'h264', 'hevc', 'mpeg1video', 'mpeg2video', 'mpeg4', 'vp8', 'vp9'})
+
 _converter: Tuple[int, Optional['av.video.reformatter.VideoReformatter']] = (0, None)  # (pid, converter)
 
 
 def to_bgr(frame: 'av.VideoFrame') -> np.ndarray:
-    """A decoded frame as BGR uint8 ``[H, W, 3]``, the same pixels as OpenCV's ``read`` (the same swscale call).
+    """A decoded frame as BGR uint8 ``[H, W, 3]`` as displayed, the same pixels as OpenCV's ``read`` and the ffmpeg
+    tool (the same swscale call; turned upright by the stream's rotation, as both do).
 
     One converter per process, single-threaded: ``frame.to_ndarray`` builds a new swscale context per call, which
     costs more than converting a small frame, and swscale's own thread pool would not survive the fork into
@@ -325,9 +335,11 @@ def to_bgr(frame: 'av.VideoFrame') -> np.ndarray:
     if _converter[0] != os.getpid():
         _converter = (os.getpid(), av.video.reformatter.VideoReformatter())
     try:
-        return _converter[1].reformat(frame, format='bgr24', threads=1).to_ndarray()
+        image = _converter[1].reformat(frame, format='bgr24', threads=1).to_ndarray()
     except TypeError:  # PyAV before 14 has no threads argument and scales on one thread
-        return _converter[1].reformat(frame, format='bgr24').to_ndarray()
+        image = _converter[1].reformat(frame, format='bgr24').to_ndarray()
+    quarter_turns = round(getattr(frame, 'rotation', 0) / 90) % 4  # the display matrix of phone videos
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
 class _FrameSink:

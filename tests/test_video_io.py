@@ -11,8 +11,8 @@ import pytest
 
 from conftest import needs_ffmpeg
 from video_io import VideoError, VideoReader
-from videos import (copy_packets, decoded_frames, decoded_indices, expected_fps, ffmpeg, public_sample,
-                    read_index)
+from videos import (copy_packets, decoded_frames, decoded_indices, expected_fps, ffmpeg,
+                    more_containers_and_codecs, public_sample, read_index)
 
 CASES = ['mp4 stream-copy cut (edit list)', 'mp4 stream-copy cut of open GOPs', 'mkv stream-copy cut',
          'mkv starting at 4.5 s', 'webm VP9 alt-ref cut, timestamps kept', 'webm live (no cues, no duration)',
@@ -127,6 +127,45 @@ def test_a_file_without_a_video_stream_is_named(tmp_path):
     ffmpeg('-f', 'lavfi', '-i', 'sine=duration=1', path)
     with pytest.raises(VideoError, match='no video stream'):
         VideoReader(path, 30)
+
+
+# ---- more codecs and containers, rotation ------------------------------------------------------------------------
+
+MORE = ['HEVC stream-copy cut (mp4)', 'VP8 (webm)', 'AV1 (mkv)', 'MPEG-4 part 2 with B-frames (avi)',
+        'MPEG-2 with B-frames (mpg)', 'MOV stream-copy cut', 'fragmented MP4', 'MPEG-TS',
+        'mkv cut with negative timestamps']
+
+
+@pytest.fixture(scope='module')
+def more_videos(real_world):
+    folder = os.path.dirname(real_world[CASES[0]][0])
+    return {name: (path, decoded_indices(path)) for name, path in more_containers_and_codecs(folder).items()}
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('case', MORE)
+def test_other_codecs_and_containers_read_the_frames_of_a_full_decode(more_videos, case):
+    path, truth = more_videos[case]
+    lengths = []
+    with VideoReader(path, 30, threads=1) as video:
+        for indices in index_sets(len(truth), np.random.default_rng(1)):
+            got_indices, frames = video.read_sampled(lambda n, fps: lengths.append(n) or np.asarray(indices))
+            assert shown(frames) == [truth[i] for i in indices], (case, indices)
+        assert video.num_frames == len(truth) and set(lengths) == {len(truth)}, (case, lengths)
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize('degrees', [90, 180, 270])
+def test_rotated_phone_video_comes_upright_as_the_ffmpeg_tool_shows_it(real_world, tmp_path, degrees):
+    gop = os.path.join(os.path.dirname(real_world[CASES[0]][0]), 'gop30.mp4')
+    path = str(tmp_path / f'rotated{degrees}.mp4')
+    ffmpeg('-i', gop, '-t', '1', '-c', 'copy', '-metadata:s:v:0', f'rotate={degrees}', path)
+    size = (96, 128) if degrees == 180 else (128, 96)
+    truth = decoded_frames(path, *size)
+    with VideoReader(path, 30) as video:
+        frames = video.read([0, 7, 29])
+        assert frames.shape == (3, *size, 3) and np.array_equal(frames, truth[[0, 7, 29]])
+        assert np.array_equal(next(iter(video.frames())), truth[0])
 
 
 # ---- real camera footage: public samples and stream-copied cuts of them -------------------------------------------

