@@ -89,12 +89,15 @@ def average_buffers(model: paddle.nn.Layer, world: int) -> None:
         tensor.set_value((averaged / world).astype(tensor.dtype))
 
 
-def max_rank_difference(model: paddle.nn.Layer, world: int) -> float:
-    """The largest absolute difference of any parameter or buffer between any rank and rank 0 (on every rank)."""
+def max_rank_difference(model: paddle.nn.Layer, world: int, trainable_only: bool = False) -> float:
+    """The largest absolute difference of any parameter and buffer (or only of the trainable parameters) between
+    any rank and rank 0 (on every rank)."""
     if world == 1:
         return 0.0
     worst = 0.0
-    for tensor in model.state_dict().values():
+    tensors = ([p for p in model.parameters() if not p.stop_gradient] if trainable_only
+               else model.state_dict().values())
+    for tensor in tensors:
         mine = tensor.detach().astype('float32')
         reference = mine.clone()
         dist.broadcast(reference, src=0)

@@ -60,7 +60,9 @@ def conv3d_by_frames(x: paddle.Tensor, weight: paddle.Tensor, stride: Sequence[i
         x = F.pad(x, [0, 0, 0, 0, pad_t, pad_t], data_format='NCDHW')
     frames_in = x.shape[2]
     frames = x.transpose([0, 2, 1, 3, 4]).reshape([n * frames_in, c, h, w])
-    taps = weight.transpose([2, 0, 1, 3, 4]).reshape([kt * c_out, c, kh, kw])  # [kt * C_out, C, kh, kw], k-major
+    # transpose's backward gives the weight a strided gradient, which paddle.DataParallel's all-reduce skips without
+    # a word (2 CPU ranks: that gradient alone stayed per rank); the multiply's backward hands it a dense one
+    taps = (weight * 1.0).transpose([2, 0, 1, 3, 4]).reshape([kt * c_out, c, kh, kw])  # [kt * C_out, C, kh, kw]
     z = F.conv2d(frames, taps, stride=list(stride[1:]), padding=list(padding[1:]))  # [N * T', kt * C_out, h', w']
     out_h, out_w = z.shape[2:]
     frames_out = frames_in - kt + 1

@@ -224,6 +224,9 @@ def main() -> None:
                 writer.add_scalar(f'train_epoch/{tag}', value, epoch)
 
         last = epoch + 1 == t.epoch
+        if world > 1:  # DataParallel averaged every gradient: the trainable parameters must agree exactly
+            logger.info('ranks in sync after the steps: max trainable-parameter difference to rank 0 is %.3g',
+                        distributed.max_rank_difference(model, world, trainable_only=True))
         v = cfg.VALID
         if v.use_preciseBN and (epoch % v.preciseBN_interval == 0 or last):
             used = precise_bn(model, train_loader, min(v.num_batches_preciseBN, len(train_loader)), world, cfg)
@@ -239,7 +242,7 @@ def main() -> None:
                 for tag, value in (('loss', val_loss), ('top1_err', val_err1), ('top5_err', val_err5)):
                     writer.add_scalar(f'val/{tag}', value, epoch)
         if world > 1:
-            logger.info('ranks in sync: max parameter difference to rank 0 is %.3g',
+            logger.info('ranks in sync: max parameter and buffer difference to rank 0 is %.3g',
                         distributed.max_rank_difference(model, world))
         if rank == 0 and ((epoch + 1) % t.save_interval == 0 or last):
             # RNG state needs no saving: every epoch reseeds from (seed, epoch) and samples draw from (seed, epoch,
