@@ -382,7 +382,10 @@ def build_parser(mode: str, description: Optional[str] = None) -> argparse.Argum
     parser = argparse.ArgumentParser(description=description, allow_abbrev=False)
     parser.add_argument('--config', default='slowfast.yaml', help='YAML config file (default: %(default)s)')
     for name in MODE_FLAGS[mode]:
-        parser.add_argument('--' + name, **_FLAGS[name][0])
+        options = dict(_FLAGS[name][0])
+        if options.get('type') is str2bool:  # `--resume` alone means True, as in most CLIs; `--resume False` too
+            options.update(nargs='?', const=True, metavar='True|False')
+        parser.add_argument('--' + name, **options)
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
                         help='override a config key; may be given many times, e.g. -o TRAIN.epoch=1')
     return parser

@@ -112,6 +112,17 @@ def test_original_flags_reach_their_sections():
     assert cfg.TEST.weights == 'checkpoints/slowfast_epoch195'
 
 
+def test_boolean_flags_alone_mean_true_and_still_take_a_value():
+    _, args = parse_args('train', ['--config', RECIPE, '--resume', '--use_visualdl', '-o', 'TRAIN.epoch=1'])
+    assert args.resume is True and args.use_visualdl is True
+    _, args = parse_args('train', ['--config', RECIPE, '--resume', 'False', '--use_visualdl', 'true'])
+    assert args.resume is False and args.use_visualdl is True
+    _, args = parse_args('train', ['--config', RECIPE])
+    assert args.resume is False and args.use_visualdl is False and args.use_gpu is None
+    cfg, args = parse_args('eval', ['--config', RECIPE, '--use_gpu'])
+    assert args.use_gpu is True
+
+
 def test_use_gpu_is_unset_unless_given():
     _, args = parse_args('eval', ['--config', RECIPE])
     assert args.use_gpu is None  # the script then picks the GPU when Paddle has CUDA
