@@ -90,14 +90,24 @@ def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
     return [(e.path, e.label) for e in parse_video_list(list_path, num_classes, path_prefix, labels_required)]
 
 
+# The 400 Kinetics class names shipped beside the code: the configs' default DATA.label_map
+KINETICS400_LABELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kinetics400_labels.txt')
+
+
 def read_label_map(path: str, num_classes: int) -> Optional[List[str]]:
-    """Class names, one per line (``DATA.label_map``); None when no map is configured."""
+    """Class names, one per line (``DATA.label_map``); None when no map is configured, and when the map is the
+    shipped Kinetics-400 one (the configs' default) but the model has another class count (a fine-tuned model:
+    logged). Any other map must hold ``num_classes`` names (ListError naming both numbers)."""
     if not path:
         return None
     if not os.path.isfile(path):
         raise ListError(f'label map not found: {path}')
     with open(path, encoding='utf-8') as f:
         names = [line.strip() for line in f if line.strip()]
+    if len(names) != num_classes and os.path.realpath(path) == os.path.realpath(KINETICS400_LABELS):
+        logger.info('no class names: the default label map holds the 400 Kinetics names, MODEL.num_classes is %d '
+                    '(set DATA.label_map to a file of %d names to have them)', num_classes, num_classes)
+        return None
     if len(names) != num_classes:
         raise ListError(f'label map {path} has {len(names)} names, MODEL.num_classes is {num_classes}')
     return names

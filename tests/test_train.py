@@ -1,4 +1,5 @@
 """train.py end to end on a tiny network and the demo videos, run as users run it."""
+import json
 import os
 import re
 import signal
@@ -135,6 +136,29 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
     assert 'loaded 550 tensors; re-initialised 2 (head.projection.weight, head.projection.bias)' in log
     base = weights(tmp_path / 'base' / 'slowfast_epoch0.pdparams')['head.projection.weight']
     assert weights(tmp_path / 'ft' / 'slowfast_epoch0.pdparams')['head.projection.weight'].shape == (base.shape[0], 6)
+
+    # the README's step 4 as written (the configs' default label map holds the 400 Kinetics names), at tiny size
+    train_list, val_list = demo_lists
+    video = os.path.join(os.path.dirname(val_list), open(val_list).read().split()[0])
+    tiny = [a for o in tiny_train_overrides(*demo_lists) for a in ('-o', o)] + ['--use_gpu', 'False']
+
+    def script(name, *args, expect=0):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, name), '--config', 'slowfast-single.yaml'] + tiny +
+                                ['--weights', str(tmp_path / 'ft' / 'slowfast_epoch0'), '-o', 'MODEL.num_classes=6',
+                                 *args], capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
+        assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    log = script('eval.py', '-o', f'TEST.filelist={val_list}', '--save_path', str(tmp_path / 'eval'))
+    assert 'no class names: the default label map holds the 400 Kinetics names, MODEL.num_classes is 6' in log
+    assert json.loads((tmp_path / 'eval' / 'eval_result.json').read_text())['num_failed'] == 0
+    script('predict.py', '--video', video, '--save_path', str(tmp_path / 'predict'))
+    [entry] = json.loads((tmp_path / 'predict' / 'result.json').read_text())
+    assert len(entry['top5_indices']) == 5 and 'top1_label' not in entry
+    (tmp_path / 'names.txt').write_text('a\nb\nc\n')  # a map the user set must fit
+    log = script('eval.py', '-o', f'TEST.filelist={val_list}', '-o', f'DATA.label_map={tmp_path / "names.txt"}',
+                 expect=1)
+    assert 'has 3 names, MODEL.num_classes is 6' in log
 
 
 def test_gradient_accumulation_keeps_the_schedule_of_the_effective_batch(demo_lists, tmp_path):
