@@ -31,6 +31,7 @@ from video_io import VideoError, VideoReader
 logger = logging.getLogger(__name__)
 
 NO_LABEL = -1  # label of an infer-list line that holds only a path
+UNDECODABLE = -2  # label of the placeholder item a validation video that does not decode yields (to be dropped)
 
 
 class ListError(ValueError):
@@ -245,8 +246,10 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
     """Training (``mode='train'``: random clip, scale, crop, and flip unless ``TRAIN.random_flip`` is False) or
     validation (``'valid'``: centre clip, short side ``VALID.min_size``, centre crop) samples, one clip per video.
 
-    An undecodable video is recorded in ``failures`` and replaced by another sample drawn from the same random
-    stream, up to ``DATA.num_retries`` times; call ``set_epoch`` before each epoch.
+    An undecodable video is recorded in ``failures``. Training replaces it by another sample drawn from the same
+    random stream, up to ``DATA.num_retries`` times; validation never substitutes: the item is an all-zero
+    placeholder labelled ``UNDECODABLE``, which the validation loop drops and counts. Call ``set_epoch`` before each
+    epoch.
     """
 
     def __init__(self, cfg: AttrDict, mode: str, seed: int = 0):
@@ -268,6 +271,15 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
     def __getitem__(self, index: int):
         index = int(index)
         rng = np.random.default_rng([self.seed, self.epoch, index])
+        if self.mode == 'valid':
+            path, label = self.samples[index]
+            try:
+                slow, fast = self.load_clip(path, rng)
+            except VideoError as error:
+                self.failures.record(index, error)
+                size, label = self.target_size, UNDECODABLE
+                slow, fast = pack_pathways(np.zeros((3, self.num_frames, size, size), np.uint8), self.alpha)
+            return slow, fast, np.array([label], dtype=np.int64), np.array([index], dtype=np.int64)
         for _ in range(self.num_retries + 1):
             path, label = self.samples[index]
             try:

@@ -21,7 +21,7 @@ import paddle.nn.functional as F
 import distributed
 from checkpoint import find_resume_checkpoint, load_checkpoint, load_weights, save_checkpoint
 from config_utils import AttrDict, log_config, parse_args, setup_logging
-from kinetics_dataset import KineticsDataset, ListError, model_inputs
+from kinetics_dataset import UNDECODABLE, KineticsDataset, ListError, model_inputs
 from lr_policy import WarmupCosineLR
 from metrics import topk_errors
 from model import build_model, model_summary
@@ -86,18 +86,25 @@ def precise_bn(model: paddle.nn.Layer, loader, num_batches: int, world: int, cfg
 
 @paddle.no_grad()
 def validate(model: paddle.nn.Layer, loader, world: int, cfg: AttrDict):
-    """Loss and top-1/top-5 error of one centre view per val video, summed over ranks."""
+    """Loss and top-1/top-5 error of one centre view per val video, summed over ranks, and the number of val videos
+    that did not decode (dropped, never substituted; each is logged by the dataset with its reason)."""
     model.eval()
-    loss_sum = err1 = err5 = count = 0.0
+    loss_sum = err1 = err5 = count = skipped = 0.0
     for slow, fast, labels, _ in loader:
+        decoded = np.flatnonzero(labels.numpy().ravel() != UNDECODABLE)
+        skipped += labels.shape[0] - len(decoded)
+        if len(decoded) == 0:
+            continue
+        if len(decoded) < labels.shape[0]:
+            keep = paddle.to_tensor(decoded)
+            slow, fast, labels = (paddle.gather(x, keep) for x in (slow, fast, labels))
         probs = model(model_inputs(slow, fast, cfg))
         loss_sum += F.nll_loss(paddle.log(probs.clip(min=1e-12)), labels.reshape([-1]), reduction='sum').item()
         e1, e5 = topk_errors(probs.numpy(), labels.numpy())
         err1, err5, count = err1 + e1, err5 + e5, count + probs.shape[0]
-    loss_sum, err1, err5, count = distributed.all_reduce_sum([loss_sum, err1, err5, count], world)
+    loss_sum, err1, err5, count, skipped = distributed.all_reduce_sum([loss_sum, err1, err5, count, skipped], world)
     model.train()
-    count = max(count, 1)
-    return loss_sum / count, err1 / count, err5 / count, int(count)
+    return loss_sum / max(count, 1), err1 / max(count, 1), err5 / max(count, 1), int(count), int(skipped)
 
 
 def main() -> None:
@@ -234,10 +241,12 @@ def main() -> None:
         else:
             distributed.average_buffers(model, world)  # one model on every rank
         if (epoch + 1) % args.valid_interval == 0 or last:
-            val_loss, val_err1, val_err5, val_count = validate(model, valid_loader, world, cfg)
+            val_loss, val_err1, val_err5, val_count, val_skipped = validate(model, valid_loader, world, cfg)
             best_err1 = min(best_err1, val_err1)
-            logger.info('[Val epoch %d] loss %.5f, err1 %.5f, err5 %.5f over %d videos (best err1 %.5f)', epoch,
-                        val_loss, val_err1, val_err5, val_count, best_err1)
+            logger.info('[Val epoch %d] loss %.5f, err1 %.5f, err5 %.5f over %d videos (best err1 %.5f)%s', epoch,
+                        val_loss, val_err1, val_err5, val_count, best_err1,
+                        f'; {val_skipped} undecodable videos skipped (named in the warnings above)'
+                        if val_skipped else '')
             if writer:
                 for tag, value in (('loss', val_loss), ('top1_err', val_err1), ('top5_err', val_err5)):
                     writer.add_scalar(f'val/{tag}', value, epoch)

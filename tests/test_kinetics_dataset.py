@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 import kinetics_dataset
-from kinetics_dataset import (NO_LABEL, KineticsDataset, KineticsMultiViewDataset, ListError, channels_first, clip_frame_indices, crop_offset, model_inputs, normalize_batch,
+from kinetics_dataset import (NO_LABEL, UNDECODABLE, KineticsDataset, KineticsMultiViewDataset, ListError, channels_first, clip_frame_indices, crop_offset, model_inputs, normalize_batch,
                               pack_pathways, read_video_list)
 from video_io import VideoReader, scaled_size
 
@@ -333,6 +333,19 @@ def test_bad_training_videos_are_replaced_counted_and_logged(cfg, videos, tmp_pa
     assert all(label == 0 for b in batches for label in b[2].numpy().ravel())  # broken ones replaced by good ones
     assert dataset.failures.indices() == [4, 5, 6, 7]  # recorded in the worker processes, seen here
     assert dataset.failures.take_count() >= 4 and dataset.failures.take_count() == 0
+
+
+def test_validation_never_substitutes_an_undecodable_video(cfg, videos, tmp_path):
+    names = ['mp4', 'garbage', 'webm', 'missing']
+    use_list(cfg, write_list(tmp_path, [f'{videos[k]} {i}' for i, k in enumerate(names)]), 'VALID')
+    dataset = KineticsDataset(cfg, 'valid')
+    items = [dataset[i] for i in range(4)]
+    assert [item[2].item() for item in items] == [0, UNDECODABLE, 2, UNDECODABLE]
+    assert [item[3].item() for item in items] == [0, 1, 2, 3]  # each item is its own video
+    for slow, fast, label, _ in items:
+        assert slow.shape == (3, 4, 96, 96) and fast.shape == (3, 32, 96, 96) and fast.dtype == np.uint8
+        assert (label.item() == UNDECODABLE) == (not fast.any())  # placeholders are all zero, real clips are not
+    assert dataset.failures.indices() == [1, 3]
 
 
 def test_first_failure_of_each_video_is_logged_with_its_reason(cfg, videos, tmp_path, caplog):

@@ -161,12 +161,21 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
     assert 'has 3 names, MODEL.num_classes is 6' in log
 
 
-def test_gradient_accumulation_keeps_the_schedule_of_the_effective_batch(demo_lists, tmp_path):
-    log = run_train(demo_lists, tmp_path / 'acc', '-o', 'TRAIN.accumulate_steps=2', epochs=1)
+def test_gradient_accumulation_keeps_the_schedule_of_the_effective_batch(demo_lists, videos, tmp_path):
+    # the val list also holds two broken videos: validation skips, counts and names them, never substitutes
+    val = [line for line in open(demo_lists[1]).read().splitlines() if line.strip()]
+    folder = os.path.dirname(demo_lists[1])
+    listing = tmp_path / 'val_broken.txt'
+    listing.write_text('\n'.join([os.path.join(folder, line) for line in val] +
+                                 [f'{videos["garbage"]} 1', f'{videos["missing"]} 2']) + '\n')
+    log = run_train(demo_lists, tmp_path / 'acc', '-o', 'TRAIN.accumulate_steps=2', '-o',
+                    f'VALID.filelist={listing}', epochs=1)
     assert 'batch 4 = 1 ranks x 2 x 2 accumulation steps' in log and '[Epoch 0, iter 8/8]' in log
     meta = paddle.load(str(tmp_path / 'acc' / 'slowfast_epoch0.pdopt'))['meta']
     assert meta['global_step'] == 4  # optimizer steps of the 4-clip batch, as without accumulation
-    assert '[Val epoch 0] loss' in log and 'precise BN: statistics of 2 batches' in log
+    assert f'over {len(val)} videos' in log and '2 undecodable videos skipped' in log
+    assert f'cannot decode video {videos["garbage"]}' in log and f'cannot decode video {videos["missing"]}' in log
+    assert 'precise BN: statistics of 2 batches' in log
 
 
 def test_resume_edge_cases_and_bad_batch(demo_lists, tmp_path):
