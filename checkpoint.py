@@ -39,12 +39,15 @@ def checkpoint_prefix(save_dir: str, epoch: int) -> str:
 
 
 def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
-                    meta: Dict) -> str:
-    """Write the checkpoint of ``epoch`` atomically; returns its prefix."""
+                    meta: Dict, scaler: Optional[paddle.amp.GradScaler] = None) -> str:
+    """Write the checkpoint of ``epoch`` atomically (with the float16 loss scaler's state); returns its prefix."""
     os.makedirs(save_dir, exist_ok=True)
     prefix = checkpoint_prefix(save_dir, epoch)
     atomic_save(model.state_dict(), prefix + '.pdparams')
-    atomic_save({'optimizer': optimizer.state_dict(), 'meta': meta}, prefix + '.pdopt')
+    state = {'optimizer': optimizer.state_dict(), 'meta': meta}
+    if scaler is not None:
+        state['scaler'] = scaler.state_dict()
+    atomic_save(state, prefix + '.pdopt')
     return prefix
 
 
@@ -71,11 +74,20 @@ def find_resume_checkpoint(save_dir: str, epoch: Optional[int] = None) -> str:
     return checkpoint_prefix(save_dir, epoch)
 
 
-def load_checkpoint(prefix: str, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer) -> Dict:
-    """Restore model and optimizer (with its LR scheduler) from a checkpoint; returns its ``meta``."""
+def read_checkpoint_meta(prefix: str) -> Dict:
+    """The ``meta`` of a checkpoint (epoch, step, seed, config) without restoring anything."""
+    return paddle.load(prefix + '.pdopt')['meta']
+
+
+def load_checkpoint(prefix: str, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
+                    scaler: Optional[paddle.amp.GradScaler] = None) -> Dict:
+    """Restore model, optimizer (with its LR scheduler) and the float16 loss scaler from a checkpoint; returns its
+    ``meta``."""
     model.set_state_dict(paddle.load(prefix + '.pdparams'))
     state = paddle.load(prefix + '.pdopt')
     optimizer.set_state_dict(state['optimizer'])
+    if scaler is not None and state.get('scaler'):
+        scaler.load_state_dict(state['scaler'])
     return state['meta']
 
 
@@ -97,12 +109,18 @@ def read_weights(path: str) -> Dict[str, np.ndarray]:
     return state
 
 
+class WeightsError(ValueError):
+    """Weights that do not fit the model; the message names the file and what to do."""
+
+
 def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True) -> Tuple[List[str], List[str], List[str]]:
     """Load ``path`` into ``model``; returns ``(loaded, skipped, reinitialised)`` key lists.
 
     strict (evaluation): every model key must be in the file with its shape, else ValueError naming the keys.
-    Not strict (fine-tuning): matching keys load; keys of the file the model lacks are skipped; model keys missing
-    from the file or of another shape (a new head) keep their fresh initialisation.
+    Not strict (fine-tuning): matching keys load; keys of the file the model lacks are skipped; head keys missing
+    from the file or of another shape (a new class count) keep their fresh initialisation. Every backbone key must
+    load: WeightsError otherwise (an unconverted PySlowFast/pytorchvideo/PaddleVideo file matches almost nothing,
+    and training from scratch by mistake costs the whole run).
     """
     state = read_weights(path)
     own = model.state_dict()
@@ -117,5 +135,12 @@ def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True) -> Tupl
         raise ValueError(f'{weights_path(path)} does not fit the model: ' + '; '.join(
             f'{what}: {", ".join(keys[:10])}{" ..." if len(keys) > 10 else ""}' for what, keys in problems.items()
             if keys))
+    backbone = [k for k in reinitialised if not k.startswith('head.')]
+    if not strict and backbone:
+        raise WeightsError(
+            f'{weights_path(path)}: only {len(loaded)} of the model\'s {len(own)} tensors match it, and '
+            f'{len(backbone)} backbone tensors are missing or of another shape (e.g. {", ".join(backbone[:3])}); '
+            'a PySlowFast, pytorchvideo or PaddleVideo checkpoint must be converted first: '
+            'python tools/convert_weights.py --src FILE --dst OUT.pdparams (see README)')
     model.set_state_dict({**own, **{k: state[k] for k in loaded}})  # the rest keep their values
     return loaded, skipped, reinitialised

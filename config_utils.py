@@ -9,6 +9,7 @@ their type and the original recipe's value (``slowfast.yaml``, SlowFast-R50 4x16
 import argparse
 import difflib
 import logging
+import math
 import os
 import re
 import sys
@@ -295,6 +296,15 @@ def check_config(cfg: AttrDict) -> None:
         if s.target_size > s.min_size:
             raise ConfigError(f'{section}.target_size ({s.target_size}) must be <= {section}.min_size '
                               f'({s.min_size}): the crop is cut from the rescaled short side')
+    # The head pools a (crop_size / 32)-wide window over res5, which a view of S pixels reaches at ceil(S / 32)
+    # (five stride-2 stages): a smaller view would fail in the first forward pass, after an epoch of training.
+    pool = m.crop_size // 32
+    for section in ('TRAIN', 'VALID', 'TEST', 'INFER'):
+        size = cfg[section].target_size
+        if math.ceil(size / 32) < pool:
+            raise ConfigError(f'{section}.target_size ({size}) is too small for the head: its views reach res5 at '
+                              f'{math.ceil(size / 32)}x{math.ceil(size / 32)}, the head pools {pool}x{pool} '
+                              f'(MODEL.crop_size {m.crop_size} / 32); use at least {32 * (pool - 1) + 1}')
     t = cfg.TRAIN
     if t.amp_dtype not in ('float16', 'bfloat16'):
         raise ConfigError(f"TRAIN.amp_dtype must be 'float16' or 'bfloat16', got {t.amp_dtype!r}")

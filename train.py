@@ -19,7 +19,8 @@ import paddle
 import paddle.nn.functional as F
 
 import distributed
-from checkpoint import find_resume_checkpoint, load_checkpoint, load_weights, save_checkpoint
+from checkpoint import (WeightsError, find_resume_checkpoint, load_checkpoint, load_weights, read_checkpoint_meta,
+                        save_checkpoint)
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from kinetics_dataset import UNDECODABLE, KineticsDataset, ListError, model_inputs
 from lr_policy import WarmupCosineLR
@@ -131,9 +132,22 @@ def main() -> None:
     logger.info('device %s, rank %d of %d, batch %d = %d ranks x %d x %d accumulation steps', device, rank, world,
                 t.batch_size, world, micro_batch, t.accumulate_steps)
 
-    paddle.seed(args.seed)
+    prefix = None
+    if args.resume_epoch is not None:
+        prefix = find_resume_checkpoint(args.save_dir, args.resume_epoch)
+    elif args.resume:
+        try:
+            prefix = find_resume_checkpoint(args.save_dir)
+        except FileNotFoundError as error:  # a restart loop may always pass --resume
+            logger.warning('%s: starting from scratch', error)
+    seed = args.seed
+    if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
+        seed = read_checkpoint_meta(prefix).get('seed', args.seed)
+        if seed != args.seed:
+            logger.warning('--seed %d ignored: resuming %s continues its run\'s seed %d', args.seed, prefix, seed)
+    paddle.seed(seed)
     train_set, sampler, train_loader, valid_set, valid_loader = build_loaders(
-        cfg, args.seed, rank, world, micro_batch, valid_batch)
+        cfg, seed, rank, world, micro_batch, valid_batch)
     steps_per_epoch = len(train_loader) // t.accumulate_steps
     if steps_per_epoch == 0:
         sys.exit(f'error: {len(train_set)} training videos make no full batch of {t.batch_size}')
@@ -150,21 +164,14 @@ def main() -> None:
                     ', '.join(skipped) or '-')
     optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch)
     start_epoch, global_step, best_err1 = 0, 0, 1.0
-    prefix = None
-    if args.resume_epoch is not None:
-        prefix = find_resume_checkpoint(args.save_dir, args.resume_epoch)
-    elif args.resume:
-        try:
-            prefix = find_resume_checkpoint(args.save_dir)
-        except FileNotFoundError as error:  # a restart loop may always pass --resume
-            logger.warning('%s: starting from scratch', error)
-    if prefix:
-        meta = load_checkpoint(prefix, model, optimizer)
-        start_epoch, global_step, best_err1 = meta['epoch'] + 1, meta['global_step'], meta['best_err1']
-        logger.info('resumed from %s: epoch %d done, step %d, lr %.6g', prefix, meta['epoch'], global_step,
-                    scheduler())
-    parallel_model = paddle.DataParallel(model) if world > 1 else model
     scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16) if amp and t.amp_dtype == 'float16' else None
+    if prefix:
+        meta = load_checkpoint(prefix, model, optimizer, scaler)
+        start_epoch, global_step, best_err1 = meta['epoch'] + 1, meta['global_step'], meta['best_err1']
+        logger.info('resumed from %s: epoch %d done, step %d, lr %.6g, seed %d%s', prefix, meta['epoch'],
+                    global_step, scheduler(), seed,
+                    f', float16 loss scale {scaler.state_dict().get("scale")}' if scaler else '')
+    parallel_model = paddle.DataParallel(model) if world > 1 else model
 
     writer = None
     if args.use_visualdl and rank == 0:
@@ -173,7 +180,7 @@ def main() -> None:
 
     run_start, iterations_run = time.perf_counter(), 0
     for epoch in range(start_epoch, t.epoch):
-        paddle.seed(args.seed * 100003 + epoch)  # dropout draws per epoch: a resumed epoch repeats them exactly
+        paddle.seed(seed * 100003 + epoch)  # dropout draws per epoch: a resumed epoch repeats them exactly
         sampler.set_epoch(epoch)
         train_set.set_epoch(epoch)
         parallel_model.train()
@@ -256,9 +263,9 @@ def main() -> None:
         if rank == 0 and ((epoch + 1) % t.save_interval == 0 or last):
             # RNG state needs no saving: every epoch reseeds from (seed, epoch) and samples draw from (seed, epoch,
             # index), so the seed is all a resumed run needs to repeat the next epoch exactly.
-            meta = dict(epoch=epoch, global_step=global_step, best_err1=best_err1, seed=args.seed,
+            meta = dict(epoch=epoch, global_step=global_step, best_err1=best_err1, seed=seed,
                         config={section: dict(keys) for section, keys in cfg.items()})
-            prefix = save_checkpoint(args.save_dir, epoch, model, optimizer, meta)
+            prefix = save_checkpoint(args.save_dir, epoch, model, optimizer, meta, scaler)
             logger.info('saved %s.pdparams/.pdopt', prefix)
     if writer:
         writer.close()
@@ -268,6 +275,6 @@ def main() -> None:
 if __name__ == '__main__':
     try:
         main()
-    except (FileNotFoundError, ListError, FloatingPointError) as error:  # the user's to fix: no traceback
+    except (FileNotFoundError, ListError, FloatingPointError, WeightsError) as error:  # the user's to fix
         logger.error('%s', error)
         sys.exit(1)

@@ -147,6 +147,9 @@ def test_use_gpu_is_unset_unless_given():
     (['-o', 'MODEL.crop_size=100'], 'MODEL.crop_size (100) must be a multiple of 32'),
     (['-o', 'TRAIN.min_size=400'], 'TRAIN.min_size (400) must be <= TRAIN.max_size (320)'),
     (['-o', 'TEST.num_spatial_crops=0'], 'TEST.num_spatial_crops must be positive'),
+    (['-o', 'VALID.target_size=192'], 'VALID.target_size (192) is too small for the head: its views reach res5 at '
+                                      '6x6, the head pools 7x7 (MODEL.crop_size 224 / 32); use at least 193'),
+    (['-o', 'INFER.target_size=100'], 'INFER.target_size (100) is too small for the head'),
     (['-o', 'DATA.normalize_on_device=True'], "'DATA.normalize_on_device' was removed: clips always leave the "
                                               'workers as uint8'),
     (['--epoch', 'x'], "argument --epoch: invalid int value: 'x'"),

@@ -21,7 +21,7 @@ MEAN, STD = 0.45, 0.225
 def cfg(tmp_path):
     """Recipe sampling (32 frames, stride 2, alpha 8) at small sizes: test views 96, train crops 64 from 72-80."""
     return parse_config(os.path.join(ROOT, 'slowfast.yaml'), [
-        'MODEL.num_classes=5', 'TRAIN.min_size=72', 'TRAIN.max_size=80', 'TRAIN.target_size=64',
+        'MODEL.num_classes=5', 'MODEL.crop_size=64', 'TRAIN.min_size=72', 'TRAIN.max_size=80', 'TRAIN.target_size=64',
         'VALID.min_size=96', 'VALID.max_size=96', 'VALID.target_size=96', 'TEST.target_size=96',
         'INFER.target_size=96', 'DATA.num_workers=0'])
 

@@ -275,8 +275,8 @@ def test_benchmark_decoders_measures_exactness_and_speed_of_each_decoder(real_wo
     from config_utils import parse_config
 
     cases = ['mp4 stream-copy cut (edit list)', 'variable frame rate (mkv)', 'open-GOP B-pyramid H.264 mkv']
-    cfg = parse_config(os.path.join(ROOT, 'slowfast.yaml'), ['TRAIN.min_size=96', 'TRAIN.max_size=112',
-                                                          'TRAIN.target_size=96'])
+    cfg = parse_config(os.path.join(ROOT, 'slowfast.yaml'), ['MODEL.crop_size=96', 'TRAIN.min_size=96',
+                                                          'TRAIN.max_size=112', 'TRAIN.target_size=96'])
     rows = benchmark.bench_decoders({c: real_world[c][0] for c in cases}, cfg, clips=4, repeats=1)
     got = {(r['video'], r['decoder']): r for r in rows}
     assert set(got) == {(c, d) for c in cases for d in benchmark.DECODERS}

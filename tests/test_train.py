@@ -82,9 +82,9 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_weights(demo_lists, tm
     for path in list(killed.glob('*.pdparams')) + list(killed.glob('*.pdopt')):
         paddle.load(str(path))  # whatever the kills interrupted, no file under a final name is truncated
     time.sleep(1.1)  # VisualDL names its files by the second
-    log = run_train(demo_lists, killed, '--resume', 'True', '--use_visualdl', 'True', '--vd_logdir', tmp_path / 'vd',
-                    epochs=3)
-    assert 'resumed from' in log and 'slowfast_epoch1' in log
+    log = run_train(demo_lists, killed, '--resume', '--use_visualdl', 'True', '--vd_logdir', tmp_path / 'vd',
+                    '--seed', '5', epochs=3)  # another --seed: the run's own (0) is restored, so the data order holds
+    assert 'resumed from' in log and 'slowfast_epoch1' in log and "--seed 5 ignored" in log and 'seed 0' in log
     from visualdl import LogReader
     last = max((tmp_path / 'vd').glob('vdlrecords.*'), key=os.path.getmtime)
     steps = [r.id for r in LogReader(file_path=str(last)).get_data('scalar', 'train/loss')]
@@ -136,6 +136,12 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
     assert 'loaded 550 tensors; re-initialised 2 (head.projection.weight, head.projection.bias)' in log
     base = weights(tmp_path / 'base' / 'slowfast_epoch0.pdparams')['head.projection.weight']
     assert weights(tmp_path / 'ft' / 'slowfast_epoch0.pdparams')['head.projection.weight'].shape == (base.shape[0], 6)
+
+    # the published file as it is (not converted) matches no backbone tensor: an error, not training from scratch
+    log = run_train(demo_lists, tmp_path / 'unconverted', '--weights', tmp_path / 'published.pdparams', '-o',
+                    'MODEL.num_classes=6', epochs=1, expect=1)
+    assert f'{tmp_path / "published.pdparams"}: only 0 of the model\'s 552 tensors match it' in log
+    assert 'tools/convert_weights.py' in log and not (tmp_path / 'unconverted' / 'slowfast_epoch0.pdparams').exists()
 
     # the README's step 4 as written (the configs' default label map holds the 400 Kinetics names), at tiny size
     train_list, val_list = demo_lists
