@@ -18,20 +18,18 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 import paddle
 
+from atomic import atomic_path
+
 logger = logging.getLogger(__name__)
 
 PREFIX = 'slowfast_epoch'
 
 
 def atomic_save(obj, path: str) -> None:
-    """``paddle.save`` to a temporary name, then rename: ``path`` is complete or absent, never truncated."""
-    tmp = f'{path}.tmp{os.getpid()}'
-    try:
+    """``paddle.save`` through ``atomic.atomic_path``: ``path`` is complete or absent, never truncated, also after a
+    power loss (fsync before the rename)."""
+    with atomic_path(path) as tmp:
         paddle.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def checkpoint_prefix(save_dir: str, epoch: int) -> str:

@@ -8,7 +8,6 @@ per_class_acc), ``video_scores.npy`` (summed view probabilities, rows in list or
 ``confusion_matrix.png``; ends with the original's line ``[EVAL] eval finished, avg_acc1= X, avg_acc5= Y``.
 Ranks split the videos (no padding), so any number of ranks gives the same scores.
 """
-import json
 import logging
 import os
 import sys
@@ -16,6 +15,7 @@ import sys
 import numpy as np
 
 import distributed
+from atomic import atomic_path, write_json
 from config_utils import log_config, parse_args, setup_logging
 from kinetics_dataset import KineticsMultiViewDataset, ListError, model_inputs, read_label_map
 from metrics import classification_report, score_videos
@@ -42,7 +42,8 @@ def plot_confusion(matrix: np.ndarray, names, path: str) -> None:
     ax.set_ylabel('true')
     ax.set_title('confusion matrix (rows normalised)')
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format='png')
     plt.close(fig)
 
 
@@ -75,15 +76,15 @@ def main() -> None:
     save_path = args.save_path or (source if cfg.INFER.use_inference else os.path.dirname(os.path.abspath(source)))
     os.makedirs(save_path, exist_ok=True)
     scores = np.where(ok[:, None], sums, np.nan)
-    np.save(os.path.join(save_path, 'video_scores.npy'), scores)
+    with atomic_path(os.path.join(save_path, 'video_scores.npy')) as tmp, open(tmp, 'wb') as f:
+        np.save(f, scores)
     plot_confusion(report['confusion'], names or [str(c) for c in range(cfg.MODEL.num_classes)],
                    os.path.join(save_path, 'confusion_matrix.png'))
     result = {'top1': report['top1'], 'top5': report['top5'], 'num_videos': int(ok.sum()),
               'num_failed': len(failed), 'failed': failed, 'mean_class_acc': report['mean_class_acc'],
               'per_class_acc': report['per_class_acc'], 'weights': source, 'filelist': t.filelist,
               'views_per_video': dataset.num_views}
-    with open(os.path.join(save_path, 'eval_result.json'), 'w') as f:
-        json.dump(result, f, indent=1)
+    write_json(os.path.join(save_path, 'eval_result.json'), result)
     logger.info('%d videos evaluated, %d failed; mean class accuracy %.5f; results in %s', ok.sum(), len(failed),
                 report['mean_class_acc'], save_path)
     logger.info('[EVAL] eval finished, avg_acc1= %s, avg_acc5= %s (%d videos evaluated, %d failed)', report['top1'],

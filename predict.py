@@ -9,7 +9,6 @@
 the mean probability over the views), plus ``top1_label`` and ``top5_labels`` with ``DATA.label_map``. An input that
 cannot be decoded gets ``{"video_id", "error"}`` instead; the exit status is then 1.
 """
-import json
 import logging
 import os
 import sys
@@ -18,6 +17,7 @@ from typing import List, Tuple
 import numpy as np
 
 import distributed
+from atomic import write_json
 from config_utils import build_parser, log_config, parse_args, setup_logging
 from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, ListError, model_inputs, parse_video_list,
                               read_label_map)
@@ -97,9 +97,7 @@ def main() -> int:
     save_path = args.save_path or i.save_path
     os.makedirs(save_path, exist_ok=True)
     out = os.path.join(save_path, 'result.json')
-    with open(out + '.part', 'w') as f:
-        json.dump(results, f, indent=1)
-    os.replace(out + '.part', out)
+    write_json(out, results)
     bad = sum('error' in r for r in results)
     logger.info('[INFER] infer finished, results saved in %s (%d videos, %d failed)', out, len(results), bad)
     return 1 if bad else 0

@@ -15,6 +15,8 @@ import av.video.reformatter
 import cv2
 import numpy as np
 
+from atomic import atomic_path
+
 logger = logging.getLogger(__name__)
 
 
@@ -370,7 +372,7 @@ CODECS = {'.mp4': 'libx264', '.mkv': 'libx264', '.webm': 'libvpx-vp9', '.avi': '
 def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 23) -> int:
     """Encode RGB uint8 frames ``[H, W, 3]`` (even H and W) to ``path``; the codec follows the extension.
 
-    Writes to a temporary name and renames at the end, so an interrupted write leaves no half file under ``path``.
+    Written through ``atomic.atomic_path``: an interrupted write leaves no half file under ``path``.
     Returns the number of frames written.
     """
     import av  # only the tools and tests write video
@@ -378,9 +380,8 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 
     ext = os.path.splitext(path)[1].lower()
     if ext not in CODECS:
         raise ValueError(f'cannot choose a codec for {path}: use one of {sorted(CODECS)}')
-    tmp = f'{path}.part{os.getpid()}{ext}'
     count = 0
-    try:
+    with atomic_path(path, keep_extension=True) as tmp:  # PyAV picks the container by the extension
         with av.open(tmp, mode='w') as container:
             stream = container.add_stream(CODECS[ext], rate=_fps_fraction(fps))
             stream.pix_fmt = 'yuv420p'
@@ -394,10 +395,6 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format='rgb24')))
                 count += 1
             container.mux(stream.encode())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return count
 
 

@@ -13,7 +13,6 @@ with tools/resize_videos.py makes it clean). The cleaned list keeps the kept lin
 Exit status: 0 when the check ran (1 with ``--strict`` when any video was dropped), 2 for a bad list or argument.
 """
 import argparse
-import json
 import logging
 import os
 import sys
@@ -22,6 +21,7 @@ from typing import Optional, Tuple
 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from atomic import atomic_path, write_json  # noqa: E402
 from config_utils import ConfigError, parse_config, setup_logging  # noqa: E402
 from kinetics_dataset import ListError, parse_video_list  # noqa: E402
 from video_io import VideoError, VideoReader, map_videos  # noqa: E402
@@ -83,14 +83,12 @@ def main(argv=None) -> int:
             damaged.append({'path': entry.path, 'line': entry.line, 'frames': frames, 'packets': promised})
             logger.warning('%s:%d %s: %d frames decode, its packets promise %d (damaged packets; kept)',
                            args.list, entry.line, entry.path, frames, promised)
-    tmp = out + '.part'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        f.writelines(line + '\n' for line in kept)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.writelines(line + '\n' for line in kept)
     if args.report:
-        with open(args.report, 'w') as f:
-            json.dump({'list': args.list, 'checked': len(entries), 'kept': len(kept), 'dropped': dropped,
-                       'short': short, 'damaged': damaged}, f, indent=1)
+        write_json(args.report, {'list': args.list, 'checked': len(entries), 'kept': len(kept), 'dropped': dropped,
+                                 'short': short, 'damaged': damaged})
 
     reasons = Counter(d['reason'].split(':')[0] for d in dropped)
     logger.info('checked %d videos: %d kept, %d dropped%s; %d shorter than a clip (kept, last frame repeats); '

@@ -18,6 +18,7 @@ from typing import List, Optional, Tuple
 import cv2
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from atomic import atomic_path  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from kinetics_dataset import NO_LABEL, ListError, parse_video_list  # noqa: E402
 from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, map_videos, scaled_size, write_video  # noqa: E402
@@ -94,9 +95,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         lines.append(r if label == NO_LABEL else f'{r} {label}')
     os.makedirs(dst_root, exist_ok=True)
-    with open(out_list + '.part', 'w', encoding='utf-8') as f:
-        f.writelines(line + '\n' for line in lines)
-    os.replace(out_list + '.part', out_list)
+    with atomic_path(out_list) as tmp:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.writelines(line + '\n' for line in lines)
     done = sum(s == 'done' for s, _ in results)
     skipped = sum(s == 'skipped' for s, _ in results)
     logger.info('%d videos: %d converted, %d already done, %d failed; list: %s', len(jobs), done, skipped, failed,
