@@ -10,6 +10,7 @@ Each file is written to a temporary name and renamed; the ``.pdopt`` is renamed 
 ``.pdopt`` exists is complete, whatever moment the writer was killed at.
 """
 import glob
+import hashlib
 import logging
 import os
 import re
@@ -42,7 +43,8 @@ def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer
     os.makedirs(save_dir, exist_ok=True)
     prefix = checkpoint_prefix(save_dir, epoch)
     atomic_save(model.state_dict(), prefix + '.pdparams')
-    state = {'optimizer': optimizer.state_dict(), 'meta': meta}
+    # the .pdparams stays a plain state dict (what eval, predict and other ports load); the .pdopt records its digest
+    state = {'optimizer': optimizer.state_dict(), 'meta': dict(meta, weights_sha256=file_digest(prefix + '.pdparams'))}
     if scaler is not None:
         state['scaler'] = scaler.state_dict()
     atomic_save(state, prefix + '.pdopt')
@@ -70,6 +72,38 @@ def find_resume_checkpoint(save_dir: str, epoch: Optional[int] = None) -> str:
         raise FileNotFoundError(f'--resume_epoch {epoch}: no complete checkpoint {checkpoint_prefix(save_dir, epoch)}'
                                 f'.pdparams/.pdopt; complete ones: {epochs or "none"}')
     return checkpoint_prefix(save_dir, epoch)
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 22), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that must not be resumed from; the message names the files and the mismatch."""
+
+
+def check_resumable(prefix: str, model_config: Dict) -> Dict:
+    """The checkpoint's ``meta`` after checking that its two files belong together (the ``.pdopt`` records the
+    ``.pdparams`` digest: a crash between the renames, or files of two runs, are refused) and that it was trained
+    with the same ``MODEL`` keys as ``model_config``; CheckpointError naming what differs."""
+    meta = read_checkpoint_meta(prefix)
+    recorded = meta.get('weights_sha256')
+    if recorded is not None and recorded != file_digest(prefix + '.pdparams'):
+        raise CheckpointError(f'{prefix}.pdparams is not the one {prefix}.pdopt was written with (another run\'s, '
+                              'or a crash between the two renames): remove both or resume an earlier epoch with '
+                              '--resume_epoch')
+    theirs = (meta.get('config') or {}).get('MODEL', {})
+    differ = sorted(k for k in set(theirs) | set(model_config) if theirs.get(k) != model_config.get(k))
+    if theirs and differ:
+        raise CheckpointError(f'{prefix} was trained with other MODEL keys: ' + ', '.join(
+            f'{k} {theirs.get(k)!r} (now {model_config.get(k)!r})' for k in differ) +
+            ': use another --save_dir, or the same MODEL settings')
+    return meta
 
 
 def read_checkpoint_meta(prefix: str) -> Dict:

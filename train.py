@@ -19,8 +19,8 @@ import paddle
 import paddle.nn.functional as F
 
 import distributed
-from checkpoint import (WeightsError, find_resume_checkpoint, load_checkpoint, load_weights, read_checkpoint_meta,
-                        save_checkpoint)
+from checkpoint import (CheckpointError, WeightsError, check_resumable, find_resume_checkpoint, load_checkpoint,
+                        load_weights, save_checkpoint)
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from kinetics_dataset import UNDECODABLE, KineticsDataset, ListError, model_inputs
 from lr_policy import WarmupCosineLR
@@ -142,7 +142,7 @@ def main() -> None:
             logger.warning('%s: starting from scratch', error)
     seed = args.seed
     if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
-        seed = read_checkpoint_meta(prefix).get('seed', args.seed)
+        seed = check_resumable(prefix, cfg.MODEL).get('seed', args.seed)
         if seed != args.seed:
             logger.warning('--seed %d ignored: resuming %s continues its run\'s seed %d', args.seed, prefix, seed)
     paddle.seed(seed)
@@ -275,6 +275,6 @@ def main() -> None:
 if __name__ == '__main__':
     try:
         main()
-    except (FileNotFoundError, ListError, FloatingPointError, WeightsError) as error:  # the user's to fix
+    except (FileNotFoundError, ListError, FloatingPointError, WeightsError, CheckpointError) as error:  # the user's
         logger.error('%s', error)
         sys.exit(1)

@@ -58,7 +58,9 @@ def test_resume_restores_model_optimizer_and_schedule(tiny_cfg, tmp_path):
     sched2 = WarmupCosineLR(tiny_cfg, 10)
     opt2 = paddle.optimizer.Momentum(learning_rate=sched2, parameters=other.parameters(), use_nesterov=True)
     meta = load_checkpoint(find_resume_checkpoint(str(tmp_path)), other, opt2)
-    assert meta == {'epoch': 4, 'global_step': 13} and sched2.last_epoch == 13 and sched2() == sched()
+    assert {k: meta[k] for k in ('epoch', 'global_step')} == {'epoch': 4, 'global_step': 13}
+    assert len(meta['weights_sha256']) == 64  # the digest of the .pdparams it belongs with
+    assert sched2.last_epoch == 13 and sched2() == sched()
     for key, value in model.state_dict().items():
         assert np.array_equal(value.numpy(), other.state_dict()[key].numpy()), key
     with pytest.raises(FileNotFoundError, match=r'--resume_epoch 2: .* complete ones: \[4\]'):
@@ -85,3 +87,28 @@ def test_load_weights_strict_names_the_mismatch_and_finetune_reports(tiny_cfg, t
                           model.state_dict()['s2.pathway0_res0.branch2.a.weight'].numpy())
     with pytest.raises(FileNotFoundError, match='weights not found: .*nope.pdparams'):
         load_weights(other, str(tmp_path / 'nope'))
+
+
+def test_resume_refuses_a_pair_of_files_that_do_not_belong_together(tiny_cfg, tmp_path):
+    from checkpoint import CheckpointError, atomic_save, check_resumable
+
+    model = build_model(tiny_cfg)
+    opt = paddle.optimizer.Momentum(parameters=model.parameters())
+    meta = {'epoch': 0, 'config': {'MODEL': dict(tiny_cfg.MODEL)}}
+    prefix = save_checkpoint(str(tmp_path), 0, model, opt, meta)
+    assert check_resumable(prefix, tiny_cfg.MODEL)['epoch'] == 0
+    other = {k: v + 1 if v.dtype == paddle.float32 else v for k, v in model.state_dict().items()}
+    atomic_save(other, prefix + '.pdparams')  # e.g. a crash between the two renames of the next save
+    with pytest.raises(CheckpointError, match=r'slowfast_epoch0\.pdparams is not the one .*slowfast_epoch0\.pdopt'):
+        check_resumable(prefix, tiny_cfg.MODEL)
+
+
+def test_resume_refuses_a_checkpoint_trained_with_other_model_keys(tiny_cfg, tmp_path):
+    from checkpoint import CheckpointError, check_resumable
+
+    model = build_model(tiny_cfg)
+    opt = paddle.optimizer.Momentum(parameters=model.parameters())
+    prefix = save_checkpoint(str(tmp_path), 3, model, opt, {'epoch': 3, 'config': {'MODEL': dict(tiny_cfg.MODEL)}})
+    changed = dict(tiny_cfg.MODEL, width_per_group=16, dropout_rate=0.1)
+    with pytest.raises(CheckpointError, match=r"dropout_rate 0\.5 \(now 0\.1\), width_per_group 8 \(now 16\)"):
+        check_resumable(prefix, changed)

@@ -189,5 +189,7 @@ def test_resume_edge_cases_and_bad_batch(demo_lists, tmp_path):
     assert 'no complete checkpoint' in log and 'starting from scratch' in log
     log = run_train(demo_lists, tmp_path / 'empty', '--resume_epoch', '5', epochs=1, expect=1)
     assert '--resume_epoch 5: no complete checkpoint' in log and 'complete ones: [0]' in log
+    log = run_train(demo_lists, tmp_path / 'empty', '--resume', '-o', 'MODEL.dropout_rate=0.2', epochs=2, expect=1)
+    assert 'slowfast_epoch0 was trained with other MODEL keys: dropout_rate 0.5 (now 0.2)' in log
     log = run_train(demo_lists, tmp_path / 'b', '-o', 'TRAIN.accumulate_steps=3', expect=1)
     assert 'TRAIN.batch_size (4) must be divisible by 3' in log
