@@ -6,7 +6,8 @@ import paddle
 import pytest
 
 import kinetics_dataset
-from kinetics_dataset import (NO_LABEL, UNDECODABLE, KineticsDataset, KineticsMultiViewDataset, ListError, channels_first, clip_frame_indices, crop_offset, model_inputs, normalize_batch,
+from kinetics_dataset import (NO_LABEL, UNDECODABLE, KineticsDataset, KineticsMultiViewDataset, ListError,
+                              channels_first, clip_frame_indices, crop_offset, model_inputs, normalize_batch,
                               pack_pathways, read_video_list)
 from video_io import VideoReader, scaled_size
 
