@@ -194,9 +194,13 @@ def main() -> None:
                 logits = parallel_model(model_inputs(slow, fast, cfg))
                 loss = F.cross_entropy(logits.astype('float32'), labels)
             loss_value = loss.item()
-            if not math.isfinite(loss_value):
-                raise FloatingPointError(f'loss is {loss_value} at epoch {epoch}, iteration {it}: stopping before '
-                                         'any checkpoint of it is written (lower TRAIN.base_lr?)')
+            # every rank learns of a non-finite loss on any rank in the same step and stops with the same message,
+            # instead of waiting in the next all-reduce for a rank that has exited (on GPUs, until NCCL times out)
+            first_bad = world - distributed.all_reduce_max(0.0 if math.isfinite(loss_value) else world - rank, world)
+            if first_bad < world:
+                raise FloatingPointError(f'loss is not finite on rank {int(first_bad)} at epoch {epoch}, iteration '
+                                         f'{it}: stopping every rank before any checkpoint of it is written (lower '
+                                         'TRAIN.base_lr?)')
             scaled = loss / t.accumulate_steps
             (scaler.scale(scaled) if scaler else scaled).backward()
             if (it + 1) % t.accumulate_steps == 0:

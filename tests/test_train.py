@@ -116,7 +116,20 @@ def test_two_cpu_processes_through_run_train_multi(demo_lists, tmp_path):
 def test_nan_loss_stops_without_a_checkpoint(demo_lists, tmp_path):
     log = run_train(demo_lists, tmp_path / 'ck', '-o', 'TRAIN.base_lr=1e30', '-o', 'TRAIN.warmup_start_lr=1e30',
                     expect=1)
-    assert 'loss is nan at epoch 0, iteration' in log or 'loss is inf at epoch 0, iteration' in log
+    assert 'loss is not finite on rank 0 at epoch 0, iteration' in log
+    assert not list((tmp_path / 'ck').glob('*.pdparams'))
+
+
+def test_a_nan_loss_stops_every_rank_with_the_same_message(demo_lists, tmp_path):
+    overrides = [a for o in tiny_train_overrides(*demo_lists, epochs=1) for a in ('-o', o)]
+    result = subprocess.run(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir', str(tmp_path / 'ck')] +
+                            overrides + ['-o', 'TRAIN.base_lr=1e30', '-o', 'TRAIN.warmup_start_lr=1e30'],
+                            capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env=dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs')))
+    assert result.returncode != 0
+    messages = [re.findall(r'loss is not finite on rank \d at epoch 0, iteration \d+: stopping every rank',
+                           (tmp_path / 'logs' / f'workerlog.{r}').read_text()) for r in range(2)]
+    assert messages[0] and messages[0] == messages[1], messages  # each rank stopped by itself, at the same step
     assert not list((tmp_path / 'ck').glob('*.pdparams'))
 
 
