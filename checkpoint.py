@@ -61,6 +61,11 @@ def complete_epochs(save_dir: str) -> List[int]:
     return sorted(epochs)
 
 
+def complete_epoch(prefix: str) -> int:
+    """The epoch of a checkpoint prefix (``.../slowfast_epoch7`` -> 7)."""
+    return int(os.path.basename(prefix)[len(PREFIX):])
+
+
 def find_resume_checkpoint(save_dir: str, epoch: Optional[int] = None) -> str:
     """Prefix of the newest complete checkpoint (or of ``epoch``); FileNotFoundError naming what is missing."""
     epochs = complete_epochs(save_dir)

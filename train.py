@@ -13,14 +13,15 @@ import math
 import os
 import sys
 import time
+from typing import Optional
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 import distributed
-from checkpoint import (CheckpointError, WeightsError, check_resumable, find_resume_checkpoint, load_checkpoint,
-                        load_weights, save_checkpoint)
+from checkpoint import (CheckpointError, WeightsError, check_resumable, checkpoint_prefix, complete_epoch,
+                        find_resume_checkpoint, load_checkpoint, load_weights, save_checkpoint)
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from kinetics_dataset import UNDECODABLE, KineticsDataset, ListError, model_inputs
 from lr_policy import WarmupCosineLR
@@ -108,6 +109,39 @@ def validate(model: paddle.nn.Layer, loader, world: int, cfg: AttrDict):
     return loss_sum / max(count, 1), err1 / max(count, 1), err5 / max(count, 1), int(count), int(skipped)
 
 
+def agree_on_resume(args, rank: int, world: int) -> Optional[str]:
+    """The checkpoint every rank resumes from (None: from scratch). Rank 0 picks it (the newest complete one in
+    ``--save_dir``, or ``--resume_epoch``'s) and tells the others, so no rank decides by its own view of the folder;
+    a rank that cannot read it stops every rank with CheckpointError naming the path (``--save_dir`` must be a
+    folder every node sees)."""
+    if not (args.resume or args.resume_epoch is not None):
+        return None
+    epoch = -1.0  # from scratch
+    if rank == 0:
+        try:
+            epoch = float(complete_epoch(find_resume_checkpoint(args.save_dir, args.resume_epoch)))
+        except FileNotFoundError as error:
+            if args.resume_epoch is not None:
+                epoch = -2.0
+                logger.error('%s', error)
+            else:  # a restart loop may always pass --resume
+                logger.warning('%s: starting from scratch', error)
+    epoch = int(distributed.all_reduce_max(epoch if rank == 0 else -3.0, world))
+    if epoch == -2:
+        raise FileNotFoundError(f'--resume_epoch {args.resume_epoch}: no complete checkpoint in {args.save_dir} '
+                                '(as rank 0 sees it)')
+    if epoch < 0:
+        return None
+    prefix = checkpoint_prefix(args.save_dir, epoch)
+    readable = os.path.isfile(prefix + '.pdparams') and os.path.isfile(prefix + '.pdopt')
+    unreadable = distributed.all_reduce_max(0.0 if readable else rank + 1.0, world)
+    if unreadable:
+        raise CheckpointError(f'rank {int(unreadable) - 1} cannot read {os.path.basename(prefix)}.pdparams/.pdopt, '
+                              'which rank 0 resumes from' + ('' if readable else f', in {args.save_dir}') +
+                              ': --save_dir must be a folder every node sees (a shared file system)')
+    return prefix
+
+
 def main() -> None:
     cfg, args = parse_args('train')
     t = cfg.TRAIN
@@ -132,14 +166,7 @@ def main() -> None:
     logger.info('device %s, rank %d of %d, batch %d = %d ranks x %d x %d accumulation steps', device, rank, world,
                 t.batch_size, world, micro_batch, t.accumulate_steps)
 
-    prefix = None
-    if args.resume_epoch is not None:
-        prefix = find_resume_checkpoint(args.save_dir, args.resume_epoch)
-    elif args.resume:
-        try:
-            prefix = find_resume_checkpoint(args.save_dir)
-        except FileNotFoundError as error:  # a restart loop may always pass --resume
-            logger.warning('%s: starting from scratch', error)
+    prefix = agree_on_resume(args, rank, world)
     seed = args.seed
     if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
         seed = check_resumable(prefix, cfg.MODEL).get('seed', args.seed)

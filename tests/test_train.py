@@ -120,6 +120,72 @@ def test_nan_loss_stops_without_a_checkpoint(demo_lists, tmp_path):
     assert not list((tmp_path / 'ck').glob('*.pdparams'))
 
 
+def kill_processes_mentioning(text: str) -> None:
+    """SIGKILL every process whose command line contains ``text``."""
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                if text.encode() in f.read():
+                    os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ProcessLookupError):
+            continue
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        return sock.getsockname()[1]
+
+
+def start_two_nodes(demo_lists, save_dirs, logs, *extra, epochs=2):
+    """``run_train_multi.sh`` twice on this machine, as two nodes of one CPU rank each (MASTER, NNODES=2)."""
+    overrides = [a for o in tiny_train_overrides(*demo_lists, epochs=epochs) for a in ('-o', o)]
+    master = f'127.0.0.1:{free_port()}'
+    return [subprocess.Popen(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir', str(save_dir)] +
+                             overrides + list(extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             cwd=ROOT, start_new_session=True,
+                             env=dict(ENV, USE_GPU='False', NPROC='1', NNODES='2', MASTER=master,
+                                      LOG_DIR=str(logs / f'node{node}')))
+            for node, save_dir in enumerate(save_dirs)]
+
+
+def test_two_nodes_resume_the_checkpoint_rank_0_picks_and_match_one_node(demo_lists, tmp_path):
+    overrides = [a for o in tiny_train_overrides(*demo_lists, epochs=2) for a in ('-o', o)]
+    subprocess.run(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir', str(tmp_path / 'one')] +
+                   overrides, check=True, capture_output=True, timeout=600, cwd=ROOT,
+                   env=dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs_one')))
+    shared = tmp_path / 'shared'
+    nodes = start_two_nodes(demo_lists, [shared, shared], tmp_path / 'logs_a')
+    deadline = time.time() + 300
+    while not (shared / 'slowfast_epoch0.pdopt').exists():  # a node lost after epoch 0: both are stopped
+        assert all(n.poll() is None for n in nodes) and time.time() < deadline
+        time.sleep(0.01)
+    kill_processes_mentioning(str(shared))  # the launchers and their workers (which have sessions of their own)
+    for node in nodes:
+        node.wait()
+    time.sleep(1)
+    assert not (shared / 'slowfast_epoch1.pdopt').exists()
+
+    # node 1 does not see save_dir: every rank stops, naming the path
+    nodes = start_two_nodes(demo_lists, [shared, tmp_path / 'unshared'], tmp_path / 'logs_b', '--resume')
+    assert all(node.wait(timeout=300) != 0 for node in nodes)
+    logs = [(tmp_path / 'logs_b' / f'node{n}' / 'workerlog.0').read_text() for n in range(2)]
+    for log in logs:
+        assert 'rank 1 cannot read slowfast_epoch0.pdparams/.pdopt, which rank 0 resumes from' in log
+    assert f'in {tmp_path / "unshared"}: --save_dir must be a folder every node sees' in logs[1]
+
+    nodes = start_two_nodes(demo_lists, [shared, shared], tmp_path / 'logs_c', '--resume')
+    assert all(node.wait(timeout=300) == 0 for node in nodes)
+    logs = [(tmp_path / 'logs_c' / f'node{n}' / 'workerlog.0').read_text() for n in range(2)]
+    assert f'resumed from {shared / "slowfast_epoch0"}' in logs[0]  # (the other ranks log warnings only)
+    state = re.findall(r'max parameter and buffer difference to rank 0 is (\S+)', logs[0])
+    assert state and float(state[-1]) == 0.0  # both nodes hold the same model
+    a, b = weights(tmp_path / 'one' / 'slowfast_epoch1.pdparams'), weights(shared / 'slowfast_epoch1.pdparams')
+    assert max(float(np.abs(a[k] - b[k]).max()) for k in a) <= 1e-5  # = one node with two ranks, uninterrupted
+
+
 def test_a_nan_loss_stops_every_rank_with_the_same_message(demo_lists, tmp_path):
     overrides = [a for o in tiny_train_overrides(*demo_lists, epochs=1) for a in ('-o', o)]
     result = subprocess.run(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir', str(tmp_path / 'ck')] +
