@@ -306,6 +306,6 @@ def main() -> None:
 if __name__ == '__main__':
     try:
         main()
-    except (FileNotFoundError, ListError, FloatingPointError, WeightsError, CheckpointError) as error:  # the user's
-        logger.error('%s', error)
+    except (FileNotFoundError, ListError, FloatingPointError, WeightsError, CheckpointError) as error:
+        logger.error('%s', error)  # the user's to fix: no traceback
         sys.exit(1)
