@@ -4,7 +4,8 @@ A checkpoint of epoch N (0-indexed, the original's names) is two files in ``save
 
     slowfast_epoch{N}.pdparams   the model's state_dict (what eval.py / predict.py / fine-tuning load)
     slowfast_epoch{N}.pdopt      {'optimizer': optimizer state with the LR scheduler's, 'meta': epoch, global step,
-                                  RNG states, best validation accuracy, the config used}
+                                  seed, best validation accuracy, the config used, the .pdparams' SHA-256;
+                                  'scaler': the float16 loss scaler's state (AMP runs)}
 
 Each file is written to a temporary name and renamed; the ``.pdopt`` is renamed last, so a checkpoint whose
 ``.pdopt`` exists is complete, whatever moment the writer was killed at.
@@ -103,7 +104,8 @@ def check_resumable(prefix: str, model_config: Dict) -> Dict:
                               'or a crash between the two renames): remove both or resume an earlier epoch with '
                               '--resume_epoch')
     theirs = (meta.get('config') or {}).get('MODEL', {})
-    differ = sorted(k for k in set(theirs) | set(model_config) if theirs.get(k) != model_config.get(k))
+    # keys on both sides only: a key the checkpoint lacks was added to the schema since, with the old behaviour
+    differ = sorted(k for k in theirs if k in model_config and theirs[k] != model_config[k])
     if theirs and differ:
         raise CheckpointError(f'{prefix} was trained with other MODEL keys: ' + ', '.join(
             f'{k} {theirs.get(k)!r} (now {model_config.get(k)!r})' for k in differ) +
