@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Data-parallel training: 8 GPUs by default (CUDA_VISIBLE_DEVICES honoured), or NPROC CPU processes (gloo) with
-# USE_GPU=False. Per-rank logs go to $LOG_DIR/workerlog.N. Several nodes: MASTER=ip:port NNODES=N on each.
+# USE_GPU=False. Per-rank logs go to $LOG_DIR/workerlog.N. Several nodes: MASTER=ip:port NNODES=N NODE_RANK=i on each.
 #   bash run_train_multi.sh [extra train.py arguments]
 #   USE_GPU=False NPROC=2 bash run_train_multi.sh -o TRAIN.epoch=1
 set -euo pipefail

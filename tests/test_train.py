@@ -147,7 +147,7 @@ def start_two_nodes(demo_lists, save_dirs, logs, *extra, epochs=2):
                              overrides + list(extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                              cwd=ROOT, start_new_session=True,
                              env=dict(ENV, USE_GPU='False', NPROC='1', NNODES='2', MASTER=master,
-                                      LOG_DIR=str(logs / f'node{node}')))
+                                      NODE_RANK=str(node), LOG_DIR=str(logs / f'node{node}')))
             for node, save_dir in enumerate(save_dirs)]
 
 

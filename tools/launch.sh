@@ -1,7 +1,8 @@
 # Sourced by run_*_multi.sh: builds "${launch[@]}", the paddle.distributed.launch command for this machine.
 #   USE_GPU=True (default): the GPUs of CUDA_VISIBLE_DEVICES (default 0,...,7), NCCL.
 #   USE_GPU=False: NPROC CPU processes (default 2), gloo.
-#   MASTER=ip:port NNODES=N: several nodes (run the script on each).  LOG_DIR: per-rank logs (default logs).
+#   MASTER=ip:port NNODES=N: several nodes (run the script on each; NODE_RANK=i on node i fixes their order).
+#   LOG_DIR: per-rank logs (default logs).
 USE_GPU=${USE_GPU:-True}
 launch=(python -m paddle.distributed.launch --log_dir "${LOG_DIR:-logs}")
 case "$USE_GPU" in
@@ -14,4 +15,7 @@ case "$USE_GPU" in
 esac
 if [ -n "${MASTER:-}" ]; then
     launch+=(--master "$MASTER" --nnodes "${NNODES:-1}")
+    if [ -n "${NODE_RANK:-}" ]; then  # node 0 hosts rank 0 (without it, nodes are numbered as they join)
+        launch+=(--rank "$NODE_RANK")
+    fi
 fi
