@@ -251,13 +251,13 @@ class OpenCVFrameSeeker:
     def read(self, indices: np.ndarray, short_side: Optional[int] = None) -> np.ndarray:
         first, last = int(indices[0]), int(indices[-1])  # sorted, as clip indices are
         position = first if first > 0 and self.cap.set(cv2.CAP_PROP_POS_FRAMES, first) else 0
-        kept = {}
+        kept, wanted = {}, set(indices.tolist())
         for index in range(position, last + 1):
             if not self.cap.grab():
                 if index < self.num_frames - max(3, self.num_frames // 50):
                     raise VideoError(self.path, f'stream ends at frame {index} of {self.num_frames} declared')
                 break
-            if index in set(indices.tolist()):
+            if index in wanted:
                 frame = self.cap.retrieve()[1]
                 if short_side:
                     height, width = scaled_size(frame.shape[0], frame.shape[1], short_side)
