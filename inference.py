@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import paddle
 
+from atomic import fsync_dir, fsync_file
 from config_utils import AttrDict
 
 logger = logging.getLogger(__name__)
@@ -41,6 +42,9 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
         paddle.jit.save(model, os.path.join(tmp, NAME), input_spec=[spec])
         with open(os.path.join(tmp, 'export.json'), 'w') as f:
             json.dump(meta, f, indent=1)
+        for name in os.listdir(tmp):  # on disk before the rename makes them visible (atomic.py's rule)
+            fsync_file(os.path.join(tmp, name))
+        fsync_dir(tmp)
         if os.path.isdir(save_dir):  # replace an older export as a whole
             old = f'{save_dir}.old{os.getpid()}'
             os.replace(save_dir, old)
@@ -48,6 +52,7 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
             shutil.rmtree(old)
         else:
             os.replace(tmp, save_dir)
+        fsync_dir(os.path.dirname(save_dir))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return meta
