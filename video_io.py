@@ -76,6 +76,7 @@ class VideoReader:
         codec = self.stream.codec_context
         self.height, self.width = codec.height, codec.width  # as coded; frames come turned upright (to_bgr)
         self.pts: Optional[np.ndarray] = None  # presentation timestamps of frames 0..n-1; None: sequential mode
+        self._count = 0  # frames: len(self.pts), or the decoded count in sequential mode
         self.keyframes = np.zeros(0, dtype=np.int64)  # timestamps of the keyframe packets, sorted
         self._known: Optional[frozenset] = None  # the set of self.pts, for membership tests
         try:
@@ -119,11 +120,9 @@ class VideoReader:
             pass  # a damaged tail: the packets before it are indexed; reads check the rest against the decode
         self.keyframes = np.unique(np.asarray(keyframes, dtype=np.int64))
         if starts_with_keyframe and pts and None not in pts and len(set(pts)) == len(pts):
-            self.pts = np.sort(np.asarray(pts, dtype=np.int64))
-            self.mode = 'packets'
+            self._use_index(np.sort(np.asarray(pts, dtype=np.int64)), 'packets', len(pts))
         else:  # no timestamps, repeated ones, or frames before the first keyframe: only a decode can tell
             self._index_by_decoding()
-        self._set_fps()
 
     def _index_by_decoding(self) -> None:
         """The truth, at the cost of a full decode: the timestamps of every frame FFmpeg outputs, in order."""
@@ -131,18 +130,20 @@ class VideoReader:
         decoded = [frame.pts for frame in self._decode_from_here()]
         if not decoded:
             raise VideoError(self.path, 'no frame decodes')
-        increasing = None not in decoded and all(a < b for a, b in zip(decoded, decoded[1:]))
-        self._known = None
-        if increasing:
-            self.pts = np.asarray(decoded, dtype=np.int64)
-            self.mode = 'decoded'
+        if None not in decoded and all(a < b for a, b in zip(decoded, decoded[1:])):
+            self._use_index(np.asarray(decoded, dtype=np.int64), 'decoded', len(decoded))
         else:  # frames are known only by their place in the decode
-            self.pts, self.keyframes, self.mode = None, np.zeros(0, dtype=np.int64), 'sequential'
-        self._count = len(decoded)
+            self.keyframes = np.zeros(0, dtype=np.int64)
+            self._use_index(None, 'sequential', len(decoded))
+
+    def _use_index(self, pts: Optional[np.ndarray], mode: str, count: int) -> None:
+        """Adopt an index (the frames' timestamps, None in sequential mode) and the rate that follows from it."""
+        self.pts, self.mode, self._count, self._known = pts, mode, count, None
+        self._set_fps()
 
     @property
     def num_frames(self) -> int:
-        return len(self.pts) if self.pts is not None else self._count
+        return self._count
 
     def _declared_rate(self) -> Optional[float]:
         """The stream's average frame rate as the container declares it (else FFmpeg's guess), None if absent."""
@@ -209,7 +210,6 @@ class VideoReader:
         if len(indices) == 0 or indices.min() < 0:
             raise ValueError(f'frame indices must be non-negative, got {indices.tolist()}')
         wanted = np.unique(indices)  # sorted
-        out = None
         try:
             if self.pts is None:
                 out = self._read_sequential(wanted, short_side)
@@ -234,7 +234,6 @@ class VideoReader:
         # decoded from the start, the stream disagrees with the index
         if self.mode == 'packets':
             self._index_by_decoding()
-            self._set_fps()
             raise IndexChanged(f'{self.path}: {problem}; indexed again by decoding: {self.num_frames} frames')
         raise VideoError(self.path, f'the decode is not repeatable: {problem}')
 

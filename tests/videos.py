@@ -10,6 +10,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 
+from make_hard_videos import ffmpeg, hard_videos
 from video_io import write_video
 
 BITS = 16
@@ -47,17 +48,10 @@ def write_index_video(path: str, num_frames: int, fps: float = 30.0, height: int
 
 # ---- videos encoded the way real files are ------------------------------------------------------------------------
 
-def ffmpeg(*args: str) -> None:
-    """Run the ffmpeg command-line tool (Debian's ``ffmpeg`` package; .ci/run installs it)."""
-    subprocess.run(['ffmpeg', '-nostdin', '-loglevel', 'error', '-y', *map(str, args)], check=True)
-
-
 def real_world_videos(folder: str) -> Dict[str, str]:
     """``{case: path}``: an index-coded 10 s source cut, re-muxed and re-encoded by the ffmpeg tool the ways real
     files come (tools/make_hard_videos.py; the tool is another FFmpeg build than the one this project decodes with).
     Their truth is ``decoded_indices``: a full sequential decode by the same tool."""
-    from make_hard_videos import hard_videos
-
     os.makedirs(folder, exist_ok=True)
     source = write_index_video(os.path.join(folder, 'source.mp4'), 300)  # x264 defaults: 250-frame GOPs, B-frames
     return hard_videos(source, folder)
