@@ -1,18 +1,23 @@
 """Checkpoint IO: atomic saves, finding the newest complete checkpoint, resuming, and loading weights.
 
-A checkpoint of epoch N (0-indexed, the original's names) is two files in ``save_dir``:
+A checkpoint is two files in ``save_dir``; ``slowfast_epoch{N}`` (N 0-indexed, the original's names) holds the model
+after epoch N, ``slowfast_epoch{N}_iter{I}`` the model in the middle of epoch N, after its first I iterations
+(batches per rank): written when a run is stopped by a signal, or every ``TRAIN.checkpoint_every_steps``.
 
-    slowfast_epoch{N}.pdparams   the model's state_dict (what eval.py / predict.py / fine-tuning load)
-    slowfast_epoch{N}.pdopt      {'optimizer': optimizer state with the LR scheduler's, 'meta': epoch, global step,
-                                  seed, best validation accuracy, the config used, the .pdparams' SHA-256;
-                                  'scaler': the float16 loss scaler's state (AMP runs)}
+    PREFIX.pdparams   the model's state_dict (what eval.py / predict.py / fine-tuning load)
+    PREFIX.pdopt      {'optimizer': optimizer state with the LR scheduler's, 'meta': epoch, iteration (mid-epoch),
+                       global step, seed, best validation accuracy, the config used, the .pdparams' SHA-256;
+                       'scaler': the float16 loss scaler's state (AMP runs); mid-epoch: 'meta.progress' (each rank's
+                       epoch meters) and, from several ranks, 'rank_state' (each rank's BN statistics)}
 
 Each file is written to a temporary name and renamed; the ``.pdopt`` is renamed last, so a checkpoint whose
-``.pdopt`` exists is complete, whatever moment the writer was killed at.
+``.pdopt`` exists is complete, whatever moment the writer was killed at. A mid-epoch checkpoint is removed once a
+later checkpoint is written.
 """
 import glob
 import hashlib
 import logging
+import math
 import os
 import re
 from typing import Dict, List, Optional, Tuple
@@ -21,10 +26,12 @@ import numpy as np
 import paddle
 
 from atomic import atomic_path
+from errors import CheckpointError, WeightsError
 
 logger = logging.getLogger(__name__)
 
 PREFIX = 'slowfast_epoch'
+Position = Tuple[int, Optional[int]]  # (epoch, iterations done in it); iteration None: the epoch is complete
 
 
 def atomic_save(obj, path: str) -> None:
@@ -34,50 +41,83 @@ def atomic_save(obj, path: str) -> None:
         paddle.save(obj, tmp)
 
 
-def checkpoint_prefix(save_dir: str, epoch: int) -> str:
-    return os.path.join(save_dir, f'{PREFIX}{epoch}')
+def checkpoint_prefix(save_dir: str, epoch: int, iteration: Optional[int] = None) -> str:
+    return os.path.join(save_dir, f'{PREFIX}{epoch}' + ('' if iteration is None else f'_iter{iteration}'))
 
 
-def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
-                    meta: Dict, scaler: Optional[paddle.amp.GradScaler] = None) -> str:
-    """Write the checkpoint of ``epoch`` atomically (with the float16 loss scaler's state); returns its prefix."""
-    os.makedirs(save_dir, exist_ok=True)
-    prefix = checkpoint_prefix(save_dir, epoch)
-    atomic_save(model.state_dict(), prefix + '.pdparams')
-    # the .pdparams stays a plain state dict (what eval, predict and other ports load); the .pdopt records its digest
-    state = {'optimizer': optimizer.state_dict(), 'meta': dict(meta, weights_sha256=file_digest(prefix + '.pdparams'))}
-    if scaler is not None:
-        state['scaler'] = scaler.state_dict()
-    atomic_save(state, prefix + '.pdopt')
-    return prefix
+def checkpoint_position(prefix: str) -> Position:
+    """``.../slowfast_epoch7`` -> (7, None); ``.../slowfast_epoch7_iter120`` -> (7, 120)."""
+    match = re.fullmatch(rf'{PREFIX}(\d+)(?:_iter(\d+))?', os.path.basename(prefix))
+    if not match:
+        raise CheckpointError(f'{prefix}: not a checkpoint name ({PREFIX}N or {PREFIX}N_iterI)')
+    return int(match.group(1)), None if match.group(2) is None else int(match.group(2))
+
+
+def _order(position: Position) -> Tuple[int, float]:
+    epoch, iteration = position
+    return epoch, math.inf if iteration is None else iteration
+
+
+def complete_checkpoints(save_dir: str) -> List[Position]:
+    """Positions of the complete checkpoints in ``save_dir``, oldest first."""
+    positions = []
+    for path in glob.glob(os.path.join(save_dir, f'{PREFIX}*.pdopt')):
+        prefix = path[:-len('.pdopt')]
+        try:
+            position = checkpoint_position(prefix)
+        except CheckpointError:  # another file that happens to share the prefix
+            continue
+        if os.path.isfile(prefix + '.pdparams'):
+            positions.append(position)
+    return sorted(positions, key=_order)
 
 
 def complete_epochs(save_dir: str) -> List[int]:
-    """Epochs with a complete checkpoint in ``save_dir``, ascending."""
-    epochs = []
-    for path in glob.glob(os.path.join(save_dir, f'{PREFIX}*.pdopt')):
-        match = re.fullmatch(rf'{PREFIX}(\d+)\.pdopt', os.path.basename(path))
-        if match and os.path.isfile(path[:-len('.pdopt')] + '.pdparams'):
-            epochs.append(int(match.group(1)))
-    return sorted(epochs)
-
-
-def complete_epoch(prefix: str) -> int:
-    """The epoch of a checkpoint prefix (``.../slowfast_epoch7`` -> 7)."""
-    return int(os.path.basename(prefix)[len(PREFIX):])
+    """Epochs with a complete end-of-epoch checkpoint in ``save_dir``, ascending."""
+    return [epoch for epoch, iteration in complete_checkpoints(save_dir) if iteration is None]
 
 
 def find_resume_checkpoint(save_dir: str, epoch: Optional[int] = None) -> str:
-    """Prefix of the newest complete checkpoint (or of ``epoch``); FileNotFoundError naming what is missing."""
-    epochs = complete_epochs(save_dir)
+    """Prefix of the newest complete checkpoint, mid-epoch ones included (or of the end of ``epoch``);
+    CheckpointError naming what is missing."""
     if epoch is None:
-        if not epochs:
-            raise FileNotFoundError(f'--resume: no complete checkpoint ({PREFIX}N.pdparams + .pdopt) in {save_dir}')
-        epoch = epochs[-1]
-    elif epoch not in epochs:
-        raise FileNotFoundError(f'--resume_epoch {epoch}: no complete checkpoint {checkpoint_prefix(save_dir, epoch)}'
-                                f'.pdparams/.pdopt; complete ones: {epochs or "none"}')
+        positions = complete_checkpoints(save_dir)
+        if not positions:
+            raise CheckpointError(f'--resume: no complete checkpoint ({PREFIX}N.pdparams + .pdopt) in {save_dir}')
+        return checkpoint_prefix(save_dir, *positions[-1])
+    epochs = complete_epochs(save_dir)
+    if epoch not in epochs:
+        raise CheckpointError(f'--resume_epoch {epoch}: no complete checkpoint {checkpoint_prefix(save_dir, epoch)}'
+                              f'.pdparams/.pdopt; complete ones: {epochs or "none"}')
     return checkpoint_prefix(save_dir, epoch)
+
+
+def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
+                    meta: Dict, scaler: Optional[paddle.amp.GradScaler] = None, iteration: Optional[int] = None,
+                    rank_state: Optional[List[Dict[str, np.ndarray]]] = None) -> str:
+    """Write the checkpoint of the end of ``epoch`` (or of its first ``iteration`` iterations) atomically, with the
+    float16 loss scaler's state and each rank's BN statistics when given; then remove every other mid-epoch
+    checkpoint (older ones are superseded, later ones belong to a run resumed from before them). Returns its
+    prefix."""
+    os.makedirs(save_dir, exist_ok=True)
+    prefix = checkpoint_prefix(save_dir, epoch, iteration)
+    atomic_save(model.state_dict(), prefix + '.pdparams')
+    # the .pdparams stays a plain state dict (what eval, predict and other ports load); the .pdopt records its digest
+    meta = dict(meta, epoch=epoch, weights_sha256=file_digest(prefix + '.pdparams'))
+    if iteration is not None:
+        meta['iteration'] = iteration
+    state = {'optimizer': optimizer.state_dict(), 'meta': meta}
+    if scaler is not None:
+        state['scaler'] = scaler.state_dict()
+    if rank_state is not None:
+        state['rank_state'] = rank_state
+    atomic_save(state, prefix + '.pdopt')
+    for position in complete_checkpoints(save_dir):
+        if position[1] is not None and position != (epoch, iteration):
+            old = checkpoint_prefix(save_dir, *position)
+            os.remove(old + '.pdopt')  # first: what is left is incomplete, never taken for a checkpoint
+            os.remove(old + '.pdparams')
+    return prefix
 
 
 def file_digest(path: str) -> str:
@@ -87,10 +127,6 @@ def file_digest(path: str) -> str:
         for block in iter(lambda: f.read(1 << 22), b''):
             digest.update(block)
     return digest.hexdigest()
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that must not be resumed from; the message names the files and the mismatch."""
 
 
 def check_resumable(prefix: str, model_config: Dict) -> Dict:
@@ -119,14 +155,17 @@ def read_checkpoint_meta(prefix: str) -> Dict:
 
 
 def load_checkpoint(prefix: str, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
-                    scaler: Optional[paddle.amp.GradScaler] = None) -> Dict:
-    """Restore model, optimizer (with its LR scheduler) and the float16 loss scaler from a checkpoint; returns its
-    ``meta``."""
+                    scaler: Optional[paddle.amp.GradScaler] = None, rank: int = 0) -> Dict:
+    """Restore model, optimizer (with its LR scheduler) and the float16 loss scaler from a checkpoint, and, from a
+    mid-epoch checkpoint of several ranks, this ``rank``'s own BN statistics (the caller checks that the ranks are
+    the same); returns its ``meta``."""
     model.set_state_dict(paddle.load(prefix + '.pdparams'))
     state = paddle.load(prefix + '.pdopt')
     optimizer.set_state_dict(state['optimizer'])
     if scaler is not None and state.get('scaler'):
         scaler.load_state_dict(state['scaler'])
+    if state.get('rank_state'):
+        model.set_state_dict({**model.state_dict(), **state['rank_state'][rank]})
     return state['meta']
 
 
@@ -138,24 +177,20 @@ def weights_path(path: str) -> str:
 
 
 def read_weights(path: str) -> Dict[str, np.ndarray]:
-    """A ``.pdparams`` state dict (the extension may be left out); FileNotFoundError naming the file."""
+    """A ``.pdparams`` state dict (the extension may be left out); WeightsError naming the file."""
     full = weights_path(path)
     if not os.path.isfile(full):
-        raise FileNotFoundError(f'weights not found: {full}')
+        raise WeightsError(f'weights not found: {full}')
     state = paddle.load(full)
     if not isinstance(state, dict):
-        raise ValueError(f'{full} is not a state dict of named tensors')
+        raise WeightsError(f'{full} is not a state dict of named tensors')
     return state
-
-
-class WeightsError(ValueError):
-    """Weights that do not fit the model; the message names the file and what to do."""
 
 
 def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True) -> Tuple[List[str], List[str], List[str]]:
     """Load ``path`` into ``model``; returns ``(loaded, skipped, reinitialised)`` key lists.
 
-    strict (evaluation): every model key must be in the file with its shape, else ValueError naming the keys.
+    strict (evaluation): every model key must be in the file with its shape, else WeightsError naming the keys.
     Not strict (fine-tuning): matching keys load; keys of the file the model lacks are skipped; head keys missing
     from the file or of another shape (a new class count) keep their fresh initialisation. Every backbone key must
     load: WeightsError otherwise (an unconverted PySlowFast/pytorchvideo/PaddleVideo file matches almost nothing,
@@ -171,7 +206,7 @@ def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True) -> Tupl
                                        for k in reinitialised if k in state],
                     'missing': [k for k in reinitialised if k not in state],
                     'unexpected': skipped}
-        raise ValueError(f'{weights_path(path)} does not fit the model: ' + '; '.join(
+        raise WeightsError(f'{weights_path(path)} does not fit the model: ' + '; '.join(
             f'{what}: {", ".join(keys[:10])}{" ..." if len(keys) > 10 else ""}' for what, keys in problems.items()
             if keys))
     backbone = [k for k in reinitialised if not k.startswith('head.')]

@@ -17,11 +17,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from errors import ConfigError
+
 logger = logging.getLogger(__name__)
-
-
-class ConfigError(ValueError):
-    """A config file, key, value or override that cannot be used."""
 
 
 class AttrDict(dict):
@@ -86,6 +84,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'l2_weight_decay': (float, 1e-4),
         'momentum': (float, 0.9),
         'save_interval': (int, 1),           # checkpoint every N epochs (and after the last)
+        'checkpoint_every_steps': (int, 0),  # also a mid-epoch checkpoint every N optimizer steps (0: none)
         'accumulate_steps': (int, 1),        # gradient accumulation: batch_size is the effective (global) batch
         'use_amp': (bool, False),            # mixed precision on GPU (a logged no-op on CPU)
         'amp_dtype': (str, 'float16'),       # float16 (with loss scaling) or bfloat16
@@ -270,8 +269,9 @@ def check_config(cfg: AttrDict) -> None:
     for section, key in positive:
         if cfg[section][key] <= 0:
             raise ConfigError(f'{section}.{key} must be positive, got {cfg[section][key]}')
-    if cfg.DATA.num_workers < 0:
-        raise ConfigError(f'DATA.num_workers must be >= 0, got {cfg.DATA.num_workers}')
+    for section, key in (('DATA', 'num_workers'), ('TRAIN', 'checkpoint_every_steps')):
+        if cfg[section][key] < 0:
+            raise ConfigError(f'{section}.{key} must be >= 0, got {cfg[section][key]}')
     if cfg.TRAIN.head_lr_scale < 0:
         raise ConfigError(f'TRAIN.head_lr_scale must be >= 0, got {cfg.TRAIN.head_lr_scale}')
     if m.depth not in STAGE_DEPTHS:

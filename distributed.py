@@ -5,11 +5,13 @@ rank 0 of 1.
 """
 import logging
 import os
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
+
+from errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +62,9 @@ def setup(use_gpu: Optional[bool], use_data_parallel: bool) -> Tuple[str, int, i
 
 
 def split_batch(total: int, parts: int, key: str, what: str = 'ranks') -> int:
-    """``total // parts``; ValueError naming ``key`` when the global batch does not divide."""
+    """``total // parts``; ConfigError naming ``key`` when the global batch does not divide."""
     if total % parts:
-        raise ValueError(f'{key} ({total}) must be divisible by {parts} ({what})')
+        raise ConfigError(f'{key} ({total}) must be divisible by {parts} ({what})')
     return total // parts
 
 
@@ -105,9 +107,40 @@ def max_rank_difference(model: paddle.nn.Layer, world: int, trainable_only: bool
     return all_reduce_max(worst, world)
 
 
-def all_reduce_max(value: float, world: int) -> float:
+def all_reduce_max(values, world: int):
+    """Element-wise maximum over ranks of a number (returns a float) or a list of numbers (returns a list)."""
     if world == 1:
-        return value
-    tensor = paddle.to_tensor([value], dtype='float32')
+        return values
+    tensor = paddle.to_tensor(np.atleast_1d(np.asarray(values, dtype=np.float32)))
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor.item()
+    return tensor.numpy().tolist() if isinstance(values, (list, tuple)) else tensor.item()
+
+
+def all_gather_array(array: np.ndarray, world: int) -> np.ndarray:
+    """``[world, *array.shape]``: every rank's ``array`` (same shape and dtype on all), on every rank."""
+    if world == 1:
+        return array[None]
+    gathered = []
+    dist.all_gather(gathered, paddle.to_tensor(array))
+    return np.stack([t.numpy() for t in gathered])
+
+
+def non_trainable_state(model: paddle.nn.Layer) -> Dict[str, paddle.Tensor]:
+    """The state_dict entries no optimizer step touches: buffers and the BN running statistics (Paddle keeps those
+    as parameters that stop gradients)."""
+    trainable = {name for name, p in model.named_parameters() if not p.stop_gradient}
+    return {k: v for k, v in model.state_dict().items() if k not in trainable}
+
+
+def gather_non_trainable_state(model: paddle.nn.Layer, world: int) -> List[Dict[str, np.ndarray]]:
+    """Every rank's ``non_trainable_state`` (which follows each rank's own batches), on every rank."""
+    state = {k: v.numpy() for k, v in non_trainable_state(model).items()}
+    flat = np.concatenate([v.astype(np.float32).ravel() for v in state.values()])
+    ranks = []
+    for row in all_gather_array(flat, world):
+        start, mine = 0, {}
+        for name, value in state.items():
+            mine[name] = row[start:start + value.size].reshape(value.shape).astype(value.dtype)
+            start += value.size
+        ranks.append(mine)
+    return ranks

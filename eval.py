@@ -10,14 +10,14 @@ Ranks split the videos (no padding), so any number of ranks gives the same score
 """
 import logging
 import os
-import sys
 
 import numpy as np
 
 import distributed
 from atomic import atomic_path, write_json
 from config_utils import log_config, parse_args, setup_logging
-from kinetics_dataset import KineticsMultiViewDataset, ListError, model_inputs, read_label_map
+from errors import exit_on_user_error
+from kinetics_dataset import KineticsMultiViewDataset, model_inputs, read_label_map
 from metrics import classification_report, score_videos
 from model import build_scoring_model
 
@@ -47,17 +47,14 @@ def plot_confusion(matrix: np.ndarray, names, path: str) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def main() -> int:
     cfg, args = parse_args('eval')
     setup_logging()  # before setup, which logs
     device, rank, world = distributed.setup(args.use_gpu, args.use_data_parallel)
     log_config(cfg, 'Test')
     t = cfg.TEST
-    try:
-        batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
-        model, source = build_scoring_model(cfg, t.weights, t.target_size, device)
-    except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
-        sys.exit(f'error: {error}')
+    batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
+    model, source = build_scoring_model(cfg, t.weights, t.target_size, device)
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
     dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)
     logger.info('evaluating %s on %d videos x %d views, %d ranks', source, len(dataset.samples),
@@ -66,7 +63,7 @@ def main() -> None:
     sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), batch,
                                 cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
     if rank != 0:
-        return
+        return 0
     ok = counts == dataset.num_views
     labels = np.array([label for _, label in dataset.samples])
     report = classification_report(sums[ok], labels[ok], cfg.MODEL.num_classes)
@@ -89,11 +86,8 @@ def main() -> None:
                 report['mean_class_acc'], save_path)
     logger.info('[EVAL] eval finished, avg_acc1= %s, avg_acc5= %s (%d videos evaluated, %d failed)', report['top1'],
                 report['top5'], ok.sum(), len(failed))
+    return 1 if failed else 0
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ListError) as error:  # missing weights, a bad list or label map
-        logger.error('%s', error)
-        sys.exit(1)
+    exit_on_user_error(main, logger)

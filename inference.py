@@ -15,6 +15,7 @@ import paddle
 
 from atomic import fsync_dir, fsync_file
 from config_utils import AttrDict
+from errors import WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +60,13 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
 
 
 def model_files(model_dir: str):
-    """``(program file, params file, export.json contents)`` of an exported model; FileNotFoundError naming it."""
+    """``(program file, params file, export.json contents)`` of an exported model; WeightsError naming it."""
     params = os.path.join(model_dir, NAME + '.pdiparams')
     program = next((os.path.join(model_dir, NAME + ext) for ext in ('.json', '.pdmodel')
                     if os.path.isfile(os.path.join(model_dir, NAME + ext))), None)
     meta_file = os.path.join(model_dir, 'export.json')
     if not (program and os.path.isfile(params) and os.path.isfile(meta_file)):
-        raise FileNotFoundError(f'no exported model in {model_dir!r} (expected {NAME}.pdmodel or {NAME}.json, '
+        raise WeightsError(f'no exported model in {model_dir!r} (expected {NAME}.pdmodel or {NAME}.json, '
                                 f'{NAME}.pdiparams and export.json; make one with tools/export_model.py)')
     with open(meta_file) as f:
         return program, params, json.load(f)
@@ -101,12 +102,12 @@ class InferenceModel:
                     if gpu_id is not None else 'CPU + oneDNN', self.meta['num_frames'], self.meta['size'], self.meta['num_classes'])
 
     def check(self, cfg: AttrDict, size: int) -> None:
-        """ValueError if the exported model does not take what ``cfg`` will feed it."""
+        """WeightsError if the exported model does not take what ``cfg`` will feed it."""
         m, meta = cfg.MODEL, self.meta
         wanted = {'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size}
         wrong = [f'{k} {meta[k]} (config: {v})' for k, v in wanted.items() if meta.get(k) != v]
         if wrong:
-            raise ValueError(f'the exported model does not match the config: {", ".join(wrong)}; export it again '
+            raise WeightsError(f'the exported model does not match the config: {", ".join(wrong)}; export it again '
                              'with this config (tools/export_model.py --size = the test target_size)')
 
     def __call__(self, inputs: List[paddle.Tensor]) -> paddle.Tensor:

@@ -26,16 +26,13 @@ import numpy as np
 import paddle
 
 from config_utils import AttrDict
+from errors import ListError
 from video_io import VideoError, VideoReader
 
 logger = logging.getLogger(__name__)
 
 NO_LABEL = -1  # label of an infer-list line that holds only a path
 UNDECODABLE = -2  # label of the placeholder item a validation video that does not decode yields (to be dropped)
-
-
-class ListError(ValueError):
-    """A video list that cannot be used; the message names the file and line."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -288,7 +285,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
             except VideoError as error:
                 self.failures.record(index, error)
                 index = int(rng.integers(0, len(self.samples)))
-        raise RuntimeError(f'{self.num_retries + 1} videos in a row failed to decode (last: {path}); check the list '
+        raise ListError(f'{self.num_retries + 1} videos in a row failed to decode (last: {path}); check the list '
                            'and DATA.path_prefix, or clean the list with tools/check_videos.py')
 
     def load_clip(self, path: str, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:

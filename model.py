@@ -12,6 +12,7 @@ import paddle.nn as nn
 
 from checkpoint import load_weights
 from config_utils import STAGE_DEPTHS, AttrDict
+from errors import WeightsError
 from model_utils import (FuseFastToSlow, ResNetBasicHead, ResStage, VideoModelStem, count_flops,
                          count_parameters)
 
@@ -100,10 +101,10 @@ def build_model(cfg: AttrDict) -> SlowFast:
 def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:
     """The network of ``cfg`` with ``weights`` loaded strictly, in eval mode (eval.py, predict.py).
 
-    Raises FileNotFoundError for missing weights and ValueError naming the keys that do not fit.
+    Raises WeightsError for missing weights or naming the keys that do not fit.
     """
     if not weights:
-        raise ValueError('no weights: give --weights (or TEST.weights / INFER.weights)')
+        raise WeightsError('no weights: give --weights (or TEST.weights / INFER.weights)')
     model = build_model(cfg)
     load_weights(model, weights, strict=True)
     model.eval()

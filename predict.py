@@ -11,7 +11,6 @@ cannot be decoded gets ``{"video_id", "error"}`` instead; the exit status is the
 """
 import logging
 import os
-import sys
 from typing import List, Tuple
 
 import numpy as np
@@ -19,7 +18,8 @@ import numpy as np
 import distributed
 from atomic import write_json
 from config_utils import build_parser, log_config, parse_args, setup_logging
-from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, ListError, model_inputs, parse_video_list,
+from errors import ListError, exit_on_user_error
+from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, model_inputs, parse_video_list,
                               read_label_map)
 from metrics import score_videos
 from model import build_scoring_model
@@ -65,11 +65,8 @@ def main() -> int:
     i = cfg.INFER
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
     samples, ids = gather_inputs(args, cfg)
-    try:
-        batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
-        model, source = build_scoring_model(cfg, i.weights, i.target_size, device)
-    except ValueError as error:  # no weights, weights that do not fit (the keys named), a batch that does not split
-        sys.exit(f'error: {error}')
+    batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
+    model, source = build_scoring_model(cfg, i.weights, i.target_size, device)
     dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
     logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, source)
 
@@ -104,8 +101,4 @@ def main() -> int:
 
 
 if __name__ == '__main__':
-    try:
-        sys.exit(main())
-    except (FileNotFoundError, ListError) as error:
-        logger.error('%s', error)
-        sys.exit(1)
+    exit_on_user_error(main, logger)

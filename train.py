@@ -2,46 +2,89 @@
 
     python train.py --config slowfast-single.yaml                      # one GPU (or the CPU)
     python -m paddle.distributed.launch train.py --config slowfast.yaml   # every visible GPU (run_train_multi.sh)
-    python train.py --config slowfast.yaml --resume True               # continue from the newest checkpoint
+    python train.py --config slowfast.yaml --resume                    # continue from the newest checkpoint
     python train.py --weights converted.pdparams -o MODEL.num_classes=10   # fine-tune
 
-The story of a run: config -> device and ranks -> data -> model -> optimizer and LR -> resume -> for each epoch:
-iterations (forward, loss, backward, step, LR step, logs), BN statistics, validation, checkpoint.
+The story of a run: config -> device and ranks -> resume point -> data -> model -> optimizer and LR -> restore ->
+for each epoch: iterations (forward, loss, backward, step, LR step, logs; after a step, a stop signal writes a
+mid-epoch checkpoint and ends the run with status 75), BN statistics, validation, checkpoint.
 """
+import dataclasses
 import logging
 import math
 import os
-import sys
 import time
-from typing import Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import paddle
 import paddle.nn.functional as F
 
 import distributed
-from checkpoint import (CheckpointError, WeightsError, check_resumable, checkpoint_prefix, complete_epoch,
-                        find_resume_checkpoint, load_checkpoint, load_weights, save_checkpoint)
+from checkpoint import (check_resumable, checkpoint_position, checkpoint_prefix, find_resume_checkpoint,
+                        load_checkpoint, load_weights, save_checkpoint)
 from config_utils import AttrDict, log_config, parse_args, setup_logging
-from kinetics_dataset import UNDECODABLE, KineticsDataset, ListError, model_inputs
+from errors import STOPPED, CheckpointError, ConfigError, DivergedError, exit_on_user_error
+from kinetics_dataset import UNDECODABLE, KineticsDataset, model_inputs
 from lr_policy import WarmupCosineLR
 from metrics import topk_errors
 from model import build_model, model_summary
+from preemption import ResumableBatchSampler, StopRequest, StoppableDataLoader
 
 logger = logging.getLogger('train')
 
 
-def build_loaders(cfg: AttrDict, seed: int, rank: int, world: int, micro_batch: int, valid_batch: int):
-    """Training loader (shuffled per epoch, dropping the last partial batch) and validation loader (every val video
-    exactly once over all ranks)."""
+@dataclasses.dataclass
+class Meter:
+    """One rank's sums over the iterations since it was made: loss x clips, top-1 and top-5 errors, clips; and the
+    time spent per batch and reading, over ``timed`` iterations of ``timed_clips`` clips."""
+    loss: float = 0.0
+    err1: float = 0.0
+    err5: float = 0.0
+    clips: float = 0.0
+    seconds: float = 0.0
+    reader_seconds: float = 0.0
+    timed: int = 0
+    timed_clips: int = 0
+
+    def update(self, loss: float, err1: float, err5: float, clips: int, seconds: float, reader_seconds: float):
+        self.loss, self.err1, self.err5, self.clips = (self.loss + loss * clips, self.err1 + err1, self.err5 + err5,
+                                                      self.clips + clips)
+        self.seconds, self.reader_seconds = self.seconds + seconds, self.reader_seconds + reader_seconds
+        self.timed, self.timed_clips = self.timed + 1, self.timed_clips + clips
+
+    def sums(self) -> List[float]:
+        """What a checkpoint keeps and the end of an epoch adds over ranks."""
+        return [self.loss, self.err1, self.err5, self.clips]
+
+    def averages(self) -> Tuple[float, float, float]:
+        return self.loss / self.clips, self.err1 / self.clips, self.err5 / self.clips
+
+
+def log_scalars(writer, section: str, values: Dict[str, float], step: int) -> None:
+    if writer:
+        for tag, value in values.items():
+            writer.add_scalar(f'{section}/{tag}', value, step)
+
+
+def iteration_seed(seed: int, epoch: int, iteration: int) -> int:
+    """The seed of dropout's draws in one iteration: from ``(seed, epoch, iteration)`` only, like the clips, so a run
+    resumed in the middle of an epoch draws what the uninterrupted run drew."""
+    return int(np.random.SeedSequence([seed, epoch, iteration]).generate_state(1)[0])
+
+
+def build_loaders(cfg: AttrDict, seed: int, rank: int, world: int, micro_batch: int, valid_batch: int,
+                  stop: StopRequest):
+    """Training loader (shuffled per epoch, dropping the last partial batch; a resumed epoch may start inside) and
+    validation loader (every val video exactly once over all ranks); their workers leave ``stop`` to this process."""
     train_set = KineticsDataset(cfg, 'train', seed=seed)
-    sampler = paddle.io.DistributedBatchSampler(train_set, batch_size=micro_batch, num_replicas=world, rank=rank,
-                                                shuffle=True, drop_last=True)
-    train_loader = paddle.io.DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATA.num_workers)
+    sampler = ResumableBatchSampler(train_set, batch_size=micro_batch, num_replicas=world, rank=rank, shuffle=True,
+                                    drop_last=True)
+    train_loader = StoppableDataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATA.num_workers, stop=stop)
     valid_set = KineticsDataset(cfg, 'valid', seed=seed)
     mine = paddle.io.Subset(valid_set, list(range(rank, len(valid_set), world)))  # no padding duplicates
-    valid_loader = paddle.io.DataLoader(mine, batch_size=valid_batch, shuffle=False, drop_last=False,
-                                        num_workers=cfg.DATA.num_workers)
+    valid_loader = StoppableDataLoader(mine, batch_size=valid_batch, shuffle=False, drop_last=False,
+                                       num_workers=cfg.DATA.num_workers, stop=stop)
     return train_set, sampler, train_loader, valid_set, valid_loader
 
 
@@ -111,28 +154,29 @@ def validate(model: paddle.nn.Layer, loader, world: int, cfg: AttrDict):
 
 def agree_on_resume(args, rank: int, world: int) -> Optional[str]:
     """The checkpoint every rank resumes from (None: from scratch). Rank 0 picks it (the newest complete one in
-    ``--save_dir``, or ``--resume_epoch``'s) and tells the others, so no rank decides by its own view of the folder;
-    a rank that cannot read it stops every rank with CheckpointError naming the path (``--save_dir`` must be a
-    folder every node sees)."""
+    ``--save_dir``, mid-epoch ones included, or the end of ``--resume_epoch``) and tells the others, so no rank
+    decides by its own view of the folder; a rank that cannot read it stops every rank with CheckpointError naming
+    the path (``--save_dir`` must be a folder every node sees)."""
     if not (args.resume or args.resume_epoch is not None):
         return None
-    epoch = -1.0  # from scratch
+    position = [-1.0, -1.0]  # (epoch, iteration): from scratch
     if rank == 0:
         try:
-            epoch = float(complete_epoch(find_resume_checkpoint(args.save_dir, args.resume_epoch)))
-        except FileNotFoundError as error:
+            epoch, iteration = checkpoint_position(find_resume_checkpoint(args.save_dir, args.resume_epoch))
+            position = [float(epoch), -1.0 if iteration is None else float(iteration)]
+        except CheckpointError as error:
             if args.resume_epoch is not None:
-                epoch = -2.0
+                position = [-2.0, -1.0]
                 logger.error('%s', error)
             else:  # a restart loop may always pass --resume
                 logger.warning('%s: starting from scratch', error)
-    epoch = int(distributed.all_reduce_max(epoch if rank == 0 else -3.0, world))
+    epoch, iteration = (int(v) for v in distributed.all_reduce_max(position if rank == 0 else [-3.0, -3.0], world))
     if epoch == -2:
-        raise FileNotFoundError(f'--resume_epoch {args.resume_epoch}: no complete checkpoint in {args.save_dir} '
-                                '(as rank 0 sees it)')
+        raise CheckpointError(f'--resume_epoch {args.resume_epoch}: no complete checkpoint in {args.save_dir} '
+                              '(as rank 0 sees it)')
     if epoch < 0:
         return None
-    prefix = checkpoint_prefix(args.save_dir, epoch)
+    prefix = checkpoint_prefix(args.save_dir, epoch, None if iteration < 0 else iteration)
     readable = os.path.isfile(prefix + '.pdparams') and os.path.isfile(prefix + '.pdopt')
     unreadable = distributed.all_reduce_max(0.0 if readable else rank + 1.0, world)
     if unreadable:
@@ -142,7 +186,20 @@ def agree_on_resume(args, rank: int, world: int) -> Optional[str]:
     return prefix
 
 
-def main() -> None:
+def check_layout(meta: Dict, prefix: str, layout: List[int]) -> None:
+    """A mid-epoch checkpoint continues its epoch's batches, which exist only for the ranks, micro-batch and
+    accumulation steps it was written with; CheckpointError naming both layouts otherwise."""
+    saved = meta.get('layout')
+    if 'iteration' in meta and saved != layout:
+        raise CheckpointError(
+            f'{prefix} stopped inside epoch {meta["epoch"]}, whose remaining batches are those of {saved[0]} ranks x '
+            f'{saved[1]} clips x {saved[2]} accumulation steps; this run has {layout[0]} x {layout[1]} x {layout[2]}:'
+            ' resume with the same number of ranks, TRAIN.batch_size and TRAIN.accumulate_steps, or resume the end '
+            f'of an earlier epoch with --resume_epoch')
+
+
+def main() -> int:
+    stop = StopRequest().install()  # first: a signal that comes during the start-up stops the run at its first step
     cfg, args = parse_args('train')
     t = cfg.TRAIN
     use_gpu = t.use_gpu if args.use_gpu is None else args.use_gpu
@@ -154,12 +211,10 @@ def main() -> None:
         handler.setFormatter(logging.getLogger().handlers[0].formatter)
         logging.getLogger().addHandler(handler)
     log_config(cfg, 'Train')
-    try:
-        micro_batch = distributed.split_batch(t.batch_size, world * t.accumulate_steps, 'TRAIN.batch_size',
-                                              'ranks x TRAIN.accumulate_steps')
-        valid_batch = distributed.split_batch(cfg.VALID.batch_size, world, 'VALID.batch_size')
-    except ValueError as error:
-        sys.exit(f'error: {error}')
+    micro_batch = distributed.split_batch(t.batch_size, world * t.accumulate_steps, 'TRAIN.batch_size',
+                                          'ranks x TRAIN.accumulate_steps')
+    valid_batch = distributed.split_batch(cfg.VALID.batch_size, world, 'VALID.batch_size')
+    layout = [world, micro_batch, t.accumulate_steps]
     amp = t.use_amp and device.startswith('gpu')
     if t.use_amp and not amp:
         logger.info('TRAIN.use_amp: no GPU, training in float32')
@@ -169,15 +224,17 @@ def main() -> None:
     prefix = agree_on_resume(args, rank, world)
     seed = args.seed
     if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
-        seed = check_resumable(prefix, cfg.MODEL).get('seed', args.seed)
+        meta = check_resumable(prefix, cfg.MODEL)
+        check_layout(meta, prefix, layout)
+        seed = meta.get('seed', args.seed)
         if seed != args.seed:
             logger.warning('--seed %d ignored: resuming %s continues its run\'s seed %d', args.seed, prefix, seed)
     paddle.seed(seed)
     train_set, sampler, train_loader, valid_set, valid_loader = build_loaders(
-        cfg, seed, rank, world, micro_batch, valid_batch)
+        cfg, seed, rank, world, micro_batch, valid_batch, stop)
     steps_per_epoch = len(train_loader) // t.accumulate_steps
     if steps_per_epoch == 0:
-        sys.exit(f'error: {len(train_set)} training videos make no full batch of {t.batch_size}')
+        raise ConfigError(f'{len(train_set)} training videos make no full batch of TRAIN.batch_size {t.batch_size}')
     logger.info('%d training videos (%d steps per epoch), %d validation videos', len(train_set), steps_per_epoch,
                 len(valid_set))
 
@@ -190,12 +247,21 @@ def main() -> None:
                     args.weights, len(loaded), len(reinitialised), ', '.join(reinitialised) or '-', len(skipped),
                     ', '.join(skipped) or '-')
     optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch)
-    start_epoch, global_step, best_err1 = 0, 0, 1.0
     scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16) if amp and t.amp_dtype == 'float16' else None
+    start_epoch, first_iteration, global_step, best_err1 = 0, 0, 0, 1.0
+    epoch_meter, window, replaced = Meter(), Meter(), 0  # replaced: undecodable training videos this epoch
     if prefix:
-        meta = load_checkpoint(prefix, model, optimizer, scaler)
-        start_epoch, global_step, best_err1 = meta['epoch'] + 1, meta['global_step'], meta['best_err1']
-        logger.info('resumed from %s: epoch %d done, step %d, lr %.6g, seed %d%s', prefix, meta['epoch'],
+        meta = load_checkpoint(prefix, model, optimizer, scaler, rank)
+        global_step, best_err1 = meta['global_step'], meta['best_err1']
+        if 'iteration' in meta:  # inside an epoch: its meters go on from where they were
+            start_epoch, first_iteration = meta['epoch'], meta['iteration']
+            progress = meta['progress'][rank]
+            epoch_meter, window = Meter(*progress[0:4]), Meter(*progress[4:8])
+            replaced = int(progress[8])
+        else:
+            start_epoch = meta['epoch'] + 1
+        logger.info('resumed from %s: epoch %d %s, step %d, lr %.6g, seed %d%s', prefix, meta['epoch'],
+                    f'at iteration {first_iteration} of {len(train_loader)}' if 'iteration' in meta else 'done',
                     global_step, scheduler(), seed,
                     f', float16 loss scale {scaler.state_dict().get("scale")}' if scaler else '')
     parallel_model = paddle.DataParallel(model) if world > 1 else model
@@ -205,32 +271,59 @@ def main() -> None:
         from visualdl import LogWriter
         writer = LogWriter(logdir=args.vd_logdir)
 
-    run_start, iterations_run = time.perf_counter(), 0
+    def save(epoch: int, iteration: Optional[int] = None) -> str:
+        """Rank 0 writes the checkpoint of the end of ``epoch`` or of its first ``iteration`` iterations (then every
+        rank takes part: each rank's meters and BN statistics are kept)."""
+        meta = dict(epoch=epoch, global_step=global_step, best_err1=best_err1, seed=seed, layout=layout,
+                    config={section: dict(keys) for section, keys in cfg.items()})
+        rank_state = None
+        if iteration is not None:
+            progress = epoch_meter.sums() + window.sums() + [replaced]
+            meta['progress'] = distributed.all_gather_array(np.array(progress, np.float64), world).tolist()
+            rank_state = distributed.gather_non_trainable_state(model, world) if world > 1 else None
+        if rank != 0:
+            return ''
+        prefix = save_checkpoint(args.save_dir, epoch, model, optimizer, meta, scaler, iteration, rank_state)
+        logger.info('saved %s.pdparams/.pdopt', prefix)
+        return prefix
+
+    def stopped(where: str) -> int:
+        distributed.all_reduce_sum([0.0], world)  # no rank exits (and has launch end the others) before the save
+        if writer:
+            writer.close()
+        logger.warning('%s: stopped %s; the checkpoint holds it: run again with --resume to continue (exit status '
+                       '%d)', stop.signal_name or 'another rank\'s stop signal', where, STOPPED)
+        return STOPPED
+
+    run_start, iterations_run, stopping = time.perf_counter(), 0, False
     for epoch in range(start_epoch, t.epoch):
-        paddle.seed(seed * 100003 + epoch)  # dropout draws per epoch: a resumed epoch repeats them exactly
         sampler.set_epoch(epoch)
+        sampler.skip, first, first_iteration = first_iteration, first_iteration, 0
         train_set.set_epoch(epoch)
         parallel_model.train()
         epoch_start = tick = time.perf_counter()
-        totals = np.zeros(4)  # loss sum, top-1 errors, top-5 errors, samples
-        window = np.zeros(7)  # the same since the last log line, + batch time, reader time, iterations
         optimizer.clear_grad()
-        for it, (slow, fast, labels, _) in enumerate(train_loader):
+        for it, (slow, fast, labels, _) in enumerate(train_loader, start=first):
             reader_time = time.perf_counter() - tick
+            paddle.seed(iteration_seed(seed, epoch, it))
             with paddle.amp.auto_cast(enable=amp, dtype=t.amp_dtype, level='O1'):
                 logits = parallel_model(model_inputs(slow, fast, cfg))
                 loss = F.cross_entropy(logits.astype('float32'), labels)
             loss_value = loss.item()
-            # every rank learns of a non-finite loss on any rank in the same step and stops with the same message,
-            # instead of waiting in the next all-reduce for a rank that has exited (on GPUs, until NCCL times out)
-            first_bad = world - distributed.all_reduce_max(0.0 if math.isfinite(loss_value) else world - rank, world)
-            if first_bad < world:
-                raise FloatingPointError(f'loss is not finite on rank {int(first_bad)} at epoch {epoch}, iteration '
-                                         f'{it}: stopping every rank before any checkpoint of it is written (lower '
-                                         'TRAIN.base_lr?)')
+            # One all-reduce a step tells every rank of a non-finite loss on any rank (all stop with the same message
+            # instead of waiting in the next all-reduce for a rank that has exited: on GPUs, until NCCL times out)
+            # and of a stop signal on any rank (all stop after the same step).
+            bad, stop_flag = distributed.all_reduce_max([0.0 if math.isfinite(loss_value) else world - rank,
+                                                         float(stop.requested)], world)
+            if bad:
+                raise DivergedError(f'loss is not finite on rank {world - int(bad)} at epoch {epoch}, iteration {it}: '
+                                    'stopping every rank before any checkpoint of it is written (lower '
+                                    'TRAIN.base_lr?)')
+            stopping = stopping or stop_flag > 0
             scaled = loss / t.accumulate_steps
             (scaler.scale(scaled) if scaler else scaled).backward()
-            if (it + 1) % t.accumulate_steps == 0:
+            stepped = (it + 1) % t.accumulate_steps == 0
+            if stepped:
                 if scaler:
                     scaler.step(optimizer)
                     scaler.update()
@@ -240,33 +333,38 @@ def main() -> None:
                 scheduler.step()
                 global_step += 1
             e1, e5 = topk_errors(logits.astype('float32').numpy(), labels.numpy())
-            n = labels.shape[0]
-            totals += (loss_value * n, e1, e5, n)
-            window += (loss_value * n, e1, e5, n, time.perf_counter() - tick, reader_time, 1)
+            for meter in (epoch_meter, window):
+                meter.update(loss_value, e1, e5, labels.shape[0], time.perf_counter() - tick, reader_time)
             tick = time.perf_counter()
             iterations_run += 1
             if (it + 1) % args.log_interval == 0 or it + 1 == len(train_loader):
                 remaining = (t.epoch - epoch) * len(train_loader) - (it + 1)
                 eta = (tick - run_start) / iterations_run * remaining  # precise BN and validation not included
-                loss_avg, err1_avg, err5_avg = window[:3] / window[3]
-                ips = window[3] * world / window[4]
+                loss_avg, err1_avg, err5_avg = window.averages()
+                ips = window.timed_clips * world / window.seconds
                 logger.info('[Epoch %d, iter %d/%d] loss %.5f, err1 %.5f, err5 %.5f, lr %.6g, batch_cost %.3f s, '
                             'reader_cost %.3f s, ips %.2f clips/s, ETA %d:%02d:%02d', epoch, it + 1,
                             len(train_loader), loss_avg, err1_avg, err5_avg, optimizer.get_lr(),
-                            window[4] / window[6], window[5] / window[6], ips, eta // 3600, eta % 3600 // 60, eta % 60)
-                if writer:
-                    for tag, value in (('loss', loss_avg), ('top1_err', err1_avg), ('top5_err', err5_avg),
-                                       ('lr', optimizer.get_lr()), ('ips', ips)):
-                        writer.add_scalar(f'train/{tag}', value, global_step)
-                window[:] = 0
-        loss_sum, err1, err5, count = distributed.all_reduce_sum(list(totals), world)
-        bad = distributed.all_reduce_sum([train_set.failures.take_count()], world)[0]
+                            window.seconds / window.timed, window.reader_seconds / window.timed, ips, eta // 3600,
+                            eta % 3600 // 60, eta % 60)
+                log_scalars(writer, 'train', dict(loss=loss_avg, top1_err=err1_avg, top5_err=err5_avg,
+                                                  lr=optimizer.get_lr(), ips=ips), global_step)
+                window = Meter()
+            every = t.checkpoint_every_steps
+            if stepped and (stopping or (every and global_step % every == 0 and it + 1 < len(train_loader))):
+                replaced += train_set.failures.take_count()
+                save(epoch, it + 1)
+                if stopping:
+                    return stopped(f'at epoch {epoch}, iteration {it + 1} of {len(train_loader)} (step {global_step})')
+
+        loss_sum, err1, err5, count, bad = distributed.all_reduce_sum(
+            epoch_meter.sums() + [replaced + train_set.failures.take_count()], world)
         logger.info('[Epoch %d end] avg_loss %.5f, avg_err1 %.5f, avg_err5 %.5f, undecodable videos replaced %d, '
                     'epoch_cost %.1f s', epoch, loss_sum / count, err1 / count, err5 / count, bad,
                     time.perf_counter() - epoch_start)
-        if writer:
-            for tag, value in (('loss', loss_sum / count), ('top1_err', err1 / count), ('top5_err', err5 / count)):
-                writer.add_scalar(f'train_epoch/{tag}', value, epoch)
+        log_scalars(writer, 'train_epoch', dict(loss=loss_sum / count, top1_err=err1 / count, top5_err=err5 / count),
+                    epoch)
+        epoch_meter, replaced = Meter(), 0
 
         last = epoch + 1 == t.epoch
         if world > 1:  # DataParallel averaged every gradient: the trainable parameters must agree exactly
@@ -285,27 +383,23 @@ def main() -> None:
                         val_loss, val_err1, val_err5, val_count, best_err1,
                         f'; {val_skipped} undecodable videos skipped (named in the warnings above)'
                         if val_skipped else '')
-            if writer:
-                for tag, value in (('loss', val_loss), ('top1_err', val_err1), ('top5_err', val_err5)):
-                    writer.add_scalar(f'val/{tag}', value, epoch)
+            log_scalars(writer, 'val', dict(loss=val_loss, top1_err=val_err1, top5_err=val_err5), epoch)
         if world > 1:
             logger.info('ranks in sync: max parameter and buffer difference to rank 0 is %.3g',
                         distributed.max_rank_difference(model, world))
-        if rank == 0 and ((epoch + 1) % t.save_interval == 0 or last):
-            # RNG state needs no saving: every epoch reseeds from (seed, epoch) and samples draw from (seed, epoch,
-            # index), so the seed is all a resumed run needs to repeat the next epoch exactly.
-            meta = dict(epoch=epoch, global_step=global_step, best_err1=best_err1, seed=seed,
-                        config={section: dict(keys) for section, keys in cfg.items()})
-            prefix = save_checkpoint(args.save_dir, epoch, model, optimizer, meta, scaler)
-            logger.info('saved %s.pdparams/.pdopt', prefix)
+        # a signal during precise BN or validation is acted on here, after the epoch's checkpoint
+        stopping = stopping or distributed.all_reduce_max(float(stop.requested), world) > 0
+        if (epoch + 1) % t.save_interval == 0 or last or stopping:
+            # RNG state needs no saving: clips draw from (seed, epoch, index) and dropout from (seed, epoch,
+            # iteration), so the seed is all a resumed run needs to repeat what comes next exactly.
+            save(epoch)
+        if stopping and not last:
+            return stopped(f'after epoch {epoch} (step {global_step})')
     if writer:
         writer.close()
     logger.info('[TRAIN] training finished')
+    return 0
 
 
 if __name__ == '__main__':
-    try:
-        main()
-    except (FileNotFoundError, ListError, FloatingPointError, WeightsError, CheckpointError) as error:
-        logger.error('%s', error)  # the user's to fix: no traceback
-        sys.exit(1)
+    exit_on_user_error(main, logger)

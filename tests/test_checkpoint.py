@@ -8,9 +8,10 @@ import numpy as np
 import paddle
 import pytest
 
-from checkpoint import (complete_epochs, find_resume_checkpoint, load_checkpoint, load_weights, save_checkpoint,
-                        weights_path)
+from checkpoint import (checkpoint_position, complete_checkpoints, complete_epochs, find_resume_checkpoint,
+                        load_checkpoint, load_weights, save_checkpoint, weights_path)
 from conftest import ROOT
+from errors import CheckpointError, WeightsError
 from model import build_model
 
 WRITER = '''
@@ -63,10 +64,10 @@ def test_resume_restores_model_optimizer_and_schedule(tiny_cfg, tmp_path):
     assert sched2.last_epoch == 13 and sched2() == sched()
     for key, value in model.state_dict().items():
         assert np.array_equal(value.numpy(), other.state_dict()[key].numpy()), key
-    with pytest.raises(FileNotFoundError, match=r'--resume_epoch 2: .* complete ones: \[4\]'):
+    with pytest.raises(CheckpointError, match=r'--resume_epoch 2: .* complete ones: \[4\]'):
         find_resume_checkpoint(str(tmp_path), 2)
     os.remove(tmp_path / 'slowfast_epoch4.pdopt')  # a .pdparams without its .pdopt is incomplete
-    with pytest.raises(FileNotFoundError, match='no complete checkpoint'):
+    with pytest.raises(CheckpointError, match='no complete checkpoint'):
         find_resume_checkpoint(str(tmp_path))
 
 
@@ -85,7 +86,7 @@ def test_load_weights_strict_names_the_mismatch_and_finetune_reports(tiny_cfg, t
     assert reinit == ['head.projection.weight', 'head.projection.bias'] and len(loaded) == 550
     assert np.array_equal(other.state_dict()['s2.pathway0_res0.branch2.a.weight'].numpy(),
                           model.state_dict()['s2.pathway0_res0.branch2.a.weight'].numpy())
-    with pytest.raises(FileNotFoundError, match='weights not found: .*nope.pdparams'):
+    with pytest.raises(WeightsError, match='weights not found: .*nope.pdparams'):
         load_weights(other, str(tmp_path / 'nope'))
 
 
@@ -112,3 +113,36 @@ def test_resume_refuses_a_checkpoint_trained_with_other_model_keys(tiny_cfg, tmp
     changed = dict(tiny_cfg.MODEL, width_per_group=16, dropout_rate=0.1)
     with pytest.raises(CheckpointError, match=r"dropout_rate 0\.5 \(now 0\.1\), width_per_group 8 \(now 16\)"):
         check_resumable(prefix, changed)
+
+
+def test_mid_epoch_checkpoints_are_found_first_and_removed_by_the_next_save(tiny_cfg, tmp_path):
+    model = build_model(tiny_cfg)
+    opt = paddle.optimizer.Momentum(parameters=model.parameters())
+    folder = str(tmp_path)
+    save_checkpoint(folder, 3, model, opt, {'epoch': 3})
+    prefix = save_checkpoint(folder, 4, model, opt, {'epoch': 4}, iteration=20)
+    assert prefix.endswith('slowfast_epoch4_iter20') and checkpoint_position(prefix) == (4, 20)
+    assert find_resume_checkpoint(folder) == prefix  # inside epoch 4 is newer than the end of epoch 3
+    assert find_resume_checkpoint(folder, 3).endswith('slowfast_epoch3') and complete_epochs(folder) == [3]
+    save_checkpoint(folder, 4, model, opt, {'epoch': 4}, iteration=40)
+    assert complete_checkpoints(folder) == [(3, None), (4, 40)]  # the older mid-epoch one is gone
+    save_checkpoint(folder, 4, model, opt, {'epoch': 4})
+    assert complete_checkpoints(folder) == [(3, None), (4, None)]
+    assert sorted(os.listdir(folder)) == [f'slowfast_epoch{e}.{x}' for e in (3, 4) for x in ('pdopt', 'pdparams')]
+    with pytest.raises(CheckpointError, match='not a checkpoint name'):
+        checkpoint_position(os.path.join(folder, 'slowfast_epoch4_last'))
+
+
+def test_a_mid_epoch_checkpoint_gives_each_rank_its_own_bn_statistics(tiny_cfg, tmp_path):
+    model = build_model(tiny_cfg)
+    opt = paddle.optimizer.Momentum(parameters=model.parameters())
+    mean = 's1.pathway0_stem._bn._mean'
+    ranks = [{mean: np.full(model.state_dict()[mean].shape, float(r), np.float32)} for r in range(2)]
+    prefix = save_checkpoint(str(tmp_path), 0, model, opt, {'epoch': 0}, iteration=2, rank_state=ranks)
+    for rank in range(2):
+        other = build_model(tiny_cfg)
+        meta = load_checkpoint(prefix, other, paddle.optimizer.Momentum(parameters=other.parameters()), rank=rank)
+        assert meta['iteration'] == 2
+        assert np.all(other.state_dict()[mean].numpy() == rank)
+        weight = 's1.pathway0_stem._conv.weight'
+        assert np.array_equal(other.state_dict()[weight].numpy(), model.state_dict()[weight].numpy())

@@ -2,6 +2,7 @@
 
 The Caffe2 and PySlowFast names below are spelled out from those projects' conventions, independently of the tool.
 """
+import logging
 import os
 import pickle
 import re
@@ -12,6 +13,7 @@ import pytest
 
 from conftest import ROOT
 from convert_weights import main as convert_main
+from errors import exit_on_user_error
 from model import build_eval_model, build_model
 
 TINY = ['MODEL.num_classes=5', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
@@ -62,8 +64,12 @@ def torch_layout(key, array):
 
 
 def convert(src, dst, *extra):
-    return convert_main(['--src', str(src), '--dst', str(dst), '--config', os.path.join(ROOT, 'slowfast.yaml')]
-                        + [a for o in TINY for a in ('-o', o)] + list(extra))
+    """tools/convert_weights.py as its ``__main__`` runs it; returns the exit status."""
+    argv = (['--src', str(src), '--dst', str(dst), '--config', os.path.join(ROOT, 'slowfast.yaml')]
+            + [a for o in TINY for a in ('-o', o)] + list(extra))
+    with pytest.raises(SystemExit) as stop:
+        exit_on_user_error(lambda: convert_main(argv), logging.getLogger('convert_weights'))
+    return stop.value.code
 
 
 def assert_same(path, state):
@@ -138,7 +144,7 @@ def test_mismatches_are_named_with_the_fix_and_nothing_is_written(tiny_cfg, tmp_
         with open(tmp_path / f'{name}.pkl', 'wb') as f:
             pickle.dump({'blobs': blobs}, f)
         capsys.readouterr()
-        assert convert(tmp_path / f'{name}.pkl', tmp_path / f'{name}.pdparams', *extra) == 1
+        assert convert(tmp_path / f'{name}.pkl', tmp_path / f'{name}.pdparams', *extra) == 4
         assert not os.path.exists(tmp_path / f'{name}.pdparams')
         return capsys.readouterr().out
 
@@ -152,7 +158,7 @@ def test_mismatches_are_named_with_the_fix_and_nothing_is_written(tiny_cfg, tmp_
     text = attempt('arch', blobs, '-o', 'MODEL.fusion_kernel_size=5')  # a 4x16-style file into a kernel-5 model
     assert 's1_fuse._conv_f2s.weight' in text and '-o MODEL.fusion_kernel_size=3' in text
     capsys.readouterr()
-    assert convert(tmp_path / 'nope.pkl', tmp_path / 'x.pdparams') == 1
+    assert convert(tmp_path / 'nope.pkl', tmp_path / 'x.pdparams') == 4
     assert 'checkpoint not found' in capsys.readouterr().out
 
 
@@ -165,10 +171,10 @@ def test_pickled_code_is_refused(tiny_cfg, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with open('evil.pkl', 'wb') as f:
         pickle.dump({'blobs': {'conv1_w': Exploit()}}, f)
-    assert convert('evil.pkl', 'out.pdparams') == 1
+    assert convert('evil.pkl', 'out.pdparams') == 4
     assert 'refusing to load' in capsys.readouterr().out and not os.path.exists('pwned')
     torch = pytest.importorskip('torch', reason='reading .pyth needs torch')
     torch.save({'model_state': {'x': torch.ones(1)}, 'obj': Exploit()}, 'evil.pyth')
-    assert convert('evil.pyth', 'out.pdparams') == 1
+    assert convert('evil.pyth', 'out.pdparams') == 4
     assert '--allow-pickle' in capsys.readouterr().out
     assert not os.path.exists('pwned') and not os.path.exists('out.pdparams')

@@ -78,9 +78,9 @@ def test_eval_single_then_two_ranks_give_the_same_scores(setup, tmp_path):
 
 
 def test_eval_weights_errors(setup, tmp_path):
-    log = run(eval_command(setup, tmp_path, '--weights', str(tmp_path / 'nope')), expect=1)
+    log = run(eval_command(setup, tmp_path, '--weights', str(tmp_path / 'nope')), expect=4)
     assert 'weights not found: ' in log and 'nope.pdparams' in log
-    log = run(eval_command(setup, tmp_path, '-o', 'MODEL.num_classes=5'), expect=1)
+    log = run(eval_command(setup, tmp_path, '-o', 'MODEL.num_classes=5'), expect=4)
     assert 'does not fit the model: shape mismatch: head.projection.weight' in log
 
 
@@ -174,10 +174,10 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     assert np.allclose(scores[0], scores[1], atol=1e-4, equal_nan=True)
 
     log = run(predict_command(setup, tmp_path / 'bad', '--video', video, *inference, '-o', 'INFER.target_size=96'),
-              expect=1)
+              expect=4)
     assert 'does not match the config: size 72 (config: 96)' in log
     log = run(predict_command(setup, tmp_path / 'none', '--video', video, '-o', 'INFER.use_inference=True', '-o',
-                              f'INFER.model_dir={tmp_path / "nowhere"}'), expect=1)
+                              f'INFER.model_dir={tmp_path / "nowhere"}'), expect=4)
     assert 'no exported model in' in log
 
 

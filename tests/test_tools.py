@@ -177,9 +177,9 @@ def test_check_videos_keeps_every_real_world_video_and_reports_damaged_packets(r
 
 
 def test_check_videos_rejects_a_bad_list(tmp_path):
-    assert 'video list not found' in run_tool('check_videos.py', tmp_path / 'none.txt', expect=2)
+    assert 'video list not found' in run_tool('check_videos.py', tmp_path / 'none.txt', expect=3)
     (tmp_path / 'bad.txt').write_text('a.mp4 1\nb.mp4 400\n')
-    assert 'bad.txt:2: label 400 is outside [0, 400)' in run_tool('check_videos.py', tmp_path / 'bad.txt', expect=2)
+    assert 'bad.txt:2: label 400 is outside [0, 400)' in run_tool('check_videos.py', tmp_path / 'bad.txt', expect=3)
 
 
 # ---- resize_videos -----------------------------------------------------------------------------------------------
@@ -213,7 +213,7 @@ def test_resize_videos_converts_a_tree_and_resumes(videos, tmp_path):
 def test_resize_videos_rejects_list_entries_outside_the_source(videos, tmp_path):
     (tmp_path / 'src').mkdir()
     (tmp_path / 'list.txt').write_text(f'{videos["mp4"]} 0\n')
-    log = run_tool('resize_videos.py', tmp_path / 'src', tmp_path / 'dst', '--list', tmp_path / 'list.txt', expect=2)
+    log = run_tool('resize_videos.py', tmp_path / 'src', tmp_path / 'dst', '--list', tmp_path / 'list.txt', expect=3)
     assert 'are not under' in log
 
 

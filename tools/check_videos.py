@@ -22,8 +22,9 @@ from typing import Optional, Tuple
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic import atomic_path, write_json  # noqa: E402
-from config_utils import ConfigError, parse_config, setup_logging  # noqa: E402
-from kinetics_dataset import ListError, parse_video_list  # noqa: E402
+from config_utils import parse_config, setup_logging  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
+from kinetics_dataset import parse_video_list  # noqa: E402
 from video_io import VideoError, VideoReader, map_videos  # noqa: E402
 
 logger = logging.getLogger('check_videos')
@@ -56,11 +57,8 @@ def main(argv=None) -> int:
     parser.add_argument('--strict', action='store_true', help='exit 1 when any video is dropped')
     args = parser.parse_args(argv)
     setup_logging()
-    try:
-        cfg = parse_config(args.config, args.override)
-        entries = parse_video_list(args.list, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False)
-    except (ConfigError, ListError) as error:
-        parser.error(str(error))
+    cfg = parse_config(args.config, args.override)
+    entries = parse_video_list(args.list, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False)
     m = cfg.MODEL
     out = args.out or args.list + '.clean'
 
@@ -99,4 +97,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_on_user_error(main, logger)

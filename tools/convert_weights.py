@@ -28,7 +28,8 @@ import paddle  # before setup_logging: importing Paddle 2.6 resets the root log 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import atomic_save  # noqa: E402
-from config_utils import ConfigError, parse_config, setup_logging  # noqa: E402
+from config_utils import parse_config, setup_logging  # noqa: E402
+from errors import WeightsError, exit_on_user_error  # noqa: E402
 from model import build_model  # noqa: E402
 
 logger = logging.getLogger('convert_weights')
@@ -38,7 +39,7 @@ ARCHS = {'4x16': {'alpha': 8, 'fusion_kernel_size': 5}, '8x8': {'alpha': 4, 'fus
 HEAD_WEIGHT = 'head.projection.weight'
 
 
-class ConversionError(ValueError):
+class ConversionError(WeightsError):
     """A checkpoint that cannot be converted into the configured model; the message names the tensors."""
 
 
@@ -261,12 +262,8 @@ def main(argv=None) -> int:
     overrides = list(args.override)
     if args.arch:
         overrides += [f'MODEL.{k}={v}' for k, v in ARCHS[args.arch].items()]
-    try:
-        cfg = parse_config(args.config, overrides)
-        fmt, converted, dropped = convert(args.src, cfg, args.format, args.allow_pickle)
-    except (ConversionError, ConfigError) as error:
-        logger.error('%s', error)
-        return 1
+    cfg = parse_config(args.config, overrides)
+    fmt, converted, dropped = convert(args.src, cfg, args.format, args.allow_pickle)
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     dst = args.dst if args.dst.endswith('.pdparams') else args.dst + '.pdparams'
     atomic_save({k: paddle.to_tensor(v) for k, v in converted.items()}, dst)
@@ -279,4 +276,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_on_user_error(main, logger)

@@ -17,7 +17,8 @@ import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from config_utils import ConfigError, parse_config, setup_logging  # noqa: E402
+from config_utils import parse_config, setup_logging  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
 from inference import NAME, InferenceModel, export, model_files  # noqa: E402
 from model import build_eval_model, input_shapes  # noqa: E402
 
@@ -49,22 +50,14 @@ def main(argv=None) -> int:
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value')
     args = parser.parse_args(argv)
     setup_logging()
-    try:
-        cfg = parse_config(args.config, args.override)
-    except ConfigError as error:
-        logger.error('%s', error)
-        return 2
+    cfg = parse_config(args.config, args.override)
     size = args.size or cfg.INFER.target_size
     save_dir = args.save_dir or cfg.INFER.model_dir
     if size < cfg.MODEL.crop_size:
         parser.error(f'--size {size} is smaller than MODEL.crop_size {cfg.MODEL.crop_size}')
 
     paddle.set_device('cpu')
-    try:
-        model = build_eval_model(cfg, args.weights)
-    except (FileNotFoundError, ValueError) as error:
-        logger.error('%s', error)
-        return 1
+    model = build_eval_model(cfg, args.weights)
     export(model, cfg, size, save_dir, weights=args.weights)
 
     rng = np.random.default_rng(0)
@@ -93,4 +86,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_on_user_error(main, logger)

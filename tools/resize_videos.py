@@ -20,7 +20,8 @@ import cv2
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic import atomic_path  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
-from kinetics_dataset import NO_LABEL, ListError, parse_video_list  # noqa: E402
+from errors import ListError, exit_on_user_error  # noqa: E402
+from kinetics_dataset import NO_LABEL, parse_video_list  # noqa: E402
 from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, map_videos, scaled_size, write_video  # noqa: E402
 
 logger = logging.getLogger('resize_videos')
@@ -67,14 +68,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f'source folder not found: {args.src}')
 
     if args.list:
-        try:
-            entries = parse_video_list(args.list, 10 ** 9, labels_required=False)
-        except ListError as error:
-            parser.error(str(error))
+        entries = parse_video_list(args.list, 10 ** 9, labels_required=False)
         items = [(os.path.abspath(e.path), e.label) for e in entries]
         outside = [p for p, _ in items if os.path.commonpath([p, src_root]) != src_root]
         if outside:
-            parser.error(f'{len(outside)} videos of {args.list} are not under {args.src}, e.g. {outside[0]}')
+            raise ListError(f'{len(outside)} videos of {args.list} are not under {args.src}, e.g. {outside[0]}')
         out_list = os.path.join(dst_root, os.path.basename(args.list))
     else:
         items = [(os.path.join(d, f), NO_LABEL) for d, _, files in sorted(os.walk(src_root)) for f in sorted(files)
@@ -106,4 +104,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_on_user_error(main, logger)

@@ -1,0 +1,29 @@
+# Sourced by run_train_*.sh: `run_stoppable N COMMAND...` runs a training command that starts N training processes on
+# this machine so that a stop request reaches it and its exit status says what happened.
+#   - SIGTERM, SIGINT or SIGUSR1 sent to this script (Kubernetes signals PID 1 only, Slurm's --signal=B:USR1 the batch
+#     shell only) is passed on to COMMAND as SIGTERM: train.py finishes its step, writes a checkpoint and exits 75
+#     (paddle.distributed.launch passes SIGTERM on to its ranks and waits up to 30 s for them).
+#   - The status is that of the N training processes when they all ended with the same one (75: stopped at a
+#     checkpoint; 0: done), even though paddle.distributed.launch exits with the signal's number when it was
+#     signalled itself (Slurm and Ctrl-C signal every process): each process appends its exit status to
+#     $SLOWFAST_STATUS_FILE (errors.exit_on_user_error).
+#   until bash run_train_multi.sh --resume; [ $? -ne 75 ]; do :; done   # a restart loop
+run_stoppable() {
+    local expected=$1 statuses status=0 child
+    shift
+    statuses=$(mktemp)
+    SLOWFAST_STATUS_FILE=$statuses "$@" &
+    child=$!
+    trap 'kill -TERM "$child" 2> /dev/null || true' TERM INT USR1
+    while :; do
+        status=0
+        wait "$child" || status=$?
+        kill -0 "$child" 2> /dev/null || break  # else a trapped signal interrupted the wait
+    done
+    trap - TERM INT USR1
+    if [ "$(wc -l < "$statuses")" -eq "$expected" ] && [ "$(sort -u "$statuses" | wc -l)" -eq 1 ]; then
+        status=$(head -n 1 "$statuses")
+    fi
+    rm -f "$statuses"
+    return "$status"
+}
