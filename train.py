@@ -298,7 +298,8 @@ def main() -> int:
     run_start, iterations_run, stopping = time.perf_counter(), 0, False
     for epoch in range(start_epoch, t.epoch):
         sampler.set_epoch(epoch)
-        sampler.skip, first, first_iteration = first_iteration, first_iteration, 0
+        first, first_iteration = first_iteration, 0  # a resumed epoch starts at its first batch not trained on
+        sampler.skip = first
         train_set.set_epoch(epoch)
         parallel_model.train()
         epoch_start = tick = time.perf_counter()

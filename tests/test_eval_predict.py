@@ -53,7 +53,7 @@ def eval_command(s, out, *extra):
 
 
 def test_eval_single_then_two_ranks_give_the_same_scores(setup, tmp_path):
-    log = run(eval_command(setup, tmp_path / 'one'))
+    log = run(eval_command(setup, tmp_path / 'one'), expect=1)  # 2 videos do not decode: named, status 1
     assert '[EVAL] eval finished, avg_acc1= ' in log and '(6 videos evaluated, 2 failed)' in log
     result = json.loads((tmp_path / 'one' / 'eval_result.json').read_text())
     assert result['num_videos'] == 6 and result['num_failed'] == 2
@@ -70,7 +70,7 @@ def test_eval_single_then_two_ranks_give_the_same_scores(setup, tmp_path):
     env = dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs'), CONFIG='slowfast-single.yaml',
                WEIGHTS=setup['weights'])
     run(['bash', os.path.join(ROOT, 'run_eval_multi.sh'), '--save_path', str(tmp_path / 'two'), '-o',
-         f'TEST.filelist={setup["list"]}'] + setup['flags'], env=env)
+         f'TEST.filelist={setup["list"]}'] + setup['flags'], env=env, expect=1)
     two = json.loads((tmp_path / 'two' / 'eval_result.json').read_text())
     assert np.allclose(np.load(tmp_path / 'two' / 'video_scores.npy'), scores, atol=1e-6, equal_nan=True)
     assert {k: two[k] for k in ('top1', 'top5', 'num_videos', 'failed')} == \
@@ -168,8 +168,8 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     assert a[0]['top5_indices'] == b[0]['top5_indices']
     assert np.allclose(a[0]['top5_values'], b[0]['top5_values'], atol=1e-4)
 
-    run(eval_command(setup, tmp_path / 'eval_dy'))
-    run(eval_command(setup, tmp_path / 'eval_pi', *inference))
+    run(eval_command(setup, tmp_path / 'eval_dy'), expect=1)
+    run(eval_command(setup, tmp_path / 'eval_pi', *inference), expect=1)
     scores = [np.load(tmp_path / d / 'video_scores.npy') for d in ('eval_dy', 'eval_pi')]
     assert np.allclose(scores[0], scores[1], atol=1e-4, equal_nan=True)
 

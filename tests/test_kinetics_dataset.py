@@ -364,7 +364,7 @@ def test_first_failure_of_each_video_is_logged_with_its_reason(cfg, videos, tmp_
 
 def test_a_list_of_only_broken_videos_stops_with_a_clear_error(cfg, videos, tmp_path):
     use_list(cfg, write_list(tmp_path, [f'{videos["zero"]} 0', f'{videos["missing"]} 1']), 'TRAIN')
-    with pytest.raises(RuntimeError, match='11 videos in a row failed to decode'):
+    with pytest.raises(ListError, match='11 videos in a row failed to decode'):
         KineticsDataset(cfg, 'train')[0]
 
 
