@@ -603,8 +603,8 @@ def time_train_step(engine: str, config: str, batch: int, repeats: int, threads:
             os.environ.pop('MKL_DEBUG_CPU_TYPE', None)
         else:
             tune_cpu_blas()  # as train.py on a CPU
-        if engine == 'conv3d_stem':  # the ablation of model_utils.FrameConv3D, in this process only
-            from model_utils import FrameConv3D
+        if engine == 'conv3d_stem':  # the ablation of frame_conv.FrameConv3D, in this process only
+            from frame_conv import FrameConv3D
             FrameConv3D.forward = paddle.nn.Conv3D.forward
         paddle.set_device('cpu')
         if engine == 'onednn':
@@ -668,7 +668,7 @@ CONV_LAYERS = (('fast stem 5x7x7, 3->8, 32x224x224', 3, 8, (5, 7, 7), (32, 224, 
 def bench_conv_layouts(repeats: int, threads: int) -> List[Dict]:
     """ms of forward + backward of each of CONV_LAYERS in Paddle dygraph, channels-first vs channels-last vs
     ``conv3d_by_frames`` (the network's fast stem on a CPU), and in PyTorch (channels-first) when installed."""
-    from model_utils import conv3d_by_frames
+    from frame_conv import conv3d_by_frames
 
     tune_cpu_blas()
     paddle.set_device('cpu')

@@ -3,7 +3,7 @@ import paddle
 import paddle.nn.functional as F
 import pytest
 
-from model_utils import FrameConv3D, conv3d_by_frames
+from frame_conv import FrameConv3D, conv3d_by_frames
 
 
 @pytest.mark.parametrize('x_shape, w_shape, stride, padding', [
