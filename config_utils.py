@@ -37,6 +37,7 @@ class AttrDict(dict):
 
 # Type tags of the schema. A float key accepts an int; a bool key accepts only true/false.
 FLOAT_LIST = 'list of numbers'
+INT_LIST = 'list of integers'
 OPTIONAL_STR = 'string or null'
 DOWNSAMPLING_STAGES = ('res3', 'res4', 'res5')
 STAGE_LIST = 'a list of stage names from ' + ', '.join(DOWNSAMPLING_STAGES)
@@ -62,6 +63,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'fusion_conv_channel_ratio': (int, 2),
         'dropout_rate': (float, 0.5),
         'shortcut_avg_pool': (STAGE_LIST, []),  # stages with ResNet-D shortcuts; []: the original's strided 1x1x1
+        'num_block_temp_kernel': (INT_LIST, []),  # res2..res5: blocks with the stage's temporal kernel; []: all
     },
     'DATA': {
         'path_prefix': (str, ''),            # folder relative list paths are joined to; '' = the list file's folder
@@ -176,6 +178,8 @@ def _check_value(where: str, kind: Any, value: Any) -> Any:
         ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                              for v in value)
         value = [float(v) for v in value] if ok else value
+    elif kind is INT_LIST:
+        ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
     elif kind is STAGE_LIST:
         ok = (isinstance(value, list) and all(v in DOWNSAMPLING_STAGES for v in value)
               and len(set(value)) == len(value))
@@ -236,7 +240,7 @@ def _load(path: str, overrides: Sequence[str]) -> AttrDict:
             _set_key(cfg, str(section), str(key), value, path)
     label_map = cfg.DATA.label_map  # a file shipped beside the config, wherever the script runs from
     if label_map and not os.path.isabs(label_map):
-        cfg.DATA.label_map = os.path.join(os.path.dirname(os.path.abspath(path)), label_map)
+        cfg.DATA.label_map = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), label_map))
     for item in overrides:
         apply_override(cfg, item)
     return cfg
@@ -289,6 +293,11 @@ def check_config(cfg: AttrDict) -> None:
         raise ConfigError('MODEL.image_mean and MODEL.image_std must hold 3 values (RGB), std > 0')
     if not 0.0 <= m.dropout_rate < 1.0:
         raise ConfigError(f'MODEL.dropout_rate must be in [0, 1), got {m.dropout_rate}')
+    blocks = STAGE_DEPTHS[m.depth]
+    if m.num_block_temp_kernel and (len(m.num_block_temp_kernel) != 4 or not all(
+            0 <= n <= b for n, b in zip(m.num_block_temp_kernel, blocks))):
+        raise ConfigError(f'MODEL.num_block_temp_kernel must be [] or 4 block counts (res2..res5), each at most the '
+                          f'stage\'s blocks {list(blocks)} at depth {m.depth}; got {m.num_block_temp_kernel}')
     for section in ('TRAIN', 'VALID'):
         s = cfg[section]
         if not s.min_size <= s.max_size:

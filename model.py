@@ -49,11 +49,14 @@ class SlowFast(nn.Layer):
         dropout_rate: dropout before the FC (0.5).
         shortcut_avg_pool: the stages ('res3', 'res4', 'res5') whose downsampling shortcut is ResNet-D's (average
             pool, then the 1x1x1 conv); the others keep the original strided 1x1x1 conv. Same parameters either way.
+        num_block_temp_kernel: for res2..res5, how many blocks (the first ones) use the stage's temporal kernel; the
+            others are 1x3x3 bottlenecks. Empty: every block (the paper's R50 and R101).
     """
 
     def __init__(self, num_classes: int = 400, num_frames: int = 32, alpha: int = 8, beta: int = 8,
                  crop_size: int = 224, depth: int = 50, width_per_group: int = 64, fusion_kernel_size: int = 5,
-                 fusion_conv_channel_ratio: int = 2, dropout_rate: float = 0.5, shortcut_avg_pool: Sequence[str] = ()):
+                 fusion_conv_channel_ratio: int = 2, dropout_rate: float = 0.5, shortcut_avg_pool: Sequence[str] = (),
+                 num_block_temp_kernel: Sequence[int] = ()):
         super().__init__()
         self.alpha = alpha
         self.num_frames = num_frames
@@ -70,8 +73,9 @@ class SlowFast(nn.Layer):
         for k, (blocks, stride) in enumerate(zip(STAGE_DEPTHS[depth], SPATIAL_STRIDES)):
             dim_out = [width * 4 * 2 ** k, width * 4 * 2 ** k // beta]
             dim_inner = [width * 2 ** k, width * 2 ** k // beta]
-            self.add_sublayer(f's{k + 2}', ResStage(dim_in, dim_out, dim_inner, kernels[k + 1], stride, blocks,
-                                                    f'res{k + 2}' in shortcut_avg_pool))
+            self.add_sublayer(f's{k + 2}', ResStage(
+                dim_in, dim_out, dim_inner, kernels[k + 1], stride, blocks, f'res{k + 2}' in shortcut_avg_pool,
+                num_block_temp_kernel[k] if num_block_temp_kernel else None))
             if k < 3:  # a lateral connection after res2, res3, res4; none after res5
                 self.add_sublayer(f's{k + 2}_fuse', FuseFastToSlow(dim_out[1], ratio, fusion_kernel_size, alpha))
                 dim_in = [dim_out[0] + dim_out[1] * ratio, dim_out[1]]
@@ -95,7 +99,8 @@ def build_model(cfg: AttrDict) -> SlowFast:
     return SlowFast(num_classes=m.num_classes, num_frames=m.num_frames, alpha=m.alpha, beta=m.beta,
                     crop_size=m.crop_size, depth=m.depth, width_per_group=m.width_per_group,
                     fusion_kernel_size=m.fusion_kernel_size, fusion_conv_channel_ratio=m.fusion_conv_channel_ratio,
-                    dropout_rate=m.dropout_rate, shortcut_avg_pool=m.shortcut_avg_pool)
+                    dropout_rate=m.dropout_rate, shortcut_avg_pool=m.shortcut_avg_pool,
+                    num_block_temp_kernel=m.num_block_temp_kernel)
 
 
 def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:

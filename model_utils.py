@@ -8,7 +8,7 @@ bottleneck), beta 0, no weight decay on BN, FC Normal(0, 0.01) with zero bias.
 Tensors are ``[N, C, T, H, W]`` throughout; a multi-pathway input is a list ``[slow, fast]``.
 The fast stem's convolution runs frame by frame on the CPU (``frame_conv.FrameConv3D``, a speed workaround).
 """
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import paddle
@@ -150,17 +150,21 @@ class ResBlock(nn.Layer):
 
 class ResStage(nn.Layer):
     """One ResNet stage (res2..res5) for every pathway: blocks ``pathway{p}_res{i}``; the first block of each
-    pathway carries the stage's spatial stride. Every block uses its pathway's temporal kernel for conv ``a``."""
+    pathway carries the stage's spatial stride. Conv ``a`` of the first ``num_temporal_blocks`` blocks (all when
+    None) uses its pathway's temporal kernel, of the others 1 (PySlowFast's ``NUM_BLOCK_TEMP_KERNEL``: R101_50_50
+    keeps temporal kernels in 6 of res4's 23 blocks)."""
 
     def __init__(self, dim_in: Sequence[int], dim_out: Sequence[int], dim_inner: Sequence[int],
-                 temporal_kernel: Sequence[int], stride: int, num_blocks: int, shortcut_avg_pool: bool = False):
+                 temporal_kernel: Sequence[int], stride: int, num_blocks: int, shortcut_avg_pool: bool = False,
+                 num_temporal_blocks: Optional[int] = None):
         super().__init__()
         self.num_pathways = len(dim_in)
         self.num_blocks = num_blocks
+        temporal = num_blocks if num_temporal_blocks is None else num_temporal_blocks
         for p in range(self.num_pathways):
             for i in range(num_blocks):
-                block = ResBlock(dim_in[p] if i == 0 else dim_out[p], dim_out[p], dim_inner[p], temporal_kernel[p],
-                                 stride if i == 0 else 1, shortcut_avg_pool)
+                block = ResBlock(dim_in[p] if i == 0 else dim_out[p], dim_out[p], dim_inner[p],
+                                 temporal_kernel[p] if i < temporal else 1, stride if i == 0 else 1, shortcut_avg_pool)
                 self.add_sublayer(f'pathway{p}_res{i}', block)
 
     def forward(self, x: List[paddle.Tensor]) -> List[paddle.Tensor]:

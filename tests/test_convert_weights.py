@@ -12,13 +12,15 @@ import paddle
 import pytest
 
 from conftest import ROOT
+from config_utils import STAGE_DEPTHS, parse_config
+from convert_weights import FAMILY
 from convert_weights import main as convert_main
 from errors import exit_on_user_error
 from model import build_eval_model, build_model
 
 TINY = ['MODEL.num_classes=5', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
         'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', 'TEST.target_size=96', 'INFER.target_size=96']
-LAST_BLOCK = {2: 2, 3: 3, 4: 5}  # R50 stages 2-4 have 3, 4, 6 blocks: the fusion after stage s hangs off its last
+WIDTHS = ['MODEL.width_per_group=8', 'MODEL.beta=4', 'MODEL.num_classes=5']  # a shipped model, narrow
 C2_LEAF = {'weight': 'w', 'bias': 'b', '_mean': 'rm', '_variance': 'riv'}
 
 
@@ -29,10 +31,11 @@ def random_state(cfg, seed=0):
             .astype(np.float32) for k, v in state.items()}
 
 
-def caffe2_name(key):
+def caffe2_name(key, blocks=(3, 4, 6, 3)):
+    """The Caffe2 blob of a key; the fusion after stage s hangs off that stage's last block (of ``blocks``)."""
     t = lambda p: 't_' if p == '1' else ''  # noqa: E731
     bn = lambda leaf: 's' if leaf == 'weight' else C2_LEAF[leaf]  # noqa: E731
-    fuse = lambda s: 't_pool1_subsample' if s == '1' else f't_res{s}_{LAST_BLOCK[int(s)]}_branch2c_bn_subsample'  # noqa
+    fuse = lambda s: 't_pool1_subsample' if s == '1' else f't_res{s}_{blocks[int(s) - 2] - 1}_branch2c_bn_subsample'  # noqa
     for pattern, name in (
             (r's1\.pathway(\d)_stem\._conv\.weight', lambda g: f'{t(g[1])}conv1_w'),
             (r's1\.pathway(\d)_stem\._bn\.(\w+)', lambda g: f'{t(g[1])}res_conv1_bn_{bn(g[2])}'),
@@ -63,10 +66,13 @@ def torch_layout(key, array):
     return array.T if key == 'head.projection.weight' else array  # Linear [out, in]
 
 
-def convert(src, dst, *extra):
-    """tools/convert_weights.py as its ``__main__`` runs it; returns the exit status."""
-    argv = (['--src', str(src), '--dst', str(dst), '--config', os.path.join(ROOT, 'slowfast.yaml')]
-            + [a for o in TINY for a in ('-o', o)] + list(extra))
+def convert(src, dst, *extra, tiny=True):
+    """tools/convert_weights.py as its ``__main__`` runs it (with the tiny config, or recognising the model when not
+    ``tiny``); returns the exit status."""
+    argv = ['--src', str(src), '--dst', str(dst)]
+    if tiny:
+        argv += ['--config', os.path.join(ROOT, 'slowfast.yaml')] + [a for o in TINY for a in ('-o', o)]
+    argv += list(extra)
     with pytest.raises(SystemExit) as stop:
         exit_on_user_error(lambda: convert_main(argv), logging.getLogger('convert_weights'))
     return stop.value.code
@@ -178,3 +184,50 @@ def test_pickled_code_is_refused(tiny_cfg, tmp_path, capsys, monkeypatch):
     assert convert('evil.pyth', 'out.pdparams') == 4
     assert '--allow-pickle' in capsys.readouterr().out
     assert not os.path.exists('pwned') and not os.path.exists('out.pdparams')
+
+
+@pytest.mark.parametrize('config', FAMILY)
+def test_every_shipped_model_is_recognised_from_its_tensors_in_each_format(config, tmp_path, capsys):
+    """Without --config the tool finds which shipped model a file holds (here at width 8, beta 4, 5 classes: the
+    overrides it reports), from Caffe2, PySlowFast and pytorchvideo files alike."""
+    cfg = parse_config(os.path.join(ROOT, config), WIDTHS)
+    state = random_state(cfg)
+    files = {}
+    with open(tmp_path / 'c2.pkl', 'wb') as f:
+        blocks = STAGE_DEPTHS[cfg.MODEL.depth]
+        pickle.dump({'blobs': {caffe2_name(k, blocks): torch_layout(k, v) for k, v in state.items()}}, f)
+    files['c2.pkl'] = state
+    try:
+        import torch
+    except ImportError:
+        torch = None
+    if torch is not None:
+        torch.save({'model_state': {pyslowfast_name(k): torch.from_numpy(np.ascontiguousarray(torch_layout(k, v)))
+                                    for k, v in state.items()}}, tmp_path / 'sf.pyth')
+        files['sf.pyth'] = state
+        try:
+            from torch_reference import build_hub_reference, reference_to_paddle
+            hub = {'slowfast.yaml': None, 'configs/slowfast_r50_8x8.yaml': 'slowfast_r50',
+                   'configs/slowfast_r101_8x8.yaml': 'slowfast_r101',
+                   'configs/slowfast_16x8_r101_50_50.yaml': 'slowfast_16x8_r101_50_50'}[config]
+            if hub:
+                ref = build_hub_reference(hub, cfg)
+                torch.save({'model_state': ref.state_dict()}, tmp_path / 'ptv.pyth')
+                files['ptv.pyth'] = reference_to_paddle(ref.state_dict())
+        except ImportError:  # no pytorchvideo
+            pass
+    for name, expected in files.items():
+        capsys.readouterr()
+        assert convert(tmp_path / name, tmp_path / f'{name}.pdparams', tiny=False) == 0, name
+        log = capsys.readouterr().out
+        assert f'recognised {config} with {" ".join(WIDTHS)}' in log, log
+        assert_same(tmp_path / f'{name}.pdparams', expected)
+
+
+def test_a_model_outside_the_family_is_named_not_guessed(tmp_path, capsys):
+    cfg = parse_config(os.path.join(ROOT, 'slowfast.yaml'), WIDTHS + ['MODEL.fusion_kernel_size=3'])
+    with open(tmp_path / 'c2.pkl', 'wb') as f:
+        pickle.dump({'blobs': {caffe2_name(k): torch_layout(k, v) for k, v in random_state(cfg).items()}}, f)
+    assert convert(tmp_path / 'c2.pkl', tmp_path / 'x.pdparams', tiny=False) == 4
+    assert 'none of the shipped models (depth 50, fusion_kernel_size 3, num_block_temp_kernel [];' in \
+        capsys.readouterr().out and not os.path.exists(tmp_path / 'x.pdparams')

@@ -1,9 +1,11 @@
 import math
+import os
 
 import numpy as np
 import paddle
 import pytest
 
+from conftest import ROOT
 from model import build_model, input_shapes, model_summary
 from model_utils import count_flops, count_parameters
 
@@ -237,31 +239,28 @@ def test_to_static_training_matches_dygraph(tiny_cfg):
 
 # ---- parity with the PyTorch reference ---------------------------------------------------------------------------
 
-def test_matches_the_pytorch_reference(recipe_cfg):
-    """Full-width 4x16 R50 against pytorchvideo's create_slowfast with the same weights, at a small spatial size:
-    eval probabilities within 1e-4, train-mode logits and the BN running statistics they update alike."""
-    torch = pytest.importorskip('torch', reason='the PyTorch reference needs torch (pip install torch pytorchvideo)')
-    pytest.importorskip('pytorchvideo', reason='the PyTorch reference needs pytorchvideo')
-    from torch_reference import build_reference, reference_to_paddle
-
-    recipe_cfg.MODEL.crop_size = 64  # head pool 2x2; a 96-pixel view leaves 2x2 positions as 256 does at 224
-    recipe_cfg.MODEL.dropout_rate = 0.0  # so train mode is deterministic on both sides
-    torch.manual_seed(0)
-    ref = build_reference(recipe_cfg)
-    with torch.no_grad():  # move BN off its init (1/0) so affine and running statistics are all exercised
+def off_init(ref, torch):
+    """Move BN off its init (1/0), so affine and running statistics are all exercised, and sharpen the classifier
+    (peaked probabilities, far from uniform)."""
+    with torch.no_grad():
         for layer in ref.modules():
             if isinstance(layer, torch.nn.BatchNorm3d):
                 layer.weight.uniform_(0.5, 1.0)
                 layer.bias.uniform_(-0.2, 0.2)
                 layer.running_mean.uniform_(-0.2, 0.2)
                 layer.running_var.uniform_(0.5, 1.5)
-        ref.blocks[6].proj.weight.mul_(5)  # peaked probabilities, far from uniform
-    model = build_model(recipe_cfg)
+        ref.blocks[6].proj.weight.mul_(20)
+
+
+def same_eval_probabilities(ref, model, cfg, torch):
+    """Load the reference's weights into ``model`` and compare eval probabilities on a 96-pixel clip (2x2 positions
+    at a 64-pixel crop, as 256 at 224)."""
+    from torch_reference import reference_to_paddle
+
     weights = reference_to_paddle(ref.state_dict())
     assert set(weights) == set(model.state_dict())
     model.set_state_dict({k: paddle.to_tensor(v) for k, v in weights.items()})
-
-    x = clip(recipe_cfg, 96, batch=2, seed=3)
+    x = clip(cfg, 96, batch=2, seed=3)
     ref.eval()
     model.eval()
     with torch.no_grad():
@@ -269,6 +268,23 @@ def test_matches_the_pytorch_reference(recipe_cfg):
     probs = model(x).numpy()
     assert expected.max() > 0.1  # 40x the uniform 1/400: the comparison means something
     assert np.abs(probs - expected).max() <= 1e-4
+    return x
+
+
+def test_matches_the_pytorch_reference(recipe_cfg):
+    """Full-width 4x16 R50 against pytorchvideo's create_slowfast with the same weights, at a small spatial size:
+    eval probabilities within 1e-4, train-mode logits and the BN running statistics they update alike."""
+    torch = pytest.importorskip('torch', reason='the PyTorch reference needs torch (pip install torch pytorchvideo)')
+    pytest.importorskip('pytorchvideo', reason='the PyTorch reference needs pytorchvideo')
+    from torch_reference import build_reference, reference_to_paddle
+
+    recipe_cfg.MODEL.crop_size = 64  # head pool 2x2
+    recipe_cfg.MODEL.dropout_rate = 0.0  # so train mode is deterministic on both sides
+    torch.manual_seed(0)
+    ref = build_reference(recipe_cfg)
+    off_init(ref, torch)
+    model = build_model(recipe_cfg)
+    x = same_eval_probabilities(ref, model, recipe_cfg, torch)
 
     ref.train()
     ref.blocks[6].activation = None  # pytorchvideo applies its head activation in train mode too; ours gives logits
@@ -279,3 +295,24 @@ def test_matches_the_pytorch_reference(recipe_cfg):
     updated = reference_to_paddle(ref.state_dict())
     for name in ('s1.pathway0_stem._bn._mean', 's3.pathway1_res2.branch2.b_bn._variance', 's4_fuse._bn._mean'):
         assert np.allclose(model.state_dict()[name].numpy(), updated[name], rtol=1e-3, atol=1e-5), name
+
+
+@pytest.mark.parametrize('config, hub_name', [('configs/slowfast_r50_8x8.yaml', 'slowfast_r50'),
+                                              ('configs/slowfast_r101_8x8.yaml', 'slowfast_r101'),
+                                              ('configs/slowfast_16x8_r101_50_50.yaml', 'slowfast_16x8_r101_50_50')])
+def test_each_shipped_model_equals_pytorchvideos_hub_builder(config, hub_name):
+    """Each shipped config, at full width and depth, against pytorchvideo's hub builder of the checkpoint it
+    converts (random weights, BN off its init): the same parameter count and names, eval probabilities within 1e-4
+    at a small spatial size."""
+    torch = pytest.importorskip('torch', reason='the PyTorch reference needs torch (pip install torch pytorchvideo)')
+    pytest.importorskip('pytorchvideo', reason='the PyTorch reference needs pytorchvideo')
+    from config_utils import parse_config
+    from torch_reference import build_hub_reference
+
+    cfg = parse_config(os.path.join(ROOT, config), ['MODEL.crop_size=64', 'MODEL.dropout_rate=0.0'])
+    torch.manual_seed(0)
+    ref = build_hub_reference(hub_name, cfg)
+    off_init(ref, torch)
+    model = build_model(cfg)
+    assert count_parameters(model) == sum(p.numel() for p in ref.parameters())
+    same_eval_probabilities(ref, model, cfg, torch)

@@ -1,7 +1,12 @@
 """Convert a published SlowFast checkpoint into this project's ``.pdparams``.
 
-    python tools/convert_weights.py --src SLOWFAST_4x16_R50.pyth --dst weights/slowfast_4x16.pdparams
-    python tools/convert_weights.py --src SLOWFAST_8x8_R50.pyth --dst weights/slowfast_8x8.pdparams --arch 8x8
+    python tools/convert_weights.py --src SLOWFAST_8x8_R50.pyth --dst weights/slowfast_8x8.pdparams
+    python tools/convert_weights.py --src slowfast_16x8_r101_50_50.pyth --dst weights/sf16x8.pdparams \
+        --config configs/slowfast_16x8_r101_50_50.yaml
+
+Without ``--config`` the model is recognised from the file's tensors (depth, temporal kernels, fusion kernel,
+widths, classes) among the shipped configs (``slowfast.yaml``, ``configs/*.yaml``), and the log names the config to
+evaluate it with; the frame-rate ratio ``alpha`` is not in the weights and comes from that config.
 
 The source format is detected from the file:
 
@@ -21,14 +26,14 @@ import os
 import pickle
 import re
 import sys
-from typing import Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Tuple
 
 import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from checkpoint import atomic_save  # noqa: E402
-from config_utils import parse_config, setup_logging  # noqa: E402
+from config_utils import STAGE_DEPTHS, parse_config, setup_logging  # noqa: E402
 from errors import WeightsError, exit_on_user_error  # noqa: E402
 from model import build_model  # noqa: E402
 
@@ -36,6 +41,11 @@ logger = logging.getLogger('convert_weights')
 
 FORMATS = ('pyslowfast', 'pytorchvideo', 'caffe2', 'paddlevideo', 'paddle')
 ARCHS = {'4x16': {'alpha': 8, 'fusion_kernel_size': 5}, '8x8': {'alpha': 4, 'fusion_kernel_size': 7}}
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The shipped configs of the family, told apart by what the weights fix (FAMILY_KEYS).
+FAMILY = ('slowfast.yaml', 'configs/slowfast_r50_8x8.yaml', 'configs/slowfast_r101_8x8.yaml',
+          'configs/slowfast_16x8_r101_50_50.yaml')
+FAMILY_KEYS = ('depth', 'fusion_kernel_size', 'num_block_temp_kernel')
 HEAD_WEIGHT = 'head.projection.weight'
 
 
@@ -236,11 +246,55 @@ def check_fits(converted: Dict[str, np.ndarray], model_state: Dict) -> None:
                           + (f' (try {" and ".join(hints)})' if hints else ''))
 
 
-def convert(src: str, cfg, fmt: str = 'auto', allow_pickle: bool = False):
-    """``(format, converted state, dropped names)`` of ``src`` checked against the model ``cfg`` builds."""
+def read_architecture(converted: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    """The MODEL keys a converted state dict fixes: depth, num_block_temp_kernel ([] when every block has the
+    stage's temporal kernel), fusion_kernel_size, width_per_group, beta, fusion_conv_channel_ratio, num_classes.
+    (alpha and the clip length are not in the weights.)"""
+    needed = ('s1.pathway0_stem._conv.weight', 's1.pathway1_stem._conv.weight', 's1_fuse._conv_f2s.weight',
+              HEAD_WEIGHT)
+    absent = [k for k in needed if k not in converted]
+    if absent:
+        raise ConversionError(f'not a SlowFast checkpoint: no {", ".join(absent)}')
+    blocks = tuple(len({m.group(1) for k in converted
+                        for m in [re.fullmatch(rf's{s}\.pathway1_res(\d+)\.branch2\.a\.weight', k)] if m})
+                   for s in range(2, 6))
+    depth = next((d for d, counts in STAGE_DEPTHS.items() if counts == blocks), None)
+    if depth is None:
+        raise ConversionError(f'res2..res5 hold {list(blocks)} blocks: not a ResNet depth of '
+                              f'{", ".join(map(str, STAGE_DEPTHS))}')
+    temporal = [sum(converted[f's{s}.pathway1_res{i}.branch2.a.weight'].shape[2] > 1 for i in range(n))
+                for s, n in zip(range(2, 6), blocks)]
+    slow, fast = converted['s1.pathway0_stem._conv.weight'], converted['s1.pathway1_stem._conv.weight']
+    fuse = converted['s1_fuse._conv_f2s.weight']
+    return {'depth': depth, 'num_block_temp_kernel': [] if tuple(temporal) == blocks else temporal,
+            'fusion_kernel_size': fuse.shape[2], 'width_per_group': slow.shape[0],
+            'beta': slow.shape[0] // fast.shape[0], 'fusion_conv_channel_ratio': fuse.shape[0] // fast.shape[0],
+            'num_classes': converted[HEAD_WEIGHT].shape[1]}
+
+
+def recognise(converted: Dict[str, np.ndarray]) -> Tuple[str, List[str]]:
+    """``(config, overrides)``: the shipped config of the family whose network the weights are, and the ``-o``
+    overrides of the widths and class count where the file differs from it; ConversionError otherwise."""
+    arch = read_architecture(converted)
+    for path in FAMILY:
+        model = parse_config(os.path.join(ROOT, path), []).MODEL
+        if all(model[k] == arch[k] for k in FAMILY_KEYS):
+            return os.path.join(ROOT, path), [f'MODEL.{k}={v}' for k, v in arch.items() if model[k] != v]
+    raise ConversionError('the weights are none of the shipped models (' + ', '.join(
+        f'{k} {arch[k]}' for k in FAMILY_KEYS) + f'; shipped: {", ".join(FAMILY)}): give --config and -o MODEL.alpha'
+        ' (the frame-rate ratio is not in the weights)')
+
+
+def read_converted(src: str, fmt: str = 'auto', allow_pickle: bool = False):
+    """``(format, state in this project's names, dropped names)`` of ``src``."""
     detected, state = read_checkpoint(src, allow_pickle)
     fmt = detected if fmt == 'auto' else fmt
-    converted, dropped = to_project_names(fmt, state)
+    return (fmt,) + to_project_names(fmt, state)
+
+
+def convert(src: str, cfg, fmt: str = 'auto', allow_pickle: bool = False):
+    """``(format, converted state, dropped names)`` of ``src`` checked against the model ``cfg`` builds."""
+    fmt, converted, dropped = read_converted(src, fmt, allow_pickle)
     check_fits(converted, build_model(cfg).state_dict())
     return fmt, converted, dropped
 
@@ -252,7 +306,8 @@ def main(argv=None) -> int:
     parser.add_argument('--dst', required=True, help='output .pdparams')
     parser.add_argument('--arch', choices=sorted(ARCHS), help='4x16 (alpha 8, fusion kernel 5) or 8x8 (4, 7); '
                         'default: as the config')
-    parser.add_argument('--config', default='slowfast.yaml', help='config whose MODEL the weights must fit')
+    parser.add_argument('--config', help='config whose MODEL the weights must fit (default: recognised from the '
+                        'weights among the shipped ones; slowfast.yaml with --arch)')
     parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS, help='source format (detected)')
     parser.add_argument('--allow-pickle', action='store_true',
                         help='read a .pyth holding non-tensor objects (runs pickled code: trusted files only)')
@@ -262,8 +317,16 @@ def main(argv=None) -> int:
     overrides = list(args.override)
     if args.arch:
         overrides += [f'MODEL.{k}={v}' for k, v in ARCHS[args.arch].items()]
-    cfg = parse_config(args.config, overrides)
-    fmt, converted, dropped = convert(args.src, cfg, args.format, args.allow_pickle)
+    fmt, converted, dropped = read_converted(args.src, args.format, args.allow_pickle)
+    config = args.config or (os.path.join(ROOT, 'slowfast.yaml') if args.arch else None)
+    if config is None:
+        config, found = recognise(converted)
+        overrides = found + overrides
+        logger.info('recognised %s%s: evaluate and fine-tune it with --config %s%s', os.path.relpath(config, ROOT),
+                    f' with {" ".join(found)}' if found else '', os.path.relpath(config, ROOT),
+                    ''.join(f' -o {o}' for o in found))
+    cfg = parse_config(config, overrides)
+    check_fits(converted, build_model(cfg).state_dict())
     os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
     dst = args.dst if args.dst.endswith('.pdparams') else args.dst + '.pdparams'
     atomic_save({k: paddle.to_tensor(v) for k, v in converted.items()}, dst)

@@ -29,14 +29,22 @@ def build_reference(cfg, train: bool = False) -> torch.nn.Module:
     _ensure_torchvision()
     from pytorchvideo.models.slowfast import create_slowfast
 
+    from config_utils import STAGE_DEPTHS
+
     m = cfg.MODEL
     pool = m.crop_size // 32
+    # pytorchvideo spells each stage's conv-a kernels out per block; the paper's: slow (1, 1, 3, 3), fast 3 everywhere
+    temporal = m.num_block_temp_kernel or STAGE_DEPTHS[m.depth]
+    kernels = tuple(tuple(tuple(((t, 1, 1),) * n + ((1, 1, 1),) * (blocks - n))
+                          for t, n, blocks in zip(stage_kernels, temporal, STAGE_DEPTHS[m.depth]))
+                    for stage_kernels in ((1, 1, 3, 3), (3, 3, 3, 3)))
     return create_slowfast(
         model_depth=m.depth, model_num_class=m.num_classes, dropout_rate=m.dropout_rate,
         slowfast_channel_reduction_ratio=(m.beta,), slowfast_conv_channel_fusion_ratio=m.fusion_conv_channel_ratio,
         slowfast_fusion_conv_kernel_size=(m.fusion_kernel_size, 1, 1), slowfast_fusion_conv_stride=(m.alpha, 1, 1),
         stem_dim_outs=(m.width_per_group, m.width_per_group // m.beta),
         head_pool_kernel_sizes=((m.num_frames // m.alpha, pool, pool), (m.num_frames, pool, pool)),
+        stage_conv_a_kernel_sizes=kernels,
         head_activation=None if train else torch.nn.Softmax)
 
 
@@ -45,3 +53,21 @@ def reference_to_paddle(state: dict) -> dict:
     from convert_weights import to_project_names
 
     return to_project_names('pytorchvideo', {k: v.detach().cpu().numpy() for k, v in state.items()})[0]
+
+
+def build_hub_reference(name: str, cfg, train: bool = False) -> torch.nn.Module:
+    """pytorchvideo's hub builder ``name`` (e.g. ``slowfast_r101``: its settings, random weights) with the class
+    count, dropout and widths of ``cfg.MODEL`` (the hub's at the shipped configs' 64 / beta 8) and its head's pooling
+    windows set for ``cfg.MODEL.crop_size`` (the hub's are for 224), softmax per position (logits when ``train``)."""
+    _ensure_torchvision()
+    from pytorchvideo.models import hub
+
+    m = cfg.MODEL
+    model = getattr(hub, name)(pretrained=False, model_num_class=m.num_classes, dropout_rate=m.dropout_rate,
+                               head_activation=None if train else torch.nn.Softmax,
+                               stem_dim_outs=(m.width_per_group, m.width_per_group // m.beta),
+                               slowfast_channel_reduction_ratio=(m.beta,))
+    pool = m.crop_size // 32
+    for layer, frames in zip(model.blocks[5].pool, (m.num_frames // m.alpha, m.num_frames)):
+        layer.kernel_size = (frames, pool, pool)
+    return model
