@@ -143,6 +143,10 @@ def model_summary(model: SlowFast, cfg: AttrDict, sizes: Sequence[int] = ()) -> 
     sizes = sizes or sorted({m.crop_size, cfg.TEST.target_size})
     flops = ', '.join(f'{count_flops(model, input_shapes(cfg, s)) / 1e9:.2f} GFLOPs per {s}x{s} view'
                       for s in sizes)
-    return (f'SlowFast-R{m.depth} {m.num_frames // m.alpha}x{m.sampling_rate * m.alpha} '
-            f'(alpha {m.alpha}, beta {m.beta}, width {m.width_per_group}): '
+    # PySlowFast's name for a deeper ResNet with temporal kernels in R50's blocks only (both pathways): R101_50_50
+    fifty = m.depth != 50 and list(m.num_block_temp_kernel) == list(STAGE_DEPTHS[50])
+    depth = f'R{m.depth}' + ('_50_50' if fifty else '')
+    return (f'SlowFast-{depth} {m.num_frames // m.alpha}x{m.sampling_rate * m.alpha} '
+            f'(alpha {m.alpha}, beta {m.beta}, width {m.width_per_group}'
+            + (f', temporal kernels in {m.num_block_temp_kernel} blocks' if m.num_block_temp_kernel else '') + '): '
             f'{count_parameters(model) / 1e6:.2f} M parameters, {flops}')

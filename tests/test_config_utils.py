@@ -144,6 +144,12 @@ def test_use_gpu_is_unset_unless_given():
     (['-o', 'TRAIN.epoch=[1'], 'value is not valid YAML'),
     (['-o', 'MODEL.alpha=5'], 'MODEL.num_frames (32) must be divisible by MODEL.alpha (5)'),
     (['-o', 'MODEL.depth=34'], 'MODEL.depth must be one of [50, 101, 152], got 34'),
+    (['-o', 'MODEL.num_block_temp_kernel=[3, 4, 23, 3]'],
+     "MODEL.num_block_temp_kernel must be [] or 4 block counts (res2..res5), each at most the stage's blocks "
+     '[3, 4, 6, 3] at depth 50; got [3, 4, 23, 3]'),
+    (['-o', 'MODEL.num_block_temp_kernel=[3, 4]'], 'MODEL.num_block_temp_kernel must be [] or 4 block counts'),
+    (['-o', 'MODEL.num_block_temp_kernel=[3, 4.5, 6, 3]'], 'MODEL.num_block_temp_kernel must be list of integers'),
+    (['-o', 'TRAIN.checkpoint_every_steps=-1'], 'TRAIN.checkpoint_every_steps must be >= 0, got -1'),
     (['-o', 'MODEL.crop_size=100'], 'MODEL.crop_size (100) must be a multiple of 32'),
     (['-o', 'TRAIN.min_size=400'], 'TRAIN.min_size (400) must be <= TRAIN.max_size (320)'),
     (['-o', 'TEST.num_spatial_crops=0'], 'TEST.num_spatial_crops must be positive'),
