@@ -46,7 +46,7 @@ STAGE_LIST = 'a list of stage names from ' + ', '.join(DOWNSAMPLING_STAGES)
 # knobs the original hard-coded (spec 1.5). Keep slowfast.yaml and this table in step: a test checks it.
 SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
     'MODEL': {
-        'name': (str, 'SLOWFAST'),
+        'name': (str, 'SLOWFAST'),           # SLOWFAST, or SLOW: the Slow-only ResNet (one pathway)
         'format': (str, 'mp4'),
         'num_classes': (int, 400),
         'num_frames': (int, 32),             # T, frames of the fast pathway
@@ -130,6 +130,9 @@ RETIRED = {
     'DATA.normalize_on_device': 'clips always leave the workers as uint8 and are normalised on the device '
                                 '(kinetics_dataset.model_inputs): delete the line',
 }
+
+# MODEL.name -> pathways the network takes: SlowFast [slow, fast]; Slow-only [slow] (the paper's baseline).
+PATHWAYS = {'SLOWFAST': 2, 'SLOW': 1}
 
 # Bottleneck blocks per stage (res2..res5) for each supported depth (He et al. 2016, Table 1).
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -278,6 +281,11 @@ def check_config(cfg: AttrDict) -> None:
             raise ConfigError(f'{section}.{key} must be >= 0, got {cfg[section][key]}')
     if cfg.TRAIN.head_lr_scale < 0:
         raise ConfigError(f'TRAIN.head_lr_scale must be >= 0, got {cfg.TRAIN.head_lr_scale}')
+    if m.name not in PATHWAYS:
+        raise ConfigError(f'MODEL.name must be one of {", ".join(PATHWAYS)}, got {m.name!r}')
+    if m.name == 'SLOW' and m.alpha != 1:
+        raise ConfigError(f'MODEL.alpha must be 1 for the Slow-only model (its one pathway sees all MODEL.num_frames '
+                          f'frames), got {m.alpha}')
     if m.depth not in STAGE_DEPTHS:
         raise ConfigError(f'MODEL.depth must be one of {sorted(STAGE_DEPTHS)}, got {m.depth}')
     if m.num_frames % m.alpha:

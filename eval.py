@@ -60,7 +60,7 @@ def main() -> int:
     logger.info('evaluating %s on %d videos x %d views, %d ranks', source, len(dataset.samples),
                 dataset.num_views, world)
 
-    sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), batch,
+    sums, counts = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
                                 cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
     if rank != 0:
         return 0

@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 
 from atomic import fsync_dir, fsync_file
-from config_utils import AttrDict
+from config_utils import PATHWAYS, AttrDict
 from errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -23,17 +23,18 @@ NAME = 'slowfast'
 
 
 def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weights: str = '') -> Dict:
-    """``paddle.jit.save`` ``model`` (eval mode) for ``[slow, fast]`` clips of ``size`` x ``size`` pixels, any batch.
+    """``paddle.jit.save`` ``model`` (eval mode) for its pathways' clips (``[slow, fast]``, or ``[slow]`` for
+    Slow-only) of ``size`` x ``size`` pixels, any batch.
 
     Writes into a temporary folder renamed to ``save_dir`` at the end, so an interrupted export leaves nothing
     half-written. Returns the description saved as ``export.json``.
     """
     m = cfg.MODEL
+    names = ['slow', 'fast'][:PATHWAYS[m.name]]
     frames = [m.num_frames // m.alpha, m.num_frames]
-    spec = [paddle.static.InputSpec([None, 3, t, size, size], 'float32', name)
-            for t, name in zip(frames, ('slow', 'fast'))]
-    meta = {'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size,
-            'image_mean': list(m.image_mean), 'image_std': list(m.image_std), 'inputs': ['slow', 'fast'],
+    spec = [paddle.static.InputSpec([None, 3, t, size, size], 'float32', name) for t, name in zip(frames, names)]
+    meta = {'name': m.name, 'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size,
+            'image_mean': list(m.image_mean), 'image_std': list(m.image_std), 'inputs': names,
             'output': 'probabilities', 'weights': weights, 'paddle': paddle.__version__}
     save_dir = os.path.abspath(save_dir)
     tmp = f'{save_dir}.tmp{os.getpid()}'
@@ -73,7 +74,7 @@ def model_files(model_dir: str):
 
 
 class InferenceModel:
-    """Callable like the eval network: ``[slow, fast]`` tensors in, a probabilities tensor out, run by Paddle
+    """Callable like the eval network: pathway tensors in, a probabilities tensor out, run by Paddle
     Inference (oneDNN on CPU; CUDA, and TensorRT with ``use_tensorrt``, on GPU)."""
 
     def __init__(self, model_dir: str, gpu_id: Optional[int] = None, use_tensorrt: bool = False,
@@ -99,13 +100,16 @@ class InferenceModel:
         self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
         logger.info('Paddle Inference model %s (%s, %s): clips of %d frames at %d px, %d classes', model_dir,
                     os.path.basename(program), f'GPU {gpu_id}' + (' + TensorRT' if use_tensorrt else '')
-                    if gpu_id is not None else 'CPU + oneDNN', self.meta['num_frames'], self.meta['size'], self.meta['num_classes'])
+                    if gpu_id is not None else 'CPU + oneDNN', self.meta['num_frames'], self.meta['size'],
+                    self.meta['num_classes'])
 
     def check(self, cfg: AttrDict, size: int) -> None:
         """WeightsError if the exported model does not take what ``cfg`` will feed it."""
         m, meta = cfg.MODEL, self.meta
-        wanted = {'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size}
-        wrong = [f'{k} {meta[k]} (config: {v})' for k, v in wanted.items() if meta.get(k) != v]
+        wanted = {'name': m.name, 'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha,
+                  'size': size}
+        meta = dict({'name': 'SLOWFAST'}, **meta)  # exports made before the Slow-only model are SlowFast's
+        wrong = [f'{k} {meta.get(k)} (config: {v})' for k, v in wanted.items() if meta.get(k) != v]
         if wrong:
             raise WeightsError(f'the exported model does not match the config: {", ".join(wrong)}; export it again '
                              'with this config (tools/export_model.py --size = the test target_size)')

@@ -3,14 +3,15 @@
 Lists: one video per line, ``path label`` (whitespace) or ``path,label`` (CSV); relative paths resolve against
 ``DATA.path_prefix`` or else the list file's folder; infer lists may hold paths only.
 
-    KineticsDataset(cfg, 'train' | 'valid')        map-style; items (slow, fast, label [1], index [1])
+    KineticsDataset(cfg, 'train' | 'valid')        map-style; items (*pathways, label [1], index [1])
     KineticsMultiViewDataset(cfg, 'test' | 'infer') iterable; every video decoded once, its
                                                    num_ensemble_views x num_spatial_crops views cut from that decode;
-                                                   items (slow, fast, label [1], view_id [1]),
+                                                   items (*pathways, label [1], view_id [1]),
                                                    view_id = video_index * num_views + view
 
-slow is ``[3, T/alpha, S, S]`` and fast ``[3, T, S, S]``, RGB uint8; ``model_inputs`` turns a batch into the
-model's normalised float32 input on its device (a quarter of the bytes through the DataLoader and to the GPU).
+The pathways are the model's (``MODEL.name``): SlowFast ``slow [3, T/alpha, S, S], fast [3, T, S, S]``; Slow-only
+``slow [3, T, S, S]``; RGB uint8. ``model_inputs`` turns a batch's pathways into the model's normalised float32
+input on its device (a quarter of the bytes through the DataLoader and to the GPU).
 Frame ``i`` of a video is the ``i``-th frame of a full sequential decode and its length is the number of frames that
 decode (``video_io.VideoReader``), whatever its container declares. Random draws come from ``(seed, epoch, index)``
 only, so an epoch's clips do not depend on the number of workers or ranks.
@@ -25,7 +26,7 @@ from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 import paddle
 
-from config_utils import AttrDict
+from config_utils import PATHWAYS, AttrDict
 from errors import ListError
 from video_io import VideoError, VideoReader
 
@@ -172,16 +173,19 @@ def normalize_batch(x: paddle.Tensor, mean: Sequence[float], std: Sequence[float
     return x.astype('float32') * scale + shift
 
 
-def model_inputs(slow: paddle.Tensor, fast: paddle.Tensor, cfg: AttrDict) -> List[paddle.Tensor]:
+def model_inputs(pathways: Sequence[paddle.Tensor], cfg: AttrDict) -> List[paddle.Tensor]:
     """A DataLoader batch's pathways as the model's float32 input, normalising uint8 clips on their device."""
     m = cfg.MODEL
-    return [normalize_batch(slow, m.image_mean, m.image_std), normalize_batch(fast, m.image_mean, m.image_std)]
+    return [normalize_batch(x, m.image_mean, m.image_std) for x in pathways]
 
 
-def pack_pathways(fast: np.ndarray, alpha: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``fast [3, T, H, W]`` -> ``(slow [3, T/alpha, H, W], fast)``; slow takes ``linspace(0, T-1, T/alpha)``."""
-    frames = fast.shape[1]
-    return fast[:, np.linspace(0, frames - 1, frames // alpha).astype(np.int64)], fast
+def pack_pathways(clip: np.ndarray, alpha: int, pathways: int = 2) -> Tuple[np.ndarray, ...]:
+    """``clip [3, T, H, W]`` -> ``(slow [3, T/alpha, H, W], fast = clip)``, slow taking ``linspace(0, T-1, T/alpha)``
+    (PySlowFast's); with one pathway (Slow-only, alpha 1) ``(clip,)``."""
+    frames = clip.shape[1]
+    if pathways == 1:
+        return (clip,)
+    return clip[:, np.linspace(0, frames - 1, frames // alpha).astype(np.int64)], clip
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -225,7 +229,7 @@ class _VideoDataset:
     def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]]):
         m = cfg.MODEL
         self.samples = samples
-        self.num_frames, self.alpha = m.num_frames, m.alpha
+        self.num_frames, self.alpha, self.pathways = m.num_frames, m.alpha, PATHWAYS[m.name]
         self.sampling_rate, self.target_fps = m.sampling_rate, m.target_fps
         self.failures = DecodeFailures(len(self.samples))
 
@@ -271,24 +275,25 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         if self.mode == 'valid':
             path, label = self.samples[index]
             try:
-                slow, fast = self.load_clip(path, rng)
+                clips = self.load_clip(path, rng)
             except VideoError as error:
                 self.failures.record(index, error)
                 size, label = self.target_size, UNDECODABLE
-                slow, fast = pack_pathways(np.zeros((3, self.num_frames, size, size), np.uint8), self.alpha)
-            return slow, fast, np.array([label], dtype=np.int64), np.array([index], dtype=np.int64)
+                clips = pack_pathways(np.zeros((3, self.num_frames, size, size), np.uint8), self.alpha,
+                                      self.pathways)
+            return (*clips, np.array([label], dtype=np.int64), np.array([index], dtype=np.int64))
         for _ in range(self.num_retries + 1):
             path, label = self.samples[index]
             try:
-                slow, fast = self.load_clip(path, rng)
-                return slow, fast, np.array([label], dtype=np.int64), np.array([index], dtype=np.int64)
+                clips = self.load_clip(path, rng)
+                return (*clips, np.array([label], dtype=np.int64), np.array([index], dtype=np.int64))
             except VideoError as error:
                 self.failures.record(index, error)
                 index = int(rng.integers(0, len(self.samples)))
         raise ListError(f'{self.num_retries + 1} videos in a row failed to decode (last: {path}); check the list '
                            'and DATA.path_prefix, or clean the list with tools/check_videos.py')
 
-    def load_clip(self, path: str, rng: np.random.Generator) -> Tuple[np.ndarray, np.ndarray]:
+    def load_clip(self, path: str, rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
         train = self.mode == 'train'
         short_side = int(round(rng.uniform(self.min_size, self.max_size))) if train else self.min_size
         with self.open_video(path, self.target_fps) as video:
@@ -299,7 +304,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         frames = frames[:, y:y + self.target_size, x:x + self.target_size]
         if train and rng.uniform() < 0.5 and self.random_flip:  # drawn either way: the same clips with or without
             frames = frames[:, :, ::-1]
-        return pack_pathways(channels_first(frames), self.alpha)
+        return pack_pathways(channels_first(frames), self.alpha, self.pathways)
 
 
 class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
@@ -332,7 +337,7 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
         """Views this rank yields when every video decodes."""
         return len(self.video_indices) * self.num_views
 
-    def __iter__(self) -> Iterator[Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
         worker = paddle.io.get_worker_info()
         videos = self.video_indices if worker is None else self.video_indices[worker.id::worker.num_workers]
         for video_index in videos:
@@ -343,11 +348,11 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
                 self.failures.record(video_index, error)
                 continue
             label = np.array([label], dtype=np.int64)
-            for view, (slow, fast) in enumerate(views):
-                yield slow, fast, label, np.array([video_index * self.num_views + view], dtype=np.int64)
+            for view, clips in enumerate(views):
+                yield (*clips, label, np.array([video_index * self.num_views + view], dtype=np.int64))
 
-    def load_views(self, path: str) -> Iterator[Tuple[np.ndarray, np.ndarray]]:
-        """Decode ``path`` once and return a generator of its uint8 ``(slow, fast)`` views in the original's clip
+    def load_views(self, path: str) -> Iterator[Tuple[np.ndarray, ...]]:
+        """Decode ``path`` once and return a generator of its uint8 pathway views in the original's clip
         order (``temporal * num_spatial_crops + spatial``). Decoding errors are raised here, before any view."""
         size, clips = self.target_size, []
 
@@ -366,5 +371,5 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
                 for spatial in range(self.num_spatial_crops):
                     y, x = crop_offset(clip.shape[2], clip.shape[3], size, spatial, self.num_spatial_crops)
                     # a view into the clip: the DataLoader's collate makes the only copy of each crop
-                    yield pack_pathways(clip[:, :, y:y + size, x:x + size], self.alpha)
+                    yield pack_pathways(clip[:, :, y:y + size, x:x + size], self.alpha, self.pathways)
         return views()

@@ -49,13 +49,14 @@ def ensemble_scores(model: paddle.nn.Layer, loader, to_inputs, num_videos: int, 
     """Run ``model`` (eval mode: probabilities) over every view of the loader; per video, the sum of its views'
     probabilities ``[num_videos, K]`` (float64) and how many views it got ``[num_videos]``.
 
-    ``to_inputs(slow, fast)`` makes the model input from a batch; ``progress`` (a tqdm bar) is advanced per view.
+    ``to_inputs(pathways)`` makes the model input from a batch's pathways; ``progress`` (a tqdm bar) is advanced
+    per view.
     """
     sums = np.zeros((num_videos, num_classes), dtype=np.float64)
     counts = np.zeros(num_videos, dtype=np.int64)
     with paddle.no_grad():
-        for slow, fast, _, view_ids in loader:
-            probs = model(to_inputs(slow, fast)).numpy().astype(np.float64)
+        for *clips, _, view_ids in loader:
+            probs = model(to_inputs(clips)).numpy().astype(np.float64)
             videos = view_ids.numpy().reshape(-1) // num_views
             np.add.at(sums, videos, probs)
             np.add.at(counts, videos, 1)

@@ -1,8 +1,10 @@
-"""SlowFast network (Feichtenhofer et al., "SlowFast Networks for Video Recognition", ICCV 2019), ResNet-50/101.
+"""SlowFast network (Feichtenhofer et al., "SlowFast Networks for Video Recognition", ICCV 2019), ResNet-50/101,
+and the paper's Slow-only baseline.
 
-``build_model(cfg)`` builds it from a config; ``model([slow, fast])`` takes slow ``[N, 3, T/alpha, H, W]`` and fast
-``[N, 3, T, H, W]``. ``model.train()``: logits ``[N, num_classes]``; ``model.eval()``: probabilities (softmax per
-position of the fully-convolutional head, averaged over positions).
+``build_model(cfg)`` builds the network of ``MODEL.name``. SlowFast: ``model([slow, fast])`` takes slow
+``[N, 3, T/alpha, H, W]`` and fast ``[N, 3, T, H, W]``; Slow-only: ``model([slow])``, slow ``[N, 3, T, H, W]``.
+``model.train()``: logits ``[N, num_classes]``; ``model.eval()``: probabilities (softmax per position of the
+fully-convolutional head, averaged over positions).
 """
 import logging
 from typing import List, Optional, Sequence
@@ -11,7 +13,7 @@ import paddle
 import paddle.nn as nn
 
 from checkpoint import load_weights
-from config_utils import STAGE_DEPTHS, AttrDict
+from config_utils import PATHWAYS, STAGE_DEPTHS, AttrDict
 from errors import WeightsError
 from model_utils import (FuseFastToSlow, ResNetBasicHead, ResStage, VideoModelStem, count_flops,
                          count_parameters)
@@ -93,9 +95,46 @@ class SlowFast(nn.Layer):
         return self.head(self.s5(x))
 
 
-def build_model(cfg: AttrDict) -> SlowFast:
-    """The SlowFast network of ``cfg.MODEL``."""
+class SlowOnly(nn.Layer):
+    r"""The Slow-only network (paper Table 3; PySlowFast ``SLOW_8x8_R50``, pytorchvideo ``slow_r50``): the slow
+    pathway alone, a 3D ResNet with temporal kernels in res4 and res5 only, over all T frames of the clip::
+
+        slow [N,3,T,H,W] -> s1.pathway0_stem -> s2.pathway0 -> s3 -> s4 -> s5.pathway0 -> head -> [N, K]
+
+    Parameter names are SlowFast's slow pathway's (``s2.pathway0_res0...``), without fusion layers.
+    Args as ``SlowFast`` (no alpha, beta or fusion).
+    """
+
+    def __init__(self, num_classes: int = 400, num_frames: int = 8, crop_size: int = 224, depth: int = 50,
+                 width_per_group: int = 64, dropout_rate: float = 0.5, shortcut_avg_pool: Sequence[str] = (),
+                 num_block_temp_kernel: Sequence[int] = ()):
+        super().__init__()
+        width = width_per_group
+        kernels = [k[:1] for k in TEMPORAL_KERNELS]  # the slow pathway's
+        self.s1 = VideoModelStem([3], [width], kernels[0])
+        dim_in = [width]
+        for k, (blocks, stride) in enumerate(zip(STAGE_DEPTHS[depth], SPATIAL_STRIDES)):
+            dim_out = [width * 4 * 2 ** k]
+            self.add_sublayer(f's{k + 2}', ResStage(
+                dim_in, dim_out, [width * 2 ** k], kernels[k + 1], stride, blocks, f'res{k + 2}' in shortcut_avg_pool,
+                num_block_temp_kernel[k] if num_block_temp_kernel else None))
+            dim_in = dim_out
+        pool = crop_size // 32
+        self.head = ResNetBasicHead(dim_out, num_classes, [[num_frames, pool, pool]], dropout_rate)
+
+    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """``[slow [N, 3, T, H, W]]`` -> logits (train) or probabilities (eval)."""
+        x = self.s3(self.s2(self.s1(list(x))))
+        return self.head(self.s5(self.s4(x)))
+
+
+def build_model(cfg: AttrDict) -> nn.Layer:
+    """The network of ``cfg.MODEL``: SlowFast, or Slow-only with ``MODEL.name: SLOW``."""
     m = cfg.MODEL
+    if m.name == 'SLOW':
+        return SlowOnly(num_classes=m.num_classes, num_frames=m.num_frames, crop_size=m.crop_size, depth=m.depth,
+                        width_per_group=m.width_per_group, dropout_rate=m.dropout_rate,
+                        shortcut_avg_pool=m.shortcut_avg_pool, num_block_temp_kernel=m.num_block_temp_kernel)
     return SlowFast(num_classes=m.num_classes, num_frames=m.num_frames, alpha=m.alpha, beta=m.beta,
                     crop_size=m.crop_size, depth=m.depth, width_per_group=m.width_per_group,
                     fusion_kernel_size=m.fusion_kernel_size, fusion_conv_channel_ratio=m.fusion_conv_channel_ratio,
@@ -132,12 +171,13 @@ def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device
 
 
 def input_shapes(cfg: AttrDict, size: int) -> List[List[int]]:
-    """Per-sample shapes ``[slow, fast]`` of a clip of ``size`` x ``size`` pixels."""
+    """Per-sample shapes of the pathways (``[slow, fast]``, or ``[slow]`` for Slow-only) of a clip of ``size`` x
+    ``size`` pixels."""
     frames = cfg.MODEL.num_frames
-    return [[3, frames // cfg.MODEL.alpha, size, size], [3, frames, size, size]]
+    return [[3, frames // cfg.MODEL.alpha, size, size], [3, frames, size, size]][:PATHWAYS[cfg.MODEL.name]]
 
 
-def model_summary(model: SlowFast, cfg: AttrDict, sizes: Sequence[int] = ()) -> str:
+def model_summary(model: nn.Layer, cfg: AttrDict, sizes: Sequence[int] = ()) -> str:
     """One line: parameters and GFLOPs (multiply-adds) per clip at the train crop and the test view size."""
     m = cfg.MODEL
     sizes = sizes or sorted({m.crop_size, cfg.TEST.target_size})
@@ -146,7 +186,10 @@ def model_summary(model: SlowFast, cfg: AttrDict, sizes: Sequence[int] = ()) -> 
     # PySlowFast's name for a deeper ResNet with temporal kernels in R50's blocks only (both pathways): R101_50_50
     fifty = m.depth != 50 and list(m.num_block_temp_kernel) == list(STAGE_DEPTHS[50])
     depth = f'R{m.depth}' + ('_50_50' if fifty else '')
+    temporal = f', temporal kernels in {m.num_block_temp_kernel} blocks' if m.num_block_temp_kernel else ''
+    if m.name == 'SLOW':
+        return (f'Slow-{depth} {m.num_frames}x{m.sampling_rate} (width {m.width_per_group}{temporal}): '
+                f'{count_parameters(model) / 1e6:.2f} M parameters, {flops}')
     return (f'SlowFast-{depth} {m.num_frames // m.alpha}x{m.sampling_rate * m.alpha} '
-            f'(alpha {m.alpha}, beta {m.beta}, width {m.width_per_group}'
-            + (f', temporal kernels in {m.num_block_temp_kernel} blocks' if m.num_block_temp_kernel else '') + '): '
+            f'(alpha {m.alpha}, beta {m.beta}, width {m.width_per_group}{temporal}): '
             f'{count_parameters(model) / 1e6:.2f} M parameters, {flops}')

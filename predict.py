@@ -70,7 +70,7 @@ def main() -> int:
     dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
     logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, source)
 
-    sums, counts = score_videos(model, dataset, lambda s, f: model_inputs(s, f, cfg), batch,
+    sums, counts = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
                                 cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
     if rank != 0:
         return 0

@@ -114,7 +114,7 @@ def precise_bn(model: paddle.nn.Layer, loader, num_batches: int, world: int, cfg
     model.train()
     used = 0
     for batch in loader:
-        model(model_inputs(batch[0], batch[1], cfg))
+        model(model_inputs(batch[:-2], cfg))  # (*pathways, labels, indices)
         for m, (mean, var) in zip(layers, sums):
             mean.add_(m._mean)
             var.add_(m._variance)
@@ -135,15 +135,15 @@ def validate(model: paddle.nn.Layer, loader, world: int, cfg: AttrDict):
     that did not decode (dropped, never substituted; each is logged by the dataset with its reason)."""
     model.eval()
     loss_sum = err1 = err5 = count = skipped = 0.0
-    for slow, fast, labels, _ in loader:
+    for *clips, labels, _ in loader:
         decoded = np.flatnonzero(labels.numpy().ravel() != UNDECODABLE)
         skipped += labels.shape[0] - len(decoded)
         if len(decoded) == 0:
             continue
         if len(decoded) < labels.shape[0]:
             keep = paddle.to_tensor(decoded)
-            slow, fast, labels = (paddle.gather(x, keep) for x in (slow, fast, labels))
-        probs = model(model_inputs(slow, fast, cfg))
+            clips, labels = [paddle.gather(x, keep) for x in clips], paddle.gather(labels, keep)
+        probs = model(model_inputs(clips, cfg))
         loss_sum += F.nll_loss(paddle.log(probs.clip(min=1e-12)), labels.reshape([-1]), reduction='sum').item()
         e1, e5 = topk_errors(probs.numpy(), labels.numpy())
         err1, err5, count = err1 + e1, err5 + e5, count + probs.shape[0]
@@ -304,11 +304,11 @@ def main() -> int:
         parallel_model.train()
         epoch_start = tick = time.perf_counter()
         optimizer.clear_grad()
-        for it, (slow, fast, labels, _) in enumerate(train_loader, start=first):
+        for it, (*clips, labels, _) in enumerate(train_loader, start=first):
             reader_time = time.perf_counter() - tick
             paddle.seed(iteration_seed(seed, epoch, it))
             with paddle.amp.auto_cast(enable=amp, dtype=t.amp_dtype, level='O1'):
-                logits = parallel_model(model_inputs(slow, fast, cfg))
+                logits = parallel_model(model_inputs(clips, cfg))
                 loss = F.cross_entropy(logits.astype('float32'), labels)
             loss_value = loss.item()
             # One all-reduce a step tells every rank of a non-finite loss on any rank (all stop with the same message

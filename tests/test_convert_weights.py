@@ -35,7 +35,8 @@ def caffe2_name(key, blocks=(3, 4, 6, 3)):
     """The Caffe2 blob of a key; the fusion after stage s hangs off that stage's last block (of ``blocks``)."""
     t = lambda p: 't_' if p == '1' else ''  # noqa: E731
     bn = lambda leaf: 's' if leaf == 'weight' else C2_LEAF[leaf]  # noqa: E731
-    fuse = lambda s: 't_pool1_subsample' if s == '1' else f't_res{s}_{blocks[int(s) - 2] - 1}_branch2c_bn_subsample'  # noqa
+    fuse = lambda s: ('t_pool1_subsample' if s == '1'  # noqa: E731
+                      else f't_res{s}_{blocks[int(s) - 2] - 1}_branch2c_bn_subsample')
     for pattern, name in (
             (r's1\.pathway(\d)_stem\._conv\.weight', lambda g: f'{t(g[1])}conv1_w'),
             (r's1\.pathway(\d)_stem\._bn\.(\w+)', lambda g: f'{t(g[1])}res_conv1_bn_{bn(g[2])}'),
@@ -209,18 +210,24 @@ def test_every_shipped_model_is_recognised_from_its_tensors_in_each_format(confi
             from torch_reference import build_hub_reference, reference_to_paddle
             hub = {'slowfast.yaml': None, 'configs/slowfast_r50_8x8.yaml': 'slowfast_r50',
                    'configs/slowfast_r101_8x8.yaml': 'slowfast_r101',
-                   'configs/slowfast_16x8_r101_50_50.yaml': 'slowfast_16x8_r101_50_50'}[config]
+                   'configs/slowfast_16x8_r101_50_50.yaml': 'slowfast_16x8_r101_50_50',
+                   'configs/slow_r50_8x8.yaml': 'slow_r50', 'configs/slow_r50_4x16.yaml': 'slow_r50'}[config]
             if hub:
                 ref = build_hub_reference(hub, cfg)
                 torch.save({'model_state': ref.state_dict()}, tmp_path / 'ptv.pyth')
                 files['ptv.pyth'] = reference_to_paddle(ref.state_dict())
         except ImportError:  # no pytorchvideo
             pass
+    # Slow 4x16 has Slow 8x8's weights (they differ in sampling): the first is named, with a warning
+    named = 'configs/slow_r50_8x8.yaml' if config == 'configs/slow_r50_4x16.yaml' else config
+    widths = {o for o in WIDTHS if cfg.MODEL.name == 'SLOWFAST' or 'beta' not in o}  # Slow-only has no beta
     for name, expected in files.items():
         capsys.readouterr()
         assert convert(tmp_path / name, tmp_path / f'{name}.pdparams', tiny=False) == 0, name
         log = capsys.readouterr().out
-        assert f'recognised {config} with {" ".join(WIDTHS)}' in log, log
+        found = re.search(rf'recognised {re.escape(named)} with (.*?): evaluate', log)
+        assert found and set(found.group(1).split()) == widths, log
+        assert ('differ in sampling only' in log) == (cfg.MODEL.name == 'SLOW')
         assert_same(tmp_path / f'{name}.pdparams', expected)
 
 
@@ -229,5 +236,5 @@ def test_a_model_outside_the_family_is_named_not_guessed(tmp_path, capsys):
     with open(tmp_path / 'c2.pkl', 'wb') as f:
         pickle.dump({'blobs': {caffe2_name(k): torch_layout(k, v) for k, v in random_state(cfg).items()}}, f)
     assert convert(tmp_path / 'c2.pkl', tmp_path / 'x.pdparams', tiny=False) == 4
-    assert 'none of the shipped models (depth 50, fusion_kernel_size 3, num_block_temp_kernel [];' in \
+    assert 'none of the shipped models (name SLOWFAST, depth 50, fusion_kernel_size 3, num_block_temp_kernel [];' in \
         capsys.readouterr().out and not os.path.exists(tmp_path / 'x.pdparams')

@@ -257,7 +257,7 @@ def test_train_samples_shapes_ranges_and_labels(cfg, videos, tmp_path):
 def test_model_inputs_normalise_a_uint8_batch_on_the_device(cfg, videos, tmp_path):
     use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 0']), 'TRAIN')
     slow, fast = KineticsDataset(cfg, 'train')[0][:2]
-    inputs = model_inputs(paddle.to_tensor(slow[None]), paddle.to_tensor(fast[None]), cfg)
+    inputs = model_inputs([paddle.to_tensor(slow[None]), paddle.to_tensor(fast[None])], cfg)
     for got, clip in zip(inputs, (slow, fast)):
         assert got.dtype == paddle.float32
         assert np.allclose(got.numpy()[0], (clip / 255.0 - MEAN) / STD, atol=1e-5)

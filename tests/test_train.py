@@ -402,3 +402,39 @@ def test_resume_edge_cases_and_bad_batch(demo_lists, tmp_path):
     assert 'slowfast_epoch0 was trained with other MODEL keys: dropout_rate 0.5 (now 0.2)' in log
     log = run_train(demo_lists, tmp_path / 'b', '-o', 'TRAIN.accumulate_steps=3', expect=2)
     assert 'TRAIN.batch_size (4) must be divisible by 3' in log
+
+
+def test_slow_only_trains_evaluates_predicts_exports_and_benchmarks(demo_lists, tmp_path):
+    """The one-pathway model through every script, at tiny width: its datasets, inputs and export follow it."""
+    slow = ['MODEL.name=SLOW', 'MODEL.alpha=1', 'MODEL.num_frames=4']
+    flags = [a for o in slow for a in ('-o', o)]
+    log = run_train(demo_lists, tmp_path / 'ck', *flags, epochs=1)
+    assert 'Slow-R50 4x2 (width 8): ' in log and '[Val epoch 0]' in log
+    weights_file = tmp_path / 'ck' / 'slowfast_epoch0.pdparams'
+    assert not any('pathway1' in k or '_fuse' in k for k in weights(weights_file))
+
+    train_list, val_list = demo_lists
+    video = os.path.join(os.path.dirname(val_list), open(val_list).read().split()[0])
+    tiny = [a for o in tiny_train_overrides(*demo_lists) + slow for a in ('-o', o)]
+
+    def script(name, *args, command=()):
+        result = subprocess.run([sys.executable, os.path.join(ROOT, name), *command, '--config', 'slowfast-single.yaml']
+                                + tiny + list(args), capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    script('eval.py', '--use_gpu', 'False', '--weights', str(weights_file), '-o', f'TEST.filelist={val_list}',
+           '--save_path', str(tmp_path / 'eval'))
+    assert json.loads((tmp_path / 'eval' / 'eval_result.json').read_text())['num_videos'] == 8
+    script('predict.py', '--use_gpu', 'False', '--weights', str(weights_file), '--video', video, '--save_path',
+           str(tmp_path / 'dygraph'))
+    log = script(os.path.join('tools', 'export_model.py'), '--weights', str(weights_file), '--save_dir',
+                 str(tmp_path / 'exported'))
+    assert 'clips [3, 4, 72, 72], any batch' in log  # one pathway
+    script('predict.py', '--use_gpu', 'False', '--video', video, '--save_path', str(tmp_path / 'inference'), '-o',
+           'INFER.use_inference=True', '-o', f'INFER.model_dir={tmp_path / "exported"}')
+    [a], [b] = (json.loads((tmp_path / d / 'result.json').read_text()) for d in ('dygraph', 'inference'))
+    assert a['top5_indices'] == b['top5_indices'] and np.allclose(a['top5_values'], b['top5_values'], atol=1e-4)
+    log = script(os.path.join('tools', 'benchmark.py'), '--size', '72', '--batches', '1', '--repeats', '1',
+                 command=['infer'])
+    assert '| Paddle Inference (oneDNN) | 1 |' in log

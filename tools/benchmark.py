@@ -516,8 +516,9 @@ def bench_infer(args) -> Dict:
             reference = build_reference(cfg).eval()
 
             def torch_eager(clips):
-                with torch.no_grad():
-                    return reference([torch.from_numpy(c) for c in clips]).numpy()
+                inputs = [torch.from_numpy(c) for c in clips]
+                with torch.no_grad():  # pytorchvideo's ResNet (Slow-only) takes one tensor, its SlowFast a list
+                    return reference(inputs if len(inputs) > 1 else inputs[0]).numpy()
 
             engines[ENGINE_NAMES['torch']] = torch_eager
         else:

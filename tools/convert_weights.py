@@ -44,8 +44,8 @@ ARCHS = {'4x16': {'alpha': 8, 'fusion_kernel_size': 5}, '8x8': {'alpha': 4, 'fus
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The shipped configs of the family, told apart by what the weights fix (FAMILY_KEYS).
 FAMILY = ('slowfast.yaml', 'configs/slowfast_r50_8x8.yaml', 'configs/slowfast_r101_8x8.yaml',
-          'configs/slowfast_16x8_r101_50_50.yaml')
-FAMILY_KEYS = ('depth', 'fusion_kernel_size', 'num_block_temp_kernel')
+          'configs/slowfast_16x8_r101_50_50.yaml', 'configs/slow_r50_8x8.yaml', 'configs/slow_r50_4x16.yaml')
+FAMILY_KEYS = ('name', 'depth', 'fusion_kernel_size', 'num_block_temp_kernel')
 HEAD_WEIGHT = 'head.projection.weight'
 
 
@@ -165,6 +165,18 @@ _PYTORCHVIDEO_RULES: List[Tuple[str, Callable]] = [
     (r'blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.branch2\.norm_([abc])\.(.+)',
      lambda g: f's{int(g[1]) + 1}.pathway{g[2]}_res{g[3]}.branch2.{g[4]}_bn.{g[5]}'),
     (r'blocks\.6\.proj\.(.+)', lambda g: f'head.projection.{g[1]}'),
+    # the single-pathway ResNet (slow_r50): no multipathway_blocks, the head is blocks.5
+    (r'blocks\.0\.conv\.(.+)', lambda g: f's1.pathway0_stem.conv.{g[1]}'),
+    (r'blocks\.0\.norm\.(.+)', lambda g: f's1.pathway0_stem.bn.{g[1]}'),
+    (r'blocks\.(\d)\.res_blocks\.(\d+)\.branch1_conv\.(.+)',
+     lambda g: f's{int(g[1]) + 1}.pathway0_res{g[2]}.branch1.{g[3]}'),
+    (r'blocks\.(\d)\.res_blocks\.(\d+)\.branch1_norm\.(.+)',
+     lambda g: f's{int(g[1]) + 1}.pathway0_res{g[2]}.branch1_bn.{g[3]}'),
+    (r'blocks\.(\d)\.res_blocks\.(\d+)\.branch2\.conv_([abc])\.(.+)',
+     lambda g: f's{int(g[1]) + 1}.pathway0_res{g[2]}.branch2.{g[3]}.{g[4]}'),
+    (r'blocks\.(\d)\.res_blocks\.(\d+)\.branch2\.norm_([abc])\.(.+)',
+     lambda g: f's{int(g[1]) + 1}.pathway0_res{g[2]}.branch2.{g[3]}_bn.{g[4]}'),
+    (r'blocks\.5\.proj\.(.+)', lambda g: f'head.projection.{g[1]}'),
 ]
 
 _PYSLOWFAST_TO_PROJECT = [(re.compile(p), r) for p, r in (
@@ -247,42 +259,53 @@ def check_fits(converted: Dict[str, np.ndarray], model_state: Dict) -> None:
 
 
 def read_architecture(converted: Dict[str, np.ndarray]) -> Dict[str, Any]:
-    """The MODEL keys a converted state dict fixes: depth, num_block_temp_kernel ([] when every block has the
-    stage's temporal kernel), fusion_kernel_size, width_per_group, beta, fusion_conv_channel_ratio, num_classes.
-    (alpha and the clip length are not in the weights.)"""
-    needed = ('s1.pathway0_stem._conv.weight', 's1.pathway1_stem._conv.weight', 's1_fuse._conv_f2s.weight',
-              HEAD_WEIGHT)
+    """The MODEL keys a converted state dict fixes: name (SLOWFAST, or SLOW with one pathway), depth,
+    num_block_temp_kernel ([] when the blocks' temporal kernels are the paper's), width_per_group, num_classes and,
+    for SlowFast, fusion_kernel_size, beta, fusion_conv_channel_ratio. (alpha and the clip length are not in the
+    weights.)"""
+    two = 's1.pathway1_stem._conv.weight' in converted
+    needed = ['s1.pathway0_stem._conv.weight', HEAD_WEIGHT] + (['s1_fuse._conv_f2s.weight'] if two else [])
     absent = [k for k in needed if k not in converted]
     if absent:
-        raise ConversionError(f'not a SlowFast checkpoint: no {", ".join(absent)}')
+        raise ConversionError(f'not a SlowFast or Slow checkpoint: no {", ".join(absent)}')
+    p = 1 if two else 0  # the pathway whose temporal kernels say how many blocks have them: fast, or the only one
     blocks = tuple(len({m.group(1) for k in converted
-                        for m in [re.fullmatch(rf's{s}\.pathway1_res(\d+)\.branch2\.a\.weight', k)] if m})
+                        for m in [re.fullmatch(rf's{s}\.pathway{p}_res(\d+)\.branch2\.a\.weight', k)] if m})
                    for s in range(2, 6))
     depth = next((d for d, counts in STAGE_DEPTHS.items() if counts == blocks), None)
     if depth is None:
         raise ConversionError(f'res2..res5 hold {list(blocks)} blocks: not a ResNet depth of '
                               f'{", ".join(map(str, STAGE_DEPTHS))}')
-    temporal = [sum(converted[f's{s}.pathway1_res{i}.branch2.a.weight'].shape[2] > 1 for i in range(n))
+    temporal = [sum(converted[f's{s}.pathway{p}_res{i}.branch2.a.weight'].shape[2] > 1 for i in range(n))
                 for s, n in zip(range(2, 6), blocks)]
-    slow, fast = converted['s1.pathway0_stem._conv.weight'], converted['s1.pathway1_stem._conv.weight']
-    fuse = converted['s1_fuse._conv_f2s.weight']
-    return {'depth': depth, 'num_block_temp_kernel': [] if tuple(temporal) == blocks else temporal,
-            'fusion_kernel_size': fuse.shape[2], 'width_per_group': slow.shape[0],
-            'beta': slow.shape[0] // fast.shape[0], 'fusion_conv_channel_ratio': fuse.shape[0] // fast.shape[0],
-            'num_classes': converted[HEAD_WEIGHT].shape[1]}
+    paper = blocks if two else (0, 0) + blocks[2:]  # the slow pathway has no temporal kernels in res2, res3
+    slow = converted['s1.pathway0_stem._conv.weight']
+    arch = {'name': 'SLOWFAST' if two else 'SLOW', 'depth': depth,
+            'num_block_temp_kernel': [] if tuple(temporal) == paper else temporal,
+            'width_per_group': slow.shape[0], 'num_classes': converted[HEAD_WEIGHT].shape[1]}
+    if two:
+        fast, fuse = converted['s1.pathway1_stem._conv.weight'], converted['s1_fuse._conv_f2s.weight']
+        arch.update(fusion_kernel_size=fuse.shape[2], beta=slow.shape[0] // fast.shape[0],
+                    fusion_conv_channel_ratio=fuse.shape[0] // fast.shape[0])
+    return arch
 
 
 def recognise(converted: Dict[str, np.ndarray]) -> Tuple[str, List[str]]:
     """``(config, overrides)``: the shipped config of the family whose network the weights are, and the ``-o``
-    overrides of the widths and class count where the file differs from it; ConversionError otherwise."""
+    overrides of the widths and class count where the file differs from it; ConversionError otherwise. Networks
+    that differ only in their sampling (Slow 8x8 and 4x16) share weights: the first is taken, with a warning."""
     arch = read_architecture(converted)
-    for path in FAMILY:
-        model = parse_config(os.path.join(ROOT, path), []).MODEL
-        if all(model[k] == arch[k] for k in FAMILY_KEYS):
-            return os.path.join(ROOT, path), [f'MODEL.{k}={v}' for k, v in arch.items() if model[k] != v]
-    raise ConversionError('the weights are none of the shipped models (' + ', '.join(
-        f'{k} {arch[k]}' for k in FAMILY_KEYS) + f'; shipped: {", ".join(FAMILY)}): give --config and -o MODEL.alpha'
-        ' (the frame-rate ratio is not in the weights)')
+    found = [path for path in FAMILY
+             if all(parse_config(os.path.join(ROOT, path), []).MODEL[k] == arch[k] for k in FAMILY_KEYS if k in arch)]
+    if not found:
+        raise ConversionError('the weights are none of the shipped models (' + ', '.join(
+            f'{k} {arch[k]}' for k in FAMILY_KEYS if k in arch) + f'; shipped: {", ".join(FAMILY)}): give --config '
+            'and -o MODEL.alpha (the frame-rate ratio is not in the weights)')
+    if len(found) > 1:
+        logger.warning('the weights fit %s alike (they differ in sampling only): taking the first; give --config '
+                       'for the one the checkpoint was trained with', ', '.join(found))
+    model = parse_config(os.path.join(ROOT, found[0]), []).MODEL
+    return os.path.join(ROOT, found[0]), [f'MODEL.{k}={v}' for k, v in arch.items() if model[k] != v]
 
 
 def read_converted(src: str, fmt: str = 'auto', allow_pickle: bool = False):

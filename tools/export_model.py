@@ -3,10 +3,11 @@
     python tools/export_model.py --config slowfast.yaml --weights checkpoints/slowfast_epoch195 --save_dir inference
     python predict.py --config slowfast.yaml --video my.mp4 -o INFER.use_inference=True -o INFER.model_dir=inference
 
-The model takes ``[slow, fast]`` float32 clips, normalised as in training, of any batch size, with the config's
-frames and ``--size`` pixels (default ``INFER.target_size``, the test view size), and returns class probabilities
-averaged over spatial positions, as the eval network does. ``--onnx`` also writes ``slowfast.onnx`` through
-paddle2onnx and checks it with onnxruntime (both optional: ``pip install paddle2onnx onnxruntime``).
+The model takes its pathways' float32 clips (``[slow, fast]``; ``[slow]`` for Slow-only), normalised as in
+training, of any batch size, with the config's frames and ``--size`` pixels (default ``INFER.target_size``, the test
+view size), and returns class probabilities averaged over spatial positions, as the eval network does.
+``--onnx`` also writes ``slowfast.onnx`` through paddle2onnx and checks it with onnxruntime (both optional:
+``pip install paddle2onnx onnxruntime``).
 """
 import argparse
 import logging
@@ -31,11 +32,11 @@ def export_onnx(save_dir: str, clips, expected) -> float:
     import onnxruntime
     import paddle2onnx
 
-    program, params, _ = model_files(save_dir)
+    program, params, meta = model_files(save_dir)
     onnx_file = os.path.join(save_dir, NAME + '.onnx')
     paddle2onnx.export(program, params, onnx_file, opset_version=13)
     session = onnxruntime.InferenceSession(onnx_file, providers=['CPUExecutionProvider'])
-    got = session.run(None, {'slow': clips[0], 'fast': clips[1]})[0]
+    got = session.run(None, dict(zip(meta['inputs'], clips)))[0]
     return float(np.abs(got - expected).max())
 
 
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         expected = model([paddle.to_tensor(c) for c in clips]).numpy()
     got = InferenceModel(save_dir)(clips).numpy()
     diff = float(np.abs(got - expected).max())
-    logger.info('exported %s to %s: [slow, fast] clips %s, any batch; Paddle Inference vs dygraph max abs '
+    logger.info('exported %s to %s: clips %s, any batch; Paddle Inference vs dygraph max abs '
                 'difference %.2e', args.weights, save_dir, ' + '.join(str(s) for s in input_shapes(cfg, size)), diff)
     if not diff <= TOLERANCE:
         logger.error('the exported model differs from the dygraph network by %.2e (> %g)', diff, TOLERANCE)

@@ -24,9 +24,11 @@ def _ensure_torchvision() -> None:
 
 
 def build_reference(cfg, train: bool = False) -> torch.nn.Module:
-    """pytorchvideo SlowFast with the settings of ``cfg.MODEL`` and a softmax-per-position test head (logits when
-    ``train``)."""
+    """pytorchvideo's SlowFast (``create_slowfast``), or its ResNet for ``MODEL.name: SLOW`` (``create_resnet``),
+    with the settings of ``cfg.MODEL`` and a softmax-per-position test head (logits when ``train``). A SlowFast takes
+    a list ``[slow, fast]``, the ResNet one tensor."""
     _ensure_torchvision()
+    from pytorchvideo.models.resnet import create_resnet
     from pytorchvideo.models.slowfast import create_slowfast
 
     from config_utils import STAGE_DEPTHS
@@ -38,6 +40,12 @@ def build_reference(cfg, train: bool = False) -> torch.nn.Module:
     kernels = tuple(tuple(tuple(((t, 1, 1),) * n + ((1, 1, 1),) * (blocks - n))
                           for t, n, blocks in zip(stage_kernels, temporal, STAGE_DEPTHS[m.depth]))
                     for stage_kernels in ((1, 1, 3, 3), (3, 3, 3, 3)))
+    activation = None if train else torch.nn.Softmax
+    if m.name == 'SLOW':
+        return create_resnet(
+            model_depth=m.depth, model_num_class=m.num_classes, dropout_rate=m.dropout_rate,
+            stem_dim_out=m.width_per_group, stem_conv_kernel_size=(1, 7, 7), stage_conv_a_kernel_size=kernels[0],
+            head_pool_kernel_size=(m.num_frames, pool, pool), head_activation=activation)
     return create_slowfast(
         model_depth=m.depth, model_num_class=m.num_classes, dropout_rate=m.dropout_rate,
         slowfast_channel_reduction_ratio=(m.beta,), slowfast_conv_channel_fusion_ratio=m.fusion_conv_channel_ratio,
@@ -45,7 +53,7 @@ def build_reference(cfg, train: bool = False) -> torch.nn.Module:
         stem_dim_outs=(m.width_per_group, m.width_per_group // m.beta),
         head_pool_kernel_sizes=((m.num_frames // m.alpha, pool, pool), (m.num_frames, pool, pool)),
         stage_conv_a_kernel_sizes=kernels,
-        head_activation=None if train else torch.nn.Softmax)
+        head_activation=activation)
 
 
 def reference_to_paddle(state: dict) -> dict:
@@ -56,18 +64,23 @@ def reference_to_paddle(state: dict) -> dict:
 
 
 def build_hub_reference(name: str, cfg, train: bool = False) -> torch.nn.Module:
-    """pytorchvideo's hub builder ``name`` (e.g. ``slowfast_r101``: its settings, random weights) with the class
-    count, dropout and widths of ``cfg.MODEL`` (the hub's at the shipped configs' 64 / beta 8) and its head's pooling
-    windows set for ``cfg.MODEL.crop_size`` (the hub's are for 224), softmax per position (logits when ``train``)."""
+    """pytorchvideo's hub builder ``name`` (e.g. ``slowfast_r101``, ``slow_r50``: its settings, random weights) with
+    the class count, dropout and widths of ``cfg.MODEL`` (the hub's at the shipped configs' 64 / beta 8) and its
+    head's pooling windows set for ``cfg.MODEL.crop_size`` (the hub's are for 224), softmax per position (logits
+    when ``train``)."""
     _ensure_torchvision()
     from pytorchvideo.models import hub
 
     m = cfg.MODEL
-    model = getattr(hub, name)(pretrained=False, model_num_class=m.num_classes, dropout_rate=m.dropout_rate,
-                               head_activation=None if train else torch.nn.Softmax,
-                               stem_dim_outs=(m.width_per_group, m.width_per_group // m.beta),
-                               slowfast_channel_reduction_ratio=(m.beta,))
     pool = m.crop_size // 32
+    common = dict(pretrained=False, model_num_class=m.num_classes, dropout_rate=m.dropout_rate,
+                  head_activation=None if train else torch.nn.Softmax)
+    if m.name == 'SLOW':
+        model = getattr(hub, name)(stem_dim_out=m.width_per_group, **common)
+        model.blocks[5].pool.kernel_size = (m.num_frames, pool, pool)
+        return model
+    model = getattr(hub, name)(stem_dim_outs=(m.width_per_group, m.width_per_group // m.beta),
+                               slowfast_channel_reduction_ratio=(m.beta,), **common)
     for layer, frames in zip(model.blocks[5].pool, (m.num_frames // m.alpha, m.num_frames)):
         layer.kernel_size = (frames, pool, pool)
     return model
