@@ -64,6 +64,8 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'dropout_rate': (float, 0.5),
         'shortcut_avg_pool': (STAGE_LIST, []),  # stages with ResNet-D shortcuts; []: the original's strided 1x1x1
         'num_block_temp_kernel': (INT_LIST, []),  # res2..res5: blocks with the stage's temporal kernel; []: all
+        'frozen_stages': (int, 0),           # fine-tuning: 1 = stem, ... 4 = stem..res4 frozen (and their fusions)
+        'freeze_bn': (bool, False),          # fine-tuning: every BN keeps its statistics (affine still learns)
     },
     'DATA': {
         'path_prefix': (str, ''),            # folder relative list paths are joined to; '' = the list file's folder
@@ -92,6 +94,11 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'amp_dtype': (str, 'float16'),       # float16 (with loss scaling) or bfloat16
         'head_lr_scale': (float, 1.0),       # the classifier's LR = this x the schedule's (1.0: the original)
         'random_flip': (bool, True),         # horizontal flip p=0.5; False when left/right is part of the class
+        'label_smoothing': (float, 0.0),     # fine-tuning: targets (1 - e) one-hot + e / K
+        'mixup_alpha': (float, 0.0),         # fine-tuning: mixup of clip pairs, lam ~ Beta(a, a); 0: off
+        'cutmix_alpha': (float, 0.0),        # fine-tuning: CutMix of clip pairs; 0: off
+        'mix_switch_prob': (float, 0.5),     # with both on: probability of CutMix for a batch
+        'mix_prob': (float, 1.0),            # probability that a batch is mixed at all
     },
     'VALID': {
         'use_preciseBN': (bool, True),
@@ -301,6 +308,8 @@ def check_config(cfg: AttrDict) -> None:
         raise ConfigError('MODEL.image_mean and MODEL.image_std must hold 3 values (RGB), std > 0')
     if not 0.0 <= m.dropout_rate < 1.0:
         raise ConfigError(f'MODEL.dropout_rate must be in [0, 1), got {m.dropout_rate}')
+    if not 0 <= m.frozen_stages <= 4:
+        raise ConfigError(f'MODEL.frozen_stages must be 0 (none) to 4 (stem..res4), got {m.frozen_stages}')
     blocks = STAGE_DEPTHS[m.depth]
     if m.num_block_temp_kernel and (len(m.num_block_temp_kernel) != 4 or not all(
             0 <= n <= b for n, b in zip(m.num_block_temp_kernel, blocks))):
@@ -328,6 +337,12 @@ def check_config(cfg: AttrDict) -> None:
     if t.warmup_epochs < 0 or t.base_lr <= 0 or t.warmup_start_lr < 0:
         raise ConfigError('TRAIN.base_lr must be positive, TRAIN.warmup_epochs and TRAIN.warmup_start_lr >= 0; got '
                           f'{t.base_lr}, {t.warmup_epochs}, {t.warmup_start_lr}')
+    for key in ('label_smoothing', 'mix_switch_prob', 'mix_prob'):
+        if not 0.0 <= t[key] <= 1.0:
+            raise ConfigError(f'TRAIN.{key} must be in [0, 1], got {t[key]}')
+    if t.mixup_alpha < 0 or t.cutmix_alpha < 0:
+        raise ConfigError(f'TRAIN.mixup_alpha and cutmix_alpha must be >= 0 (0: off), got {t.mixup_alpha}, '
+                          f'{t.cutmix_alpha}')
 
 
 def format_config(cfg: AttrDict, mode: str) -> List[str]:

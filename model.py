@@ -7,7 +7,7 @@ and the paper's Slow-only baseline.
 fully-convolutional head, averaged over positions).
 """
 import logging
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
@@ -140,6 +140,25 @@ def build_model(cfg: AttrDict) -> nn.Layer:
                     fusion_kernel_size=m.fusion_kernel_size, fusion_conv_channel_ratio=m.fusion_conv_channel_ratio,
                     dropout_rate=m.dropout_rate, shortcut_avg_pool=m.shortcut_avg_pool,
                     num_block_temp_kernel=m.num_block_temp_kernel)
+
+
+def freeze(model: nn.Layer, frozen_stages: int = 0, freeze_bn: bool = False) -> Tuple[List[str], int]:
+    """Fine-tuning: the parameters of the stem (``frozen_stages`` 1) up to res4 (4), and of the lateral connections
+    after them, stop receiving gradients; the BN layers there (every BN layer with ``freeze_bn``) normalise with and
+    keep their running statistics, in training too (``use_global_stats``). Returns the names of the trainable
+    parameters it froze and the number of frozen BN layers."""
+    stages = range(1, frozen_stages + 1)
+    prefixes = tuple(f's{k}.' for k in stages) + tuple(f's{k}_fuse.' for k in stages)
+    frozen = []
+    for name, param in model.named_parameters():
+        if name.startswith(prefixes) and not param.stop_gradient:
+            param.stop_gradient = True
+            frozen.append(name)
+    layers = [layer for name, layer in model.named_sublayers()
+              if isinstance(layer, nn.BatchNorm3D) and (freeze_bn or name.startswith(prefixes))]
+    for layer in layers:
+        layer._use_global_stats = True  # Paddle's BatchNorm option, read by every forward
+    return frozen, len(layers)
 
 
 def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:

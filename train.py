@@ -28,7 +28,8 @@ from errors import STOPPED, CheckpointError, ConfigError, DivergedError, exit_on
 from kinetics_dataset import UNDECODABLE, KineticsDataset, model_inputs
 from lr_policy import WarmupCosineLR
 from metrics import topk_errors
-from model import build_model, model_summary
+from mixup import MixUp, soft_cross_entropy
+from model import build_model, freeze, model_summary
 from preemption import ResumableBatchSampler, StopRequest, StoppableDataLoader
 
 logger = logging.getLogger('train')
@@ -246,6 +247,15 @@ def main() -> int:
         logger.info('--weights %s: loaded %d tensors; re-initialised %d (%s); skipped %d from the file (%s)',
                     args.weights, len(loaded), len(reinitialised), ', '.join(reinitialised) or '-', len(skipped),
                     ', '.join(skipped) or '-')
+    m = cfg.MODEL
+    if m.frozen_stages or m.freeze_bn:
+        frozen, frozen_bn = freeze(model, m.frozen_stages, m.freeze_bn)
+        logger.info('MODEL.frozen_stages %d: %d trainable tensors frozen (stem%s); %d BN layers keep their statistics',
+                    m.frozen_stages, len(frozen), f'..res{m.frozen_stages}' if m.frozen_stages > 1 else '',
+                    frozen_bn)
+    # soft targets: label smoothing and mixup / CutMix (fine-tuning; the recipe uses hard labels)
+    mixer = (MixUp(m.num_classes, t.mixup_alpha, t.cutmix_alpha, t.mix_switch_prob, t.mix_prob, t.label_smoothing)
+             if t.label_smoothing > 0 or t.mixup_alpha > 0 or t.cutmix_alpha > 0 else None)
     optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch)
     scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16) if amp and t.amp_dtype == 'float16' else None
     start_epoch, first_iteration, global_step, best_err1 = 0, 0, 0, 1.0
@@ -307,9 +317,13 @@ def main() -> int:
         for it, (*clips, labels, _) in enumerate(train_loader, start=first):
             reader_time = time.perf_counter() - tick
             paddle.seed(iteration_seed(seed, epoch, it))
+            inputs, lam = model_inputs(clips, cfg), 1.0
+            if mixer:  # mixes drawn from (seed, epoch, iteration), as dropout's
+                inputs, targets, lam = mixer(inputs, labels, np.random.default_rng([seed, epoch, it, 1]))
             with paddle.amp.auto_cast(enable=amp, dtype=t.amp_dtype, level='O1'):
-                logits = parallel_model(model_inputs(clips, cfg))
-                loss = F.cross_entropy(logits.astype('float32'), labels)
+                logits = parallel_model(inputs)
+                loss = (soft_cross_entropy(logits, targets) if mixer
+                        else F.cross_entropy(logits.astype('float32'), labels))
             loss_value = loss.item()
             # One all-reduce a step tells every rank of a non-finite loss on any rank (all stop with the same message
             # instead of waiting in the next all-reduce for a rank that has exited: on GPUs, until NCCL times out)
@@ -333,7 +347,8 @@ def main() -> int:
                 optimizer.clear_grad()
                 scheduler.step()
                 global_step += 1
-            e1, e5 = topk_errors(logits.astype('float32').numpy(), labels.numpy())
+            scored = labels if lam >= 0.5 else labels.flip(0)  # a mixed clip's errors: against its larger part
+            e1, e5 = topk_errors(logits.astype('float32').numpy(), scored.numpy())
             for meter in (epoch_meter, window):
                 meter.update(loss_value, e1, e5, labels.shape[0], time.perf_counter() - tick, reader_time)
             tick = time.perf_counter()

@@ -318,3 +318,37 @@ def test_each_shipped_model_equals_pytorchvideos_hub_builder(config, hub_name):
     model = build_model(cfg)
     assert count_parameters(model) == sum(p.numel() for p in ref.parameters())
     same_eval_probabilities(ref, model, cfg, torch)
+
+
+@pytest.mark.parametrize('frozen_stages, freeze_bn', [(2, False), (0, True), (4, True)])
+def test_frozen_stages_and_bn_change_exactly_what_they_say(tiny_cfg, frozen_stages, freeze_bn):
+    from model import freeze
+
+    paddle.seed(0)
+    model = build_model(tiny_cfg)
+    rng = np.random.default_rng(0)
+    for layer in model.sublayers():  # no zero-initialised residual BN: every parameter gets a gradient at once
+        if isinstance(layer, paddle.nn.BatchNorm3D):
+            layer.weight.set_value(rng.uniform(0.5, 1.5, layer.weight.shape).astype('float32'))
+    frozen, frozen_bn = freeze(model, frozen_stages, freeze_bn)
+    stages = tuple(f's{k}.' for k in range(1, frozen_stages + 1)) + \
+        tuple(f's{k}_fuse.' for k in range(1, frozen_stages + 1))
+    trainable = {n for n, p in model.named_parameters() if not n.endswith(('_mean', '_variance'))}
+    assert set(frozen) == {n for n in trainable if n.startswith(stages)}
+    before = {k: v.numpy().copy() for k, v in model.state_dict().items()}
+    opt = paddle.optimizer.Momentum(learning_rate=0.1, parameters=model.parameters(),
+                                    weight_decay=paddle.regularizer.L2Decay(1e-4))
+    model.train()
+    for seed in range(3):
+        loss = model(clip(tiny_cfg, 64, seed=seed)).square().mean()
+        loss.backward()
+        opt.step()
+        opt.clear_grad()
+    after = {k: v.numpy() for k, v in model.state_dict().items()}
+    for name in before:
+        statistic = name.endswith(('_mean', '_variance'))
+        kept = name.startswith(stages) or (statistic and freeze_bn)
+        assert np.array_equal(before[name], after[name]) == kept, name  # frozen: bit-identical; the rest moved
+    bn_layers = sum(isinstance(layer, paddle.nn.BatchNorm3D) for layer in model.sublayers())
+    assert frozen_bn == (bn_layers if freeze_bn else sum(
+        isinstance(layer, paddle.nn.BatchNorm3D) for name, layer in model.named_sublayers() if name.startswith(stages)))

@@ -375,6 +375,23 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
                  expect=3)
     assert 'has 3 names, MODEL.num_classes is 6' in log
 
+    # the fine-tuning controls, onto another motion set (camera pans): frozen stem..res3 and BN, smoothing, mixing
+    from make_heldout_data import main as make_heldout_data
+    make_heldout_data(['--kind', 'pan', '--out', str(tmp_path / 'pan'), '--train-per-class', '4', '--val-per-class',
+                       '2', '--frames', '24', '--size', '72'])
+    log = run_train((str(tmp_path / 'pan' / 'train.txt'), str(tmp_path / 'pan' / 'val.txt')), tmp_path / 'pan_ft',
+                    '--weights', tmp_path / 'base' / 'slowfast_epoch0.pdparams', '-o', 'MODEL.frozen_stages=3', '-o',
+                    'MODEL.freeze_bn=True', '-o', 'TRAIN.label_smoothing=0.1', '-o', 'TRAIN.mixup_alpha=0.2', '-o',
+                    'TRAIN.cutmix_alpha=1.0', epochs=1)
+    assert 'MODEL.frozen_stages 3:' in log and '(stem..res3)' in log and '[Val epoch 0]' in log
+    base, tuned = weights(tmp_path / 'base' / 'slowfast_epoch0.pdparams'), weights(tmp_path / 'pan_ft' /
+                                                                                 'slowfast_epoch0.pdparams')
+    kept = [n for n in base if n.startswith(('s1.', 's2.', 's3.', 's1_fuse.', 's2_fuse.', 's3_fuse.'))
+            or n.endswith(('_mean', '_variance'))]  # the frozen stages; every BN's statistics
+    assert all(np.array_equal(base[n], tuned[n]) for n in kept)
+    moved = [n for n in base if n not in kept and not np.array_equal(base[n], tuned[n])]
+    assert 'head.projection.weight' in moved and any(n.startswith(('s4.', 's5.', 's4_fuse.')) for n in moved)
+
 
 def test_gradient_accumulation_keeps_the_schedule_of_the_effective_batch(demo_lists, videos, tmp_path):
     # the val list also holds two broken videos: validation skips, counts and names them, never substitutes
