@@ -200,3 +200,34 @@ def test_eval_scores_every_real_world_video(setup, real_world, tmp_path):
     result = json.loads((tmp_path / 'out' / 'eval_result.json').read_text())
     assert result['num_videos'] == len(real_world) and result['num_failed'] == 0 and result['failed'] == []
     assert f'({len(real_world)} videos evaluated, 0 failed)' in log
+
+
+@pytest.mark.parametrize('config', ['slowfast.yaml', 'configs/slowfast_r50_8x8.yaml', 'configs/slowfast_r101_8x8.yaml',
+                                    'configs/slowfast_16x8_r101_50_50.yaml', 'configs/slow_r50_8x8.yaml',
+                                    'configs/slow_r50_4x16.yaml'])
+def test_every_shipped_model_takes_a_training_step_and_exports_to_paddle_inference(config, tmp_path):
+    """Each config's network (its depth, temporal blocks, frames, pathways) at width 8 and a 64-pixel crop: a
+    training step moves it, and its export run by Paddle Inference gives the dygraph probabilities."""
+    from inference import InferenceModel, export
+    from model import input_shapes
+
+    cfg = parse_config(os.path.join(ROOT, config), ['MODEL.width_per_group=8', 'MODEL.beta=4', 'MODEL.num_classes=5',
+                                                     'MODEL.crop_size=64', 'TEST.target_size=96'])
+    paddle.seed(0)
+    model = build_model(cfg)
+    rng = np.random.default_rng(0)
+    clips = [rng.standard_normal([2] + shape).astype(np.float32) for shape in input_shapes(cfg, 64)]
+    opt = paddle.optimizer.Momentum(learning_rate=0.1, parameters=model.parameters())
+    model.train()
+    before = model.head.projection.weight.numpy().copy()
+    loss = paddle.nn.functional.cross_entropy(model([paddle.to_tensor(c) for c in clips]), paddle.to_tensor([1, 3]))
+    loss.backward()
+    opt.step()
+    assert np.isfinite(loss.item()) and not np.array_equal(before, model.head.projection.weight.numpy())
+
+    views = [rng.standard_normal([2] + shape).astype(np.float32) for shape in input_shapes(cfg, 96)]
+    export(model, cfg, 96, str(tmp_path / 'exported'))
+    model.eval()
+    with paddle.no_grad():
+        expected = model([paddle.to_tensor(v) for v in views]).numpy()
+    assert np.abs(InferenceModel(str(tmp_path / 'exported'))(views).numpy() - expected).max() <= 1e-4
