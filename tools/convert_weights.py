@@ -165,19 +165,13 @@ _PYTORCHVIDEO_RULES: List[Tuple[str, Callable]] = [
     (r'blocks\.(\d)\.multipathway_blocks\.(\d)\.res_blocks\.(\d+)\.branch2\.norm_([abc])\.(.+)',
      lambda g: f's{int(g[1]) + 1}.pathway{g[2]}_res{g[3]}.branch2.{g[4]}_bn.{g[5]}'),
     (r'blocks\.6\.proj\.(.+)', lambda g: f'head.projection.{g[1]}'),
-    # the single-pathway ResNet (slow_r50): no multipathway_blocks, the head is blocks.5
-    (r'blocks\.0\.conv\.(.+)', lambda g: f's1.pathway0_stem.conv.{g[1]}'),
-    (r'blocks\.0\.norm\.(.+)', lambda g: f's1.pathway0_stem.bn.{g[1]}'),
-    (r'blocks\.(\d)\.res_blocks\.(\d+)\.branch1_conv\.(.+)',
-     lambda g: f's{int(g[1]) + 1}.pathway0_res{g[2]}.branch1.{g[3]}'),
-    (r'blocks\.(\d)\.res_blocks\.(\d+)\.branch1_norm\.(.+)',
-     lambda g: f's{int(g[1]) + 1}.pathway0_res{g[2]}.branch1_bn.{g[3]}'),
-    (r'blocks\.(\d)\.res_blocks\.(\d+)\.branch2\.conv_([abc])\.(.+)',
-     lambda g: f's{int(g[1]) + 1}.pathway0_res{g[2]}.branch2.{g[3]}.{g[4]}'),
-    (r'blocks\.(\d)\.res_blocks\.(\d+)\.branch2\.norm_([abc])\.(.+)',
-     lambda g: f's{int(g[1]) + 1}.pathway0_res{g[2]}.branch2.{g[3]}_bn.{g[4]}'),
-    (r'blocks\.5\.proj\.(.+)', lambda g: f'head.projection.{g[1]}'),
 ]
+
+# pytorchvideo's single-pathway ResNet (slow_r50) in its SlowFast's names: pathway 0, and the head is blocks.5
+_SINGLE_TO_MULTIPATHWAY = [(re.compile(p), r) for p, r in (
+    (r'^blocks\.0\.(conv|norm)\.', r'blocks.0.multipathway_blocks.0.\1.'),
+    (r'^blocks\.(\d)\.res_blocks\.', r'blocks.\1.multipathway_blocks.0.res_blocks.'),
+    (r'^blocks\.5\.proj\.', 'blocks.6.proj.'))]
 
 _PYSLOWFAST_TO_PROJECT = [(re.compile(p), r) for p, r in (
     (r'_stem\.conv\.', '_stem._conv.'), (r'_stem\.bn\.', '_stem._bn.'),
@@ -217,6 +211,9 @@ def to_project_names(fmt: str, state: Dict[str, np.ndarray]) -> Tuple[Dict[str, 
     if fmt == 'caffe2':
         state, dropped = _rename(state, _CAFFE2_RULES, _C2_IGNORED)
     elif fmt == 'pytorchvideo':
+        if not any('.multipathway_blocks.' in name for name in state):
+            for pattern, repl in _SINGLE_TO_MULTIPATHWAY:
+                state = {pattern.sub(repl, name): array for name, array in state.items()}
         state, dropped = _rename(state, _PYTORCHVIDEO_RULES)
     out = {}
     for name, array in state.items():
