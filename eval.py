@@ -18,8 +18,8 @@ from atomic import atomic_path, write_json
 from config_utils import log_config, parse_args, setup_logging
 from errors import exit_on_user_error
 from kinetics_dataset import KineticsMultiViewDataset, model_inputs, read_label_map
-from metrics import classification_report, score_videos
-from model import build_scoring_model
+from metrics import classification_report
+from scoring import build_scoring_model, score_videos
 
 logger = logging.getLogger('eval')
 
@@ -60,7 +60,7 @@ def main() -> int:
     logger.info('evaluating %s on %d videos x %d views, %d ranks', source, len(dataset.samples),
                 dataset.num_views, world)
 
-    sums, counts = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
+    sums, counts, _ = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
                                 cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
     if rank != 0:
         return 0

@@ -1,15 +1,8 @@
-"""Classification metrics on score matrices ``[N, K]`` and integer labels ``[N]`` (NumPy), and the multi-view
-ensemble that turns a DataLoader of test views into per-video scores (sum of view softmaxes, the original's)."""
-import logging
-from typing import Dict, List, Optional, Sequence, Tuple
+"""Classification metrics on score matrices ``[N, K]`` and integer labels ``[N]`` (NumPy only; scoring.py makes the
+scores)."""
+from typing import Dict, List, Sequence
 
 import numpy as np
-import paddle
-from tqdm import tqdm
-
-import distributed
-
-logger = logging.getLogger(__name__)
 
 
 def topk_correct(scores: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -42,37 +35,3 @@ def classification_report(scores: np.ndarray, labels: np.ndarray, num_classes: i
             'top5': float(topk_correct(scores, labels, 5).mean()) if len(labels) else 0.0,
             'mean_class_acc': float(np.mean(present)) if present else 0.0,
             'per_class_acc': per_class, 'confusion': matrix}
-
-
-def ensemble_scores(model: paddle.nn.Layer, loader, to_inputs, num_videos: int, num_views: int, num_classes: int,
-                    progress: Optional[object] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """Run ``model`` (eval mode: probabilities) over every view of the loader; per video, the sum of its views'
-    probabilities ``[num_videos, K]`` (float64) and how many views it got ``[num_videos]``.
-
-    ``to_inputs(pathways)`` makes the model input from a batch's pathways; ``progress`` (a tqdm bar) is advanced
-    per view.
-    """
-    sums = np.zeros((num_videos, num_classes), dtype=np.float64)
-    counts = np.zeros(num_videos, dtype=np.int64)
-    with paddle.no_grad():
-        for *clips, _, view_ids in loader:
-            probs = model(to_inputs(clips)).numpy().astype(np.float64)
-            videos = view_ids.numpy().reshape(-1) // num_views
-            np.add.at(sums, videos, probs)
-            np.add.at(counts, videos, 1)
-            if progress is not None:
-                progress.set_postfix_str(f'{int((counts == num_views).sum())} videos done', refresh=False)
-                progress.update(len(videos))
-    return sums, counts
-
-
-def score_videos(model: paddle.nn.Layer, dataset, to_inputs, batch_size: int, num_workers: int, num_classes: int,
-                 rank: int, world: int) -> Tuple[np.ndarray, np.ndarray]:
-    """``ensemble_scores`` over a multi-view dataset split over ranks, summed over ranks: every rank gets the
-    summed view probabilities ``[num_videos, K]`` and view counts of every video. Progress bar on rank 0."""
-    loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    bar = tqdm(total=len(dataset), desc='views', unit='view', disable=rank != 0, mininterval=5)
-    sums, counts = ensemble_scores(model, loader, to_inputs, len(dataset.samples), dataset.num_views, num_classes,
-                                   bar)
-    bar.close()
-    return distributed.all_reduce_sum(sums, world), distributed.all_reduce_sum(counts, world).astype(np.int64)

@@ -86,13 +86,23 @@ class SlowFast(nn.Layer):
         self.head = ResNetBasicHead(dim_out, num_classes, [[num_frames // alpha, pool, pool],
                                                            [num_frames, pool, pool]], dropout_rate)
 
-    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
-        """``[slow [N, 3, T/alpha, H, W], fast [N, 3, T, H, W]]`` -> logits (train) or probabilities (eval)."""
+    def backbone(self, x: List[paddle.Tensor]) -> List[paddle.Tensor]:
+        """``[slow, fast]`` clips -> their res5 feature maps ``[N, 8 w, T/alpha, H/32, W/32]``, ``[N, 8 w / beta, T,
+        H/32, W/32]`` (w = width_per_group x 4)."""
         x = self.s1_fuse(self.s1(list(x)))
         x = self.s2_fuse(self.s2(x))
         x = self.s3_fuse(self.s3(x))
         x = self.s4_fuse(self.s4(x))
-        return self.head(self.s5(x))
+        return self.s5(x)
+
+    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """``[slow [N, 3, T/alpha, H, W], fast [N, 3, T, H, W]]`` -> logits (train) or probabilities (eval)."""
+        return self.head(self.backbone(x))
+
+    def features(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """The clip features the classifier sees, averaged over positions: ``[N, C_slow + C_fast]`` (2304 for R50,
+        beta 8)."""
+        return self.head.features(self.backbone(x))
 
 
 class SlowOnly(nn.Layer):
@@ -122,10 +132,17 @@ class SlowOnly(nn.Layer):
         pool = crop_size // 32
         self.head = ResNetBasicHead(dim_out, num_classes, [[num_frames, pool, pool]], dropout_rate)
 
+    def backbone(self, x: List[paddle.Tensor]) -> List[paddle.Tensor]:
+        """``[slow]`` clips -> ``[res5 feature map]``."""
+        return self.s5(self.s4(self.s3(self.s2(self.s1(list(x))))))
+
     def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
         """``[slow [N, 3, T, H, W]]`` -> logits (train) or probabilities (eval)."""
-        x = self.s3(self.s2(self.s1(list(x))))
-        return self.head(self.s5(self.s4(x)))
+        return self.head(self.backbone(x))
+
+    def features(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """The clip features the classifier sees, averaged over positions: ``[N, 2048]`` for R50."""
+        return self.head.features(self.backbone(x))
 
 
 def build_model(cfg: AttrDict) -> nn.Layer:
@@ -172,21 +189,6 @@ def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:
     load_weights(model, weights, strict=True)
     model.eval()
     return model
-
-
-def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device: str):
-    """What eval.py and predict.py score views with, and its name for the logs: with ``INFER.use_inference`` the
-    exported model in ``INFER.model_dir`` run by Paddle Inference on ``device`` (``'cpu'`` or ``'gpu:N'``; checked
-    against ``cfg`` and the view ``size``), else the network of ``cfg`` with ``weights``. Returns ``(model, source)``.
-    """
-    if cfg.INFER.use_inference:
-        from inference import InferenceModel
-
-        gpu_id = int(device.split(':')[1]) if device.startswith('gpu:') else (0 if device == 'gpu' else None)
-        model = InferenceModel(cfg.INFER.model_dir, gpu_id=gpu_id, use_tensorrt=cfg.INFER.use_tensorrt)
-        model.check(cfg, size)
-        return model, cfg.INFER.model_dir
-    return build_eval_model(cfg, weights), weights
 
 
 def input_shapes(cfg: AttrDict, size: int) -> List[List[int]]:

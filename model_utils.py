@@ -196,7 +196,8 @@ class ResNetBasicHead(nn.Layer):
             weight_attr=paddle.ParamAttr(initializer=nn.initializer.Normal(mean=0.0, std=0.01)),
             bias_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0)))
 
-    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+    def pooled(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """What the FC sees at each remaining position: ``[N, t, h, w, sum(dim_in)]``."""
         for p, (feature, size) in enumerate(zip(x, self.pool_size)):
             if any(have < need for have, need in zip(feature.shape[2:], size)):
                 raise ValueError(f'pathway {p} feature map {list(feature.shape[2:])} is smaller than the head pool '
@@ -204,8 +205,15 @@ class ResNetBasicHead(nn.Layer):
                                  'and at least MODEL.crop_size pixels')
         x = paddle.concat([F.avg_pool3d(feature, size, stride=1) for feature, size in zip(x, self.pool_size)],
                           axis=1)
-        x = x.transpose([0, 2, 3, 4, 1])  # [N, C, t, h, w] -> [N, t, h, w, C]: the FC acts per position
-        x = self.projection(self.dropout(x))
+        return x.transpose([0, 2, 3, 4, 1])  # [N, C, t, h, w] -> [N, t, h, w, C]: the FC acts per position
+
+    def features(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """The clip's features ``[N, sum(dim_in)]``: the FC's input averaged over positions (so the FC of them is
+        the train-mode logits)."""
+        return self.pooled(x).mean(axis=[1, 2, 3])
+
+    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        x = self.projection(self.dropout(self.pooled(x)))
         if not self.training:
             x = F.softmax(x, axis=-1)
         return x.mean(axis=[1, 2, 3])

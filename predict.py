@@ -16,13 +16,12 @@ from typing import List, Tuple
 import numpy as np
 
 import distributed
-from atomic import write_json
+from atomic import atomic_path, write_json
 from config_utils import build_parser, log_config, parse_args, setup_logging
 from errors import ListError, exit_on_user_error
 from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, model_inputs, parse_video_list,
                               read_label_map)
-from metrics import score_videos
-from model import build_scoring_model
+from scoring import build_scoring_model, score_videos
 from video_io import VIDEO_EXTENSIONS
 
 logger = logging.getLogger('predict')
@@ -58,6 +57,10 @@ def main() -> int:
                         help='a video file or a folder of videos; may be given many times')
     parser.add_argument('--filelist', help='a list to predict as well as the --video inputs (default: INFER.filelist '
                                            'when no --video is given)')
+    parser.add_argument('--features', metavar='FILE.npy',
+                        help='also write each video\'s clip features (the classifier\'s input, mean over its views; '
+                             'NaN rows for videos that did not decode) to FILE.npy, and their video ids in row order '
+                             'to FILE.json')
     cfg, args = parse_args('infer', parser=parser)
     setup_logging()  # before setup, which logs
     device, rank, world = distributed.setup(args.use_gpu, args.use_data_parallel)
@@ -70,8 +73,9 @@ def main() -> int:
     dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
     logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, source)
 
-    sums, counts = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
-                                cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
+    sums, counts, features = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
+                                          cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world,
+                                          features=bool(args.features))
     if rank != 0:
         return 0
     results = []
@@ -95,6 +99,17 @@ def main() -> int:
     os.makedirs(save_path, exist_ok=True)
     out = os.path.join(save_path, 'result.json')
     write_json(out, results)
+    if args.features:
+        done = counts == dataset.num_views
+        rows = np.where(done[:, None], features / np.maximum(counts, 1)[:, None], np.nan).astype(np.float32)
+        stem = args.features[:-len('.npy')] if args.features.endswith('.npy') else args.features
+        os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+        with atomic_path(stem + '.npy') as tmp, open(tmp, 'wb') as f:
+            np.save(f, rows)
+        write_json(stem + '.json', {'video_ids': ids, 'views_per_video': dataset.num_views,
+                                    'feature': 'classifier input, mean over positions and views', 'weights': source})
+        logger.info('[INFER] clip features %s [%d videos, %d] (ids in row order: %s)', stem + '.npy', *rows.shape,
+                    stem + '.json')
     bad = sum('error' in r for r in results)
     logger.info('[INFER] infer finished, results saved in %s (%d videos, %d failed)', out, len(results), bad)
     return 1 if bad else 0

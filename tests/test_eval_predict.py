@@ -99,7 +99,8 @@ def test_predict_list_files_and_folders_in_order_with_errors(setup, tmp_path):
     listing.write_text(f'{first}\n{setup["videos"]["zero"]}\n')
     (tmp_path / 'names.txt').write_text('right\nleft\ndown\nup\n')
     log = run(predict_command(setup, tmp_path / 'out', '--filelist', str(listing), '--video', second, '--video',
-                              str(folder), '-o', f'DATA.label_map={tmp_path / "names.txt"}'), expect=1)
+                              str(folder), '-o', f'DATA.label_map={tmp_path / "names.txt"}', '--features',
+                              str(tmp_path / 'feats' / 'one.npy')), expect=1)
     results = json.loads((tmp_path / 'out' / 'result.json').read_text())
     assert [r['video_id'] for r in results] == [first, setup['videos']['zero'], second, str(folder / 'a.mp4'),
                                                 str(folder / 'b.mp4')]
@@ -117,13 +118,20 @@ def test_predict_list_files_and_folders_in_order_with_errors(setup, tmp_path):
     env = dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs'), CONFIG='slowfast-single.yaml',
                WEIGHTS=setup['weights'])
     run(['bash', os.path.join(ROOT, 'run_infer_multi.sh'), '--save_path', str(tmp_path / 'multi'), '--filelist',
-         str(listing), '--video', second, '--video', str(folder), '-o', f'DATA.label_map={tmp_path / "names.txt"}']
-        + setup['flags'], env=env, expect=1)
+         str(listing), '--video', second, '--video', str(folder), '-o', f'DATA.label_map={tmp_path / "names.txt"}',
+         '--features', str(tmp_path / 'feats' / 'two.npy')] + setup['flags'], env=env, expect=1)
     multi = json.loads((tmp_path / 'multi' / 'result.json').read_text())
     assert [r['video_id'] for r in multi] == [r['video_id'] for r in results]
     for a, b in zip(results, multi):
         assert a.get('top5_indices') == b.get('top5_indices')
         assert np.allclose(a.get('top5_values', []), b.get('top5_values', []), atol=1e-6)
+    # clip features: a row per input in result.json's order, NaN for the undecodable one, the same from two ranks
+    one, two = (np.load(tmp_path / 'feats' / f'{n}.npy') for n in ('one', 'two'))
+    index = json.loads((tmp_path / 'feats' / 'one.json').read_text())
+    assert index['video_ids'] == [r['video_id'] for r in results] and index['views_per_video'] == 2 * 3
+    assert one.shape == (5, 8 * 32 + 8 * 32 // 4)  # res5 widths: slow 8 x 32, fast / beta 4
+    assert np.isnan(one[1]).all() and not np.isnan(one[[0, 2, 3, 4]]).any()
+    assert np.allclose(one, two, atol=1e-5, equal_nan=True) and np.array_equal(one[0], one[4])
 
 
 def test_predict_all_good_exits_zero(setup, tmp_path):

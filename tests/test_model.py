@@ -352,3 +352,20 @@ def test_frozen_stages_and_bn_change_exactly_what_they_say(tiny_cfg, frozen_stag
     bn_layers = sum(isinstance(layer, paddle.nn.BatchNorm3D) for layer in model.sublayers())
     assert frozen_bn == (bn_layers if freeze_bn else sum(
         isinstance(layer, paddle.nn.BatchNorm3D) for name, layer in model.named_sublayers() if name.startswith(stages)))
+
+
+def test_clip_features_are_what_the_classifier_sees_averaged_over_positions(tiny_cfg):
+    model = build_model(tiny_cfg)
+    model.eval()
+    seen = []
+    model.head.projection.register_forward_pre_hook(lambda layer, inputs: seen.append(inputs[0].numpy()))
+    x = clip(tiny_cfg, 96, batch=2, seed=4)  # 2x2 positions
+    with paddle.no_grad():
+        probs = model(x).numpy()
+        features = model.features(x).numpy()
+    assert seen[0].shape == (2, 1, 2, 2, features.shape[1]) and features.shape == (2, 8 * 32 + 8 * 32 // 4)
+    assert np.allclose(features, seen[0].mean(axis=(1, 2, 3)), atol=1e-6)
+    head = model.head.projection
+    per_position = seen[0] @ head.weight.numpy() + head.bias.numpy()
+    softmax = np.exp(per_position) / np.exp(per_position).sum(-1, keepdims=True)
+    assert np.allclose(probs, softmax.mean(axis=(1, 2, 3)), atol=1e-6)  # and the same input gives the output

@@ -1,0 +1,81 @@
+"""Scoring videos for eval.py and predict.py: the model the views go through (the dygraph network, or the exported
+model run by Paddle Inference) and the multi-view ensemble over a dataset and its ranks (per video, the sum of its
+views' softmax, the original's), with the clip features before the classifier when asked.
+"""
+import logging
+from typing import Optional, Tuple
+
+import numpy as np
+import paddle
+from tqdm import tqdm
+
+import distributed
+from config_utils import AttrDict
+from errors import ConfigError
+from model import build_eval_model
+
+logger = logging.getLogger(__name__)
+
+
+def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device: str):
+    """What eval.py and predict.py score views with, and its name for the logs: with ``INFER.use_inference`` the
+    exported model in ``INFER.model_dir`` run by Paddle Inference on ``device`` (``'cpu'`` or ``'gpu:N'``; checked
+    against ``cfg`` and the view ``size``), else the network of ``cfg`` with ``weights``. Returns ``(model, source)``.
+    """
+    if cfg.INFER.use_inference:
+        from inference import InferenceModel
+
+        gpu_id = int(device.split(':')[1]) if device.startswith('gpu:') else (0 if device == 'gpu' else None)
+        model = InferenceModel(cfg.INFER.model_dir, gpu_id=gpu_id, use_tensorrt=cfg.INFER.use_tensorrt)
+        model.check(cfg, size)
+        return model, cfg.INFER.model_dir
+    return build_eval_model(cfg, weights), weights
+
+
+def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, num_classes: int,
+                    progress: Optional[object] = None, features: bool = False
+                    ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """Run ``model`` (eval mode: probabilities) over every view of the loader; per video, the sum of its views'
+    probabilities ``[num_videos, K]`` (float64), how many views it got ``[num_videos]`` and, with ``features``, the
+    sum of its views' clip features ``[num_videos, C]`` (``model.features``; one backbone pass gives both).
+
+    ``to_inputs(pathways)`` makes the model input from a batch's pathways; ``progress`` (a tqdm bar) is advanced
+    per view.
+    """
+    if features and not hasattr(model, 'backbone'):
+        raise ConfigError('clip features need the dygraph network: set INFER.use_inference False')
+    sums = np.zeros((num_videos, num_classes), dtype=np.float64)
+    counts = np.zeros(num_videos, dtype=np.int64)
+    # [C, K]: the classifier's input width
+    feature_sums = np.zeros((num_videos, model.head.projection.weight.shape[0])) if features else None
+    with paddle.no_grad():
+        for *clips, _, view_ids in loader:
+            videos = view_ids.numpy().reshape(-1) // num_views
+            if features:
+                maps = model.backbone(to_inputs(clips))
+                probs = model.head(maps).numpy().astype(np.float64)
+                np.add.at(feature_sums, videos, model.head.features(maps).numpy().astype(np.float64))
+            else:
+                probs = model(to_inputs(clips)).numpy().astype(np.float64)
+            np.add.at(sums, videos, probs)
+            np.add.at(counts, videos, 1)
+            if progress is not None:
+                progress.set_postfix_str(f'{int((counts == num_views).sum())} videos done', refresh=False)
+                progress.update(len(videos))
+    return sums, counts, feature_sums
+
+
+def score_videos(model, dataset, to_inputs, batch_size: int, num_workers: int, num_classes: int, rank: int,
+                 world: int, features: bool = False) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    """``ensemble_scores`` over a multi-view dataset split over ranks, summed over ranks: every rank gets the
+    summed view probabilities ``[num_videos, K]``, view counts and (with ``features``) summed clip features of every
+    video. Progress bar on rank 0."""
+    loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
+    bar = tqdm(total=len(dataset), desc='views', unit='view', disable=rank != 0, mininterval=5)
+    sums, counts, feature_sums = ensemble_scores(model, loader, to_inputs, len(dataset.samples), dataset.num_views,
+                                                 num_classes, bar, features)
+    bar.close()
+    if features:
+        feature_sums = distributed.all_reduce_sum(feature_sums, world)
+    return (distributed.all_reduce_sum(sums, world), distributed.all_reduce_sum(counts, world).astype(np.int64),
+            feature_sums)
