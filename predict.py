@@ -17,7 +17,7 @@ import numpy as np
 
 import distributed
 from atomic import atomic_path, write_json
-from config_utils import build_parser, log_config, parse_args, setup_logging
+from config_utils import build_parser, log_config, parse_args, setup_logging, str2bool
 from errors import ListError, exit_on_user_error
 from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, model_inputs, parse_video_list,
                               read_label_map)
@@ -61,6 +61,8 @@ def main() -> int:
                         help='also write each video\'s clip features (the classifier\'s input, mean over its views; '
                              'NaN rows for videos that did not decode) to FILE.npy, and their video ids in row order '
                              'to FILE.json')
+    parser.add_argument('--features_per_view', nargs='?', const=True, default=False, type=str2bool,
+                        metavar='True|False', help='with --features: also FILE_views.npy, [videos, views, C]')
     cfg, args = parse_args('infer', parser=parser)
     setup_logging()  # before setup, which logs
     device, rank, world = distributed.setup(args.use_gpu, args.use_data_parallel)
@@ -75,7 +77,8 @@ def main() -> int:
 
     sums, counts, features = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
                                           cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world,
-                                          features=bool(args.features))
+                                          features=('view' if args.features_per_view else 'video')
+                                          if args.features else None)
     if rank != 0:
         return 0
     results = []
@@ -101,15 +104,25 @@ def main() -> int:
     write_json(out, results)
     if args.features:
         done = counts == dataset.num_views
-        rows = np.where(done[:, None], features / np.maximum(counts, 1)[:, None], np.nan).astype(np.float32)
+        if args.features_per_view:
+            views = np.where(done[:, None, None], features, np.nan).astype(np.float32)
+            means = views.mean(axis=1)
+        else:
+            means = np.where(done[:, None], features / np.maximum(counts, 1)[:, None], np.nan).astype(np.float32)
         stem = args.features[:-len('.npy')] if args.features.endswith('.npy') else args.features
         os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-        with atomic_path(stem + '.npy') as tmp, open(tmp, 'wb') as f:
-            np.save(f, rows)
+        outputs = {stem + '.npy': means}
+        if args.features_per_view:
+            outputs[stem + '_views.npy'] = views
+        for path, array in outputs.items():
+            with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+                np.save(f, array)
         write_json(stem + '.json', {'video_ids': ids, 'views_per_video': dataset.num_views,
-                                    'feature': 'classifier input, mean over positions and views', 'weights': source})
-        logger.info('[INFER] clip features %s [%d videos, %d] (ids in row order: %s)', stem + '.npy', *rows.shape,
-                    stem + '.json')
+                                    'view_order': 'temporal * num_spatial_crops + spatial',
+                                    'feature': 'classifier input, mean over positions (and views in the .npy)',
+                                    'weights': source})
+        logger.info('[INFER] clip features %s (ids in row order: %s)', ', '.join(
+            f'{path} {list(array.shape)}' for path, array in outputs.items()), stem + '.json')
     bad = sum('error' in r for r in results)
     logger.info('[INFER] infer finished, results saved in %s (%d videos, %d failed)', out, len(results), bad)
     return 1 if bad else 0

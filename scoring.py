@@ -33,11 +33,13 @@ def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device
 
 
 def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, num_classes: int,
-                    progress: Optional[object] = None, features: bool = False
+                    progress: Optional[object] = None, features: Optional[str] = None
                     ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Run ``model`` (eval mode: probabilities) over every view of the loader; per video, the sum of its views'
-    probabilities ``[num_videos, K]`` (float64), how many views it got ``[num_videos]`` and, with ``features``, the
-    sum of its views' clip features ``[num_videos, C]`` (``model.features``; one backbone pass gives both).
+    probabilities ``[num_videos, K]`` (float64), how many views it got ``[num_videos]`` and the clip features
+    (``model.features``; one backbone pass gives both): with ``features='video'`` their sum over each video's views
+    ``[num_videos, C]`` (float64), with ``'view'`` each view's ``[num_videos, num_views, C]`` (float32, zeros for
+    views not seen), else None.
 
     ``to_inputs(pathways)`` makes the model input from a batch's pathways; ``progress`` (a tqdm bar) is advanced
     per view.
@@ -46,15 +48,20 @@ def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, n
         raise ConfigError('clip features need the dygraph network: set INFER.use_inference False')
     sums = np.zeros((num_videos, num_classes), dtype=np.float64)
     counts = np.zeros(num_videos, dtype=np.int64)
-    # [C, K]: the classifier's input width
-    feature_sums = np.zeros((num_videos, model.head.projection.weight.shape[0])) if features else None
+    width = model.head.projection.weight.shape[0] if features else 0  # [C, K]: the classifier's input width
+    shape = {'video': (num_videos, width), 'view': (num_videos, num_views, width)}.get(features)
+    found = np.zeros(shape, dtype=np.float64 if features == 'video' else np.float32) if shape else None
     with paddle.no_grad():
         for *clips, _, view_ids in loader:
             videos = view_ids.numpy().reshape(-1) // num_views
             if features:
                 maps = model.backbone(to_inputs(clips))
                 probs = model.head(maps).numpy().astype(np.float64)
-                np.add.at(feature_sums, videos, model.head.features(maps).numpy().astype(np.float64))
+                feats = model.head.features(maps).numpy()
+                if features == 'video':
+                    np.add.at(found, videos, feats.astype(np.float64))
+                else:
+                    found[videos, view_ids.numpy().reshape(-1) % num_views] = feats
             else:
                 probs = model(to_inputs(clips)).numpy().astype(np.float64)
             np.add.at(sums, videos, probs)
@@ -62,20 +69,19 @@ def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, n
             if progress is not None:
                 progress.set_postfix_str(f'{int((counts == num_views).sum())} videos done', refresh=False)
                 progress.update(len(videos))
-    return sums, counts, feature_sums
+    return sums, counts, found
 
 
 def score_videos(model, dataset, to_inputs, batch_size: int, num_workers: int, num_classes: int, rank: int,
-                 world: int, features: bool = False) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+                 world: int, features: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """``ensemble_scores`` over a multi-view dataset split over ranks, summed over ranks: every rank gets the
-    summed view probabilities ``[num_videos, K]``, view counts and (with ``features``) summed clip features of every
-    video. Progress bar on rank 0."""
+    summed view probabilities ``[num_videos, K]``, view counts and the clip features (``features`` as there) of
+    every video (each view is scored on one rank). Progress bar on rank 0."""
     loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     bar = tqdm(total=len(dataset), desc='views', unit='view', disable=rank != 0, mininterval=5)
-    sums, counts, feature_sums = ensemble_scores(model, loader, to_inputs, len(dataset.samples), dataset.num_views,
-                                                 num_classes, bar, features)
+    sums, counts, found = ensemble_scores(model, loader, to_inputs, len(dataset.samples), dataset.num_views,
+                                          num_classes, bar, features)
     bar.close()
     if features:
-        feature_sums = distributed.all_reduce_sum(feature_sums, world)
-    return (distributed.all_reduce_sum(sums, world), distributed.all_reduce_sum(counts, world).astype(np.int64),
-            feature_sums)
+        found = distributed.all_reduce_sum(found, world).astype(found.dtype)
+    return distributed.all_reduce_sum(sums, world), distributed.all_reduce_sum(counts, world).astype(np.int64), found

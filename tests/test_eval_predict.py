@@ -119,7 +119,8 @@ def test_predict_list_files_and_folders_in_order_with_errors(setup, tmp_path):
                WEIGHTS=setup['weights'])
     run(['bash', os.path.join(ROOT, 'run_infer_multi.sh'), '--save_path', str(tmp_path / 'multi'), '--filelist',
          str(listing), '--video', second, '--video', str(folder), '-o', f'DATA.label_map={tmp_path / "names.txt"}',
-         '--features', str(tmp_path / 'feats' / 'two.npy')] + setup['flags'], env=env, expect=1)
+         '--features', str(tmp_path / 'feats' / 'two.npy'), '--features_per_view'] + setup['flags'], env=env,
+        expect=1)
     multi = json.loads((tmp_path / 'multi' / 'result.json').read_text())
     assert [r['video_id'] for r in multi] == [r['video_id'] for r in results]
     for a, b in zip(results, multi):
@@ -132,6 +133,10 @@ def test_predict_list_files_and_folders_in_order_with_errors(setup, tmp_path):
     assert one.shape == (5, 8 * 32 + 8 * 32 // 4)  # res5 widths: slow 8 x 32, fast / beta 4
     assert np.isnan(one[1]).all() and not np.isnan(one[[0, 2, 3, 4]]).any()
     assert np.allclose(one, two, atol=1e-5, equal_nan=True) and np.array_equal(one[0], one[4])
+    views = np.load(tmp_path / 'feats' / 'two_views.npy')  # [videos, views, C], view = temporal * crops + spatial
+    assert views.shape == (5, 6, one.shape[1]) and np.isnan(views[1]).all()
+    assert np.allclose(views.mean(axis=1), one, atol=1e-5, equal_nan=True)
+    assert not np.allclose(views[0, 0], views[0, 1])  # the views differ: each row is its own view's
 
 
 def test_predict_all_good_exits_zero(setup, tmp_path):
