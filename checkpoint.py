@@ -130,10 +130,12 @@ def file_digest(path: str) -> str:
 
 
 def check_resumable(prefix: str, model_config: Dict) -> Dict:
-    """The checkpoint's ``meta`` after checking that its two files belong together (the ``.pdopt`` records the
-    ``.pdparams`` digest: a crash between the renames, or files of two runs, are refused) and that it was trained
-    with the same ``MODEL`` keys as ``model_config``; CheckpointError naming what differs."""
-    meta = read_checkpoint_meta(prefix)
+    """The checkpoint's ``.pdopt`` contents (``meta`` and the states ``load_checkpoint`` restores) after checking
+    that its two files belong together (the ``.pdopt`` records the ``.pdparams`` digest: a crash between the renames,
+    or files of two runs, are refused) and that it was trained with the same ``MODEL`` keys as ``model_config``;
+    CheckpointError naming what differs."""
+    state = paddle.load(prefix + '.pdopt')
+    meta = state['meta']
     recorded = meta.get('weights_sha256')
     if recorded is not None and recorded != file_digest(prefix + '.pdparams'):
         raise CheckpointError(f'{prefix}.pdparams is not the one {prefix}.pdopt was written with (another run\'s, '
@@ -146,21 +148,17 @@ def check_resumable(prefix: str, model_config: Dict) -> Dict:
         raise CheckpointError(f'{prefix} was trained with other MODEL keys: ' + ', '.join(
             f'{k} {theirs.get(k)!r} (now {model_config.get(k)!r})' for k in differ) +
             ': use another --save_dir, or the same MODEL settings')
-    return meta
-
-
-def read_checkpoint_meta(prefix: str) -> Dict:
-    """The ``meta`` of a checkpoint (epoch, step, seed, config) without restoring anything."""
-    return paddle.load(prefix + '.pdopt')['meta']
+    return state
 
 
 def load_checkpoint(prefix: str, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
-                    scaler: Optional[paddle.amp.GradScaler] = None, rank: int = 0) -> Dict:
+                    scaler: Optional[paddle.amp.GradScaler] = None, rank: int = 0,
+                    state: Optional[Dict] = None) -> Dict:
     """Restore model, optimizer (with its LR scheduler) and the float16 loss scaler from a checkpoint, and, from a
     mid-epoch checkpoint of several ranks, this ``rank``'s own BN statistics (the caller checks that the ranks are
-    the same); returns its ``meta``."""
+    the same); returns its ``meta``. ``state``: the ``.pdopt`` contents when already read (``check_resumable``)."""
     model.set_state_dict(paddle.load(prefix + '.pdparams'))
-    state = paddle.load(prefix + '.pdopt')
+    state = state if state is not None else paddle.load(prefix + '.pdopt')
     optimizer.set_state_dict(state['optimizer'])
     if scaler is not None and state.get('scaler'):
         scaler.load_state_dict(state['scaler'])

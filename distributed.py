@@ -85,7 +85,7 @@ def average_buffers(model: paddle.nn.Layer, world: int) -> None:
     """
     if world == 1:
         return
-    for tensor in model.buffers() + [p for p in model.parameters() if p.stop_gradient]:
+    for tensor in non_trainable_state(model).values():
         averaged = tensor.detach().astype('float32')
         dist.all_reduce(averaged)
         tensor.set_value((averaged / world).astype(tensor.dtype))

@@ -223,9 +223,10 @@ def main() -> int:
                 t.batch_size, world, micro_batch, t.accumulate_steps)
 
     prefix = agree_on_resume(args, rank, world)
-    seed = args.seed
+    seed, resumed = args.seed, None
     if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
-        meta = check_resumable(prefix, cfg.MODEL)
+        resumed = check_resumable(prefix, cfg.MODEL)  # the .pdopt, read once: restored below
+        meta = resumed['meta']
         check_layout(meta, prefix, layout)
         seed = meta.get('seed', args.seed)
         if seed != args.seed:
@@ -261,7 +262,7 @@ def main() -> int:
     start_epoch, first_iteration, global_step, best_err1 = 0, 0, 0, 1.0
     epoch_meter, window, replaced = Meter(), Meter(), 0  # replaced: undecodable training videos this epoch
     if prefix:
-        meta = load_checkpoint(prefix, model, optimizer, scaler, rank)
+        meta = load_checkpoint(prefix, model, optimizer, scaler, rank, state=resumed)
         global_step, best_err1 = meta['global_step'], meta['best_err1']
         if 'iteration' in meta:  # inside an epoch: its meters go on from where they were
             start_epoch, first_iteration = meta['epoch'], meta['iteration']
@@ -281,7 +282,7 @@ def main() -> int:
         from visualdl import LogWriter
         writer = LogWriter(logdir=args.vd_logdir)
 
-    def save(epoch: int, iteration: Optional[int] = None) -> str:
+    def save(epoch: int, iteration: Optional[int] = None) -> None:
         """Rank 0 writes the checkpoint of the end of ``epoch`` or of its first ``iteration`` iterations (then every
         rank takes part: each rank's meters and BN statistics are kept)."""
         meta = dict(epoch=epoch, global_step=global_step, best_err1=best_err1, seed=seed, layout=layout,
@@ -291,11 +292,9 @@ def main() -> int:
             progress = epoch_meter.sums() + window.sums() + [replaced]
             meta['progress'] = distributed.all_gather_array(np.array(progress, np.float64), world).tolist()
             rank_state = distributed.gather_non_trainable_state(model, world) if world > 1 else None
-        if rank != 0:
-            return ''
-        prefix = save_checkpoint(args.save_dir, epoch, model, optimizer, meta, scaler, iteration, rank_state)
-        logger.info('saved %s.pdparams/.pdopt', prefix)
-        return prefix
+        if rank == 0:
+            saved = save_checkpoint(args.save_dir, epoch, model, optimizer, meta, scaler, iteration, rank_state)
+            logger.info('saved %s.pdparams/.pdopt', saved)
 
     def stopped(where: str) -> int:
         distributed.all_reduce_sum([0.0], world)  # no rank exits (and has launch end the others) before the save

@@ -97,7 +97,7 @@ def test_resume_refuses_a_pair_of_files_that_do_not_belong_together(tiny_cfg, tm
     opt = paddle.optimizer.Momentum(parameters=model.parameters())
     meta = {'epoch': 0, 'config': {'MODEL': dict(tiny_cfg.MODEL)}}
     prefix = save_checkpoint(str(tmp_path), 0, model, opt, meta)
-    assert check_resumable(prefix, tiny_cfg.MODEL)['epoch'] == 0
+    assert check_resumable(prefix, tiny_cfg.MODEL)['meta']['epoch'] == 0
     other = {k: v + 1 if v.dtype == paddle.float32 else v for k, v in model.state_dict().items()}
     atomic_save(other, prefix + '.pdparams')  # e.g. a crash between the two renames of the next save
     with pytest.raises(CheckpointError, match=r'slowfast_epoch0\.pdparams is not the one .*slowfast_epoch0\.pdopt'):
