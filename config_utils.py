@@ -145,6 +145,13 @@ PATHWAYS = {'SLOWFAST': 2, 'SLOW': 1}
 STAGE_DEPTHS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 
 
+def input_shapes(cfg: AttrDict, size: int) -> List[List[int]]:
+    """Per-sample shapes of the pathways (``[slow, fast]``, or ``[slow]`` for Slow-only) of a clip of ``size`` x
+    ``size`` pixels."""
+    frames = cfg.MODEL.num_frames
+    return [[3, frames // cfg.MODEL.alpha, size, size], [3, frames, size, size]][:PATHWAYS[cfg.MODEL.name]]
+
+
 # --------------------------------------------------------------------------------------------------------------
 # YAML loading
 

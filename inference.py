@@ -14,7 +14,7 @@ import numpy as np
 import paddle
 
 from atomic import fsync_dir, fsync_file
-from config_utils import PATHWAYS, AttrDict
+from config_utils import AttrDict, input_shapes
 from errors import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -30,9 +30,9 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
     half-written. Returns the description saved as ``export.json``.
     """
     m = cfg.MODEL
-    names = ['slow', 'fast'][:PATHWAYS[m.name]]
-    frames = [m.num_frames // m.alpha, m.num_frames]
-    spec = [paddle.static.InputSpec([None, 3, t, size, size], 'float32', name) for t, name in zip(frames, names)]
+    shapes = input_shapes(cfg, size)
+    names = ['slow', 'fast'][:len(shapes)]
+    spec = [paddle.static.InputSpec([None] + shape, 'float32', name) for shape, name in zip(shapes, names)]
     meta = {'name': m.name, 'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size,
             'image_mean': list(m.image_mean), 'image_std': list(m.image_std), 'inputs': names,
             'output': 'probabilities', 'weights': weights, 'paddle': paddle.__version__}

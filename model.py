@@ -13,7 +13,7 @@ import paddle
 import paddle.nn as nn
 
 from checkpoint import load_weights
-from config_utils import PATHWAYS, STAGE_DEPTHS, AttrDict
+from config_utils import STAGE_DEPTHS, AttrDict, input_shapes
 from errors import WeightsError
 from model_utils import (FuseFastToSlow, ResNetBasicHead, ResStage, VideoModelStem, count_flops,
                          count_parameters)
@@ -26,7 +26,21 @@ TEMPORAL_KERNELS = ((1, 5), (1, 3), (1, 3), (3, 3), (3, 3))
 SPATIAL_STRIDES = (1, 2, 2, 2)  # res2..res5
 
 
-class SlowFast(nn.Layer):
+class VideoNetwork(nn.Layer):
+    """What both networks share: ``backbone`` (theirs) gives the res5 feature maps of every pathway, ``head`` the
+    classes."""
+
+    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """The pathways' clips -> logits (train) or probabilities (eval)."""
+        return self.head(self.backbone(x))
+
+    def features(self, x: List[paddle.Tensor]) -> paddle.Tensor:
+        """The clip features the classifier sees, averaged over positions: ``[N, C]`` (SlowFast R50, beta 8: slow
+        2048 + fast 256; Slow-only R50: 2048)."""
+        return self.head.features(self.backbone(x))
+
+
+class SlowFast(VideoNetwork):
     r"""SlowFast with a ResNet bottleneck backbone on both pathways and lateral fast->slow fusion after every stage::
 
         slow [N,3,T/a,H,W] -> s1.pathway0_stem -+-> s2.pathway0 -+-> s3 ... -+-> s5.pathway0 --+--> head -> [N, K]
@@ -95,17 +109,8 @@ class SlowFast(nn.Layer):
         x = self.s4_fuse(self.s4(x))
         return self.s5(x)
 
-    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
-        """``[slow [N, 3, T/alpha, H, W], fast [N, 3, T, H, W]]`` -> logits (train) or probabilities (eval)."""
-        return self.head(self.backbone(x))
 
-    def features(self, x: List[paddle.Tensor]) -> paddle.Tensor:
-        """The clip features the classifier sees, averaged over positions: ``[N, C_slow + C_fast]`` (2304 for R50,
-        beta 8)."""
-        return self.head.features(self.backbone(x))
-
-
-class SlowOnly(nn.Layer):
+class SlowOnly(VideoNetwork):
     r"""The Slow-only network (paper Table 3; PySlowFast ``SLOW_8x8_R50``, pytorchvideo ``slow_r50``): the slow
     pathway alone, a 3D ResNet with temporal kernels in res4 and res5 only, over all T frames of the clip::
 
@@ -136,16 +141,8 @@ class SlowOnly(nn.Layer):
         """``[slow]`` clips -> ``[res5 feature map]``."""
         return self.s5(self.s4(self.s3(self.s2(self.s1(list(x))))))
 
-    def forward(self, x: List[paddle.Tensor]) -> paddle.Tensor:
-        """``[slow [N, 3, T, H, W]]`` -> logits (train) or probabilities (eval)."""
-        return self.head(self.backbone(x))
 
-    def features(self, x: List[paddle.Tensor]) -> paddle.Tensor:
-        """The clip features the classifier sees, averaged over positions: ``[N, 2048]`` for R50."""
-        return self.head.features(self.backbone(x))
-
-
-def build_model(cfg: AttrDict) -> nn.Layer:
+def build_model(cfg: AttrDict) -> VideoNetwork:
     """The network of ``cfg.MODEL``: SlowFast, or Slow-only with ``MODEL.name: SLOW``."""
     m = cfg.MODEL
     if m.name == 'SLOW':
@@ -178,7 +175,7 @@ def freeze(model: nn.Layer, frozen_stages: int = 0, freeze_bn: bool = False) -> 
     return frozen, len(layers)
 
 
-def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:
+def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> VideoNetwork:
     """The network of ``cfg`` with ``weights`` loaded strictly, in eval mode (eval.py, predict.py).
 
     Raises WeightsError for missing weights or naming the keys that do not fit.
@@ -189,13 +186,6 @@ def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> SlowFast:
     load_weights(model, weights, strict=True)
     model.eval()
     return model
-
-
-def input_shapes(cfg: AttrDict, size: int) -> List[List[int]]:
-    """Per-sample shapes of the pathways (``[slow, fast]``, or ``[slow]`` for Slow-only) of a clip of ``size`` x
-    ``size`` pixels."""
-    frames = cfg.MODEL.num_frames
-    return [[3, frames // cfg.MODEL.alpha, size, size], [3, frames, size, size]][:PATHWAYS[cfg.MODEL.name]]
 
 
 def model_summary(model: nn.Layer, cfg: AttrDict, sizes: Sequence[int] = ()) -> str:
@@ -209,8 +199,8 @@ def model_summary(model: nn.Layer, cfg: AttrDict, sizes: Sequence[int] = ()) -> 
     depth = f'R{m.depth}' + ('_50_50' if fifty else '')
     temporal = f', temporal kernels in {m.num_block_temp_kernel} blocks' if m.num_block_temp_kernel else ''
     if m.name == 'SLOW':
-        return (f'Slow-{depth} {m.num_frames}x{m.sampling_rate} (width {m.width_per_group}{temporal}): '
-                f'{count_parameters(model) / 1e6:.2f} M parameters, {flops}')
-    return (f'SlowFast-{depth} {m.num_frames // m.alpha}x{m.sampling_rate * m.alpha} '
-            f'(alpha {m.alpha}, beta {m.beta}, width {m.width_per_group}{temporal}): '
-            f'{count_parameters(model) / 1e6:.2f} M parameters, {flops}')
+        title = f'Slow-{depth} {m.num_frames}x{m.sampling_rate} (width {m.width_per_group}{temporal})'
+    else:
+        title = (f'SlowFast-{depth} {m.num_frames // m.alpha}x{m.sampling_rate * m.alpha} '
+                 f'(alpha {m.alpha}, beta {m.beta}, width {m.width_per_group}{temporal})')
+    return f'{title}: {count_parameters(model) / 1e6:.2f} M parameters, {flops}'

@@ -151,7 +151,8 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     """tools/export_model.py output: dynamic batch, within 1e-4 of the dygraph network; predict.py and eval.py on it
     give the dygraph run's results."""
     from inference import InferenceModel
-    from model import build_eval_model, input_shapes
+    from config_utils import input_shapes
+    from model import build_eval_model
 
     model_dir = tmp_path / 'inference'
     log = run([sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'), '--config',
@@ -222,7 +223,7 @@ def test_every_shipped_model_takes_a_training_step_and_exports_to_paddle_inferen
     """Each config's network (its depth, temporal blocks, frames, pathways) at width 8 and a 64-pixel crop: a
     training step moves it, and its export run by Paddle Inference gives the dygraph probabilities."""
     from inference import InferenceModel, export
-    from model import input_shapes
+    from config_utils import input_shapes
 
     cfg = parse_config(os.path.join(ROOT, config), ['MODEL.width_per_group=8', 'MODEL.beta=4', 'MODEL.num_classes=5',
                                                      'MODEL.crop_size=64', 'TEST.target_size=96'])

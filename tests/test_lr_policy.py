@@ -68,7 +68,8 @@ def test_head_lr_scale_scales_only_the_classifier_update():
 
     from config_utils import parse_config
     from conftest import ROOT
-    from model import build_model, input_shapes
+    from config_utils import input_shapes
+    from model import build_model
     from train import build_optimizer
 
     rng = np.random.default_rng(0)

@@ -5,8 +5,9 @@ import numpy as np
 import paddle
 import pytest
 
+from config_utils import input_shapes
 from conftest import ROOT
-from model import build_model, input_shapes, model_summary
+from model import build_model, model_summary
 from model_utils import count_flops, count_parameters
 
 
@@ -255,7 +256,7 @@ def off_init(ref, torch):
 def same_eval_probabilities(ref, model, cfg, torch):
     """Load the reference's weights into ``model`` and compare eval probabilities on a 96-pixel clip (2x2 positions
     at a 64-pixel crop, as 256 at 224)."""
-    from torch_reference import reference_to_paddle
+    from torch_reference import reference_to_paddle, run_reference
 
     weights = reference_to_paddle(ref.state_dict())
     assert set(weights) == set(model.state_dict())
@@ -263,9 +264,8 @@ def same_eval_probabilities(ref, model, cfg, torch):
     x = clip(cfg, 96, batch=2, seed=3)
     ref.eval()
     model.eval()
-    inputs = [torch.from_numpy(t.numpy()) for t in x]
-    with torch.no_grad():  # pytorchvideo's single-pathway ResNet takes a tensor, its SlowFast a list
-        expected = ref(inputs if len(inputs) > 1 else inputs[0]).numpy()
+    with torch.no_grad():
+        expected = run_reference(ref, [t.numpy() for t in x]).numpy()
     probs = model(x).numpy()
     assert expected.max() > 0.1  # 40x the uniform 1/400: the comparison means something
     assert np.abs(probs - expected).max() <= 1e-4
@@ -277,7 +277,7 @@ def test_matches_the_pytorch_reference(recipe_cfg):
     eval probabilities within 1e-4, train-mode logits and the BN running statistics they update alike."""
     torch = pytest.importorskip('torch', reason='the PyTorch reference needs torch (pip install torch pytorchvideo)')
     pytest.importorskip('pytorchvideo', reason='the PyTorch reference needs pytorchvideo')
-    from torch_reference import build_reference, reference_to_paddle
+    from torch_reference import build_reference, reference_to_paddle, run_reference
 
     recipe_cfg.MODEL.crop_size = 64  # head pool 2x2
     recipe_cfg.MODEL.dropout_rate = 0.0  # so train mode is deterministic on both sides
@@ -290,7 +290,7 @@ def test_matches_the_pytorch_reference(recipe_cfg):
     ref.train()
     ref.blocks[6].activation = None  # pytorchvideo applies its head activation in train mode too; ours gives logits
     model.train()
-    expected = ref([torch.from_numpy(t.numpy()) for t in x]).detach().numpy()
+    expected = run_reference(ref, [t.numpy() for t in x]).detach().numpy()
     logits = model(x).numpy()
     assert np.allclose(logits, expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
     updated = reference_to_paddle(ref.state_dict())

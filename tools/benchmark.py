@@ -488,7 +488,8 @@ def bench_infer(args) -> Dict:
     import tempfile
 
     from inference import InferenceModel, export
-    from model import build_model, input_shapes
+    from config_utils import input_shapes
+    from model import build_model
 
     threads = int(os.environ.get('OMP_NUM_THREADS', 0)) or os.cpu_count()
     cfg = parse_config(args.config, args.override)
@@ -510,15 +511,14 @@ def bench_infer(args) -> Dict:
         engines['Paddle Inference (oneDNN)'] = lambda clips: exported(clips).numpy()
         if torch_reference_available():
             import torch
-            from torch_reference import build_reference
+            from torch_reference import build_reference, run_reference
 
             torch.set_num_threads(threads)
             reference = build_reference(cfg).eval()
 
             def torch_eager(clips):
-                inputs = [torch.from_numpy(c) for c in clips]
-                with torch.no_grad():  # pytorchvideo's ResNet (Slow-only) takes one tensor, its SlowFast a list
-                    return reference(inputs if len(inputs) > 1 else inputs[0]).numpy()
+                with torch.no_grad():
+                    return run_reference(reference, clips).numpy()
 
             engines[ENGINE_NAMES['torch']] = torch_eager
         else:
@@ -571,7 +571,7 @@ def time_train_step(engine: str, config: str, batch: int, repeats: int, threads:
     Run in a fresh process per engine (:func:`bench_train`) so the peak memory is the engine's own."""
     import resource
 
-    from model import input_shapes
+    from config_utils import input_shapes
 
     cfg = parse_config(config, [])
     rng = np.random.default_rng(0)

@@ -292,8 +292,8 @@ def recognise(converted: Dict[str, np.ndarray]) -> Tuple[str, List[str]]:
     overrides of the widths and class count where the file differs from it; ConversionError otherwise. Networks
     that differ only in their sampling (Slow 8x8 and 4x16) share weights: the first is taken, with a warning."""
     arch = read_architecture(converted)
-    found = [path for path in FAMILY
-             if all(parse_config(os.path.join(ROOT, path), []).MODEL[k] == arch[k] for k in FAMILY_KEYS if k in arch)]
+    models = {path: parse_config(os.path.join(ROOT, path), []).MODEL for path in FAMILY}
+    found = [path for path, model in models.items() if all(model[k] == arch[k] for k in FAMILY_KEYS if k in arch)]
     if not found:
         raise ConversionError('the weights are none of the shipped models (' + ', '.join(
             f'{k} {arch[k]}' for k in FAMILY_KEYS if k in arch) + f'; shipped: {", ".join(FAMILY)}): give --config '
@@ -301,8 +301,7 @@ def recognise(converted: Dict[str, np.ndarray]) -> Tuple[str, List[str]]:
     if len(found) > 1:
         logger.warning('the weights fit %s alike (they differ in sampling only): taking the first; give --config '
                        'for the one the checkpoint was trained with', ', '.join(found))
-    model = parse_config(os.path.join(ROOT, found[0]), []).MODEL
-    return os.path.join(ROOT, found[0]), [f'MODEL.{k}={v}' for k, v in arch.items() if model[k] != v]
+    return os.path.join(ROOT, found[0]), [f'MODEL.{k}={v}' for k, v in arch.items() if models[found[0]][k] != v]
 
 
 def read_converted(src: str, fmt: str = 'auto', allow_pickle: bool = False):

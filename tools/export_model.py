@@ -18,10 +18,10 @@ import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from config_utils import parse_config, setup_logging  # noqa: E402
+from config_utils import input_shapes, parse_config, setup_logging  # noqa: E402
 from errors import exit_on_user_error  # noqa: E402
 from inference import NAME, InferenceModel, export, model_files  # noqa: E402
-from model import build_eval_model, input_shapes  # noqa: E402
+from model import build_eval_model  # noqa: E402
 
 logger = logging.getLogger('export_model')
 TOLERANCE = 1e-4

@@ -7,6 +7,7 @@ import os
 import sys
 import types
 
+import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # convert_weights, beside this file
@@ -54,6 +55,13 @@ def build_reference(cfg, train: bool = False) -> torch.nn.Module:
         head_pool_kernel_sizes=((m.num_frames // m.alpha, pool, pool), (m.num_frames, pool, pool)),
         stage_conv_a_kernel_sizes=kernels,
         head_activation=activation)
+
+
+def run_reference(model: torch.nn.Module, clips) -> torch.Tensor:
+    """``model`` on the pathways' clips (NumPy arrays): pytorchvideo's SlowFast takes a list ``[slow, fast]``, its
+    single-pathway ResNet (Slow-only) one tensor."""
+    inputs = [torch.from_numpy(np.ascontiguousarray(c)) for c in clips]
+    return model(inputs if len(inputs) > 1 else inputs[0])
 
 
 def reference_to_paddle(state: dict) -> dict:
