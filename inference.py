@@ -2,7 +2,9 @@
 
 An exported model is a folder: ``slowfast.pdmodel`` (Paddle 2.x) or ``slowfast.json`` (Paddle 3.x, PIR) with
 ``slowfast.pdiparams``, and ``export.json`` describing the inputs it takes. Batch size is free; frames and crop size
-are fixed at export. Its output is the eval network's: class probabilities, averaged over spatial positions.
+are fixed at export. Its outputs are the eval network's class probabilities, averaged over spatial positions, and
+the clip features the classifier sees (``VideoNetwork.scores_and_features``; exports made before they were added
+have the probabilities only).
 """
 import json
 import logging
@@ -22,6 +24,17 @@ logger = logging.getLogger(__name__)
 NAME = 'slowfast'
 
 
+class _Exported(paddle.nn.Layer):
+    """What is exported: the eval network's probabilities and clip features from one pass."""
+
+    def __init__(self, network: paddle.nn.Layer):
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: List[paddle.Tensor]):
+        return self.network.scores_and_features(x)
+
+
 def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weights: str = '') -> Dict:
     """``paddle.jit.save`` ``model`` (eval mode) for its pathways' clips (``[slow, fast]``, or ``[slow]`` for
     Slow-only) of ``size`` x ``size`` pixels, any batch.
@@ -35,13 +48,13 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
     spec = [paddle.static.InputSpec([None] + shape, 'float32', name) for shape, name in zip(shapes, names)]
     meta = {'name': m.name, 'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size,
             'image_mean': list(m.image_mean), 'image_std': list(m.image_std), 'inputs': names,
-            'output': 'probabilities', 'weights': weights, 'paddle': paddle.__version__}
+            'outputs': ['probabilities', 'features'], 'feature_dim': model.feature_dim, 'weights': weights, 'paddle': paddle.__version__}
     save_dir = os.path.abspath(save_dir)
     tmp = f'{save_dir}.tmp{os.getpid()}'
     os.makedirs(tmp, exist_ok=True)
     try:
         model.eval()
-        paddle.jit.save(model, os.path.join(tmp, NAME), input_spec=[spec])
+        paddle.jit.save(_Exported(model), os.path.join(tmp, NAME), input_spec=[spec])
         with open(os.path.join(tmp, 'export.json'), 'w') as f:
             json.dump(meta, f, indent=1)
         for name in os.listdir(tmp):  # on disk before the rename makes them visible (atomic.py's rule)
@@ -74,12 +87,14 @@ def model_files(model_dir: str):
 
 
 class InferenceModel:
-    """Callable like the eval network: pathway tensors in, a probabilities tensor out, run by Paddle
-    Inference (oneDNN on CPU; CUDA, and TensorRT with ``use_tensorrt``, on GPU)."""
+    """Callable like the eval network: pathway tensors in, a probabilities tensor out (and
+    ``scores_and_features``), run by Paddle Inference (oneDNN on CPU; CUDA, and TensorRT with ``use_tensorrt``, on
+    GPU)."""
 
     def __init__(self, model_dir: str, gpu_id: Optional[int] = None, use_tensorrt: bool = False,
                  threads: Optional[int] = None, max_batch: int = 32):
         program, params, self.meta = model_files(model_dir)
+        self.model_dir = model_dir
         from paddle import inference
 
         config = inference.Config(program, params)
@@ -97,7 +112,7 @@ class InferenceModel:
         config.disable_glog_info()
         self.predictor = inference.create_predictor(config)
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
-        self.output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+        self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
         logger.info('Paddle Inference model %s (%s, %s): clips of %d frames at %d px, %d classes', model_dir,
                     os.path.basename(program), f'GPU {gpu_id}' + (' + TensorRT' if use_tensorrt else '')
                     if gpu_id is not None else 'CPU + oneDNN', self.meta['num_frames'], self.meta['size'],
@@ -114,10 +129,26 @@ class InferenceModel:
             raise WeightsError(f'the exported model does not match the config: {", ".join(wrong)}; export it again '
                              'with this config (tools/export_model.py --size = the test target_size)')
 
-    def __call__(self, inputs: List[paddle.Tensor]) -> paddle.Tensor:
+    @property
+    def feature_dim(self) -> int:
+        """Width of the clip features; WeightsError for an export without them."""
+        if len(self.outputs) < 2:
+            raise WeightsError(f'{self.model_dir}: this exported model has no clip features output (exported before '
+                               'they were added): export it again with tools/export_model.py')
+        return int(self.meta['feature_dim'])
+
+    def run(self, inputs: List[paddle.Tensor]) -> List[np.ndarray]:
         for handle, x in zip(self.inputs, inputs):
             array = np.ascontiguousarray(x.numpy() if hasattr(x, 'numpy') else x, dtype=np.float32)
             handle.reshape(list(array.shape))
             handle.copy_from_cpu(array)
         self.predictor.run()
-        return paddle.to_tensor(self.output.copy_to_cpu())
+        return [output.copy_to_cpu() for output in self.outputs]
+
+    def __call__(self, inputs: List[paddle.Tensor]) -> paddle.Tensor:
+        return paddle.to_tensor(self.run(inputs)[0])
+
+    def scores_and_features(self, inputs: List[paddle.Tensor]):
+        """``(probabilities, clip features)`` (``feature_dim`` says whether the export has them)."""
+        probs, features = self.run(inputs)[:2]
+        return paddle.to_tensor(probs), paddle.to_tensor(features)

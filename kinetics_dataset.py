@@ -233,6 +233,14 @@ class _VideoDataset:
         self.sampling_rate, self.target_fps = m.sampling_rate, m.target_fps
         self.failures = DecodeFailures(len(self.samples))
 
+    def crop_views(self, frames: np.ndarray, size: int, num_crops: int) -> Iterator[Tuple[np.ndarray, ...]]:
+        """One clip's BGR frames ``[T, H, W, 3]`` -> its ``num_crops`` views (``crop_offset``), as pathways."""
+        clip = channels_first(frames)  # [3, T, H, W], once per clip
+        for spatial in range(num_crops):
+            y, x = crop_offset(clip.shape[2], clip.shape[3], size, spatial, num_crops)
+            # a view into the clip: the DataLoader's collate makes the only copy of each crop
+            yield pack_pathways(clip[:, :, y:y + size, x:x + size], self.alpha, self.pathways)
+
     @staticmethod
     def open_video(path: str, fallback_fps: float) -> VideoReader:
         """One decoding thread inside a DataLoader worker (the workers fill the cores), one per core outside."""
@@ -337,6 +345,11 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
         """Views this rank yields when every video decodes."""
         return len(self.video_indices) * self.num_views
 
+    @property
+    def num_rows(self) -> int:
+        """Videos: the rows of the scores."""
+        return len(self.samples)
+
     def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
         worker = paddle.io.get_worker_info()
         videos = self.video_indices if worker is None else self.video_indices[worker.id::worker.num_workers]
@@ -367,9 +380,146 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
 
         def views():
             for indices in clips:
-                clip = channels_first(decoded[np.searchsorted(union, indices)])  # [3, T, H, W], once per clip
-                for spatial in range(self.num_spatial_crops):
-                    y, x = crop_offset(clip.shape[2], clip.shape[3], size, spatial, self.num_spatial_crops)
-                    # a view into the clip: the DataLoader's collate makes the only copy of each crop
-                    yield pack_pathways(clip[:, :, y:y + size, x:x + size], self.alpha, self.pathways)
+                yield from self.crop_views(decoded[np.searchsorted(union, indices)], size, self.num_spatial_crops)
         return views()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Long videos: sliding windows
+
+def span_frames(span: str, fps: float) -> float:
+    """A duration given as seconds (``'2.5'``, ``'2.5s'``) or source frames (``'16f'``) -> source frames at ``fps``.
+    ValueError for anything else (or a non-positive duration)."""
+    text = str(span).strip().lower()
+    frames = text.endswith('f')
+    value = float(text[:-1] if frames or text.endswith('s') else text)
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f'a duration must be positive, got {span!r}')
+    return value if frames else value * fps
+
+
+class WindowLayout(NamedTuple):
+    """Where one video's windows are: ``starts`` (first source frame of each), ``window`` (source frames each spans),
+    the video's ``num_frames`` and ``fps``."""
+    starts: np.ndarray
+    window: float
+    num_frames: int
+    fps: float
+
+    def times(self) -> np.ndarray:
+        """``[windows, 2]`` start and end of each window in seconds (the end capped at the video's end)."""
+        ends = np.minimum(self.starts + self.window, self.num_frames)
+        return np.stack([self.starts, ends], axis=1) / self.fps
+
+
+class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
+    """Long videos as windows (predict.py --timeline): a window of ``window`` (default: one clip's span) every
+    ``stride`` (``span_frames`` strings), each scored by ``clips_per_window`` clips placed as the test's
+    ``num_ensemble_views`` are inside it x ``num_crops`` crops at short side ``INFER.target_size``.
+
+    Each video is decoded once, forward from its start (``VideoReader.read_forward``): only the windows' frames are
+    converted and kept, and only until the last window that needs them is out, so memory stays at about one window's
+    frames whatever the length. Items ``(*pathways, label [1], view_id [1])`` with ``view_id = row * num_views +
+    view``; ``row`` numbers the windows of all videos in order (``rows(video)``). Every rank opens every video (the
+    packet index: its length and fps) to know the rows; videos go to ranks by their window counts, balanced, then to
+    DataLoader workers. A video that does not open has no rows and is recorded in ``failures``; one that stops
+    decoding part-way yields the windows before that point only.
+    """
+
+    def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], stride: str, window: Optional[str] = None,
+                 clips_per_window: int = 1, num_crops: int = 1, rank: int = 0, world_size: int = 1):
+        super().__init__(cfg, samples)
+        self.target_size = cfg.INFER.target_size
+        self.clips_per_window, self.num_crops = clips_per_window, num_crops
+        self.num_views = clips_per_window * num_crops
+        self.layouts: List[Optional[WindowLayout]] = []
+        for index, (path, _) in enumerate(samples):
+            try:
+                with self.open_video(path, self.target_fps) as video:
+                    self.layouts.append(self.layout(video.num_frames, video.fps, stride, window))
+            except VideoError as error:
+                self.failures.record(index, error)
+                self.layouts.append(None)
+        counts = [0 if layout is None else len(layout.starts) for layout in self.layouts]
+        self.offsets = np.cumsum([0] + counts)
+        loads, owners = [0] * world_size, {}
+        for index in sorted(range(len(samples)), key=lambda i: -counts[i]):  # the longest first, to the least loaded
+            if counts[index]:
+                owners[index] = int(np.argmin(loads))
+                loads[owners[index]] += counts[index]
+        self.video_indices = [i for i in range(len(samples)) if owners.get(i) == rank]
+
+    def layout(self, num_frames: int, fps: float, stride: str, window: Optional[str]) -> WindowLayout:
+        """Windows every ``stride`` from frame 0 while they fit in the video (one window for a shorter video)."""
+        span = max(self.clip_size(fps), span_frames(window, fps) if window else 0.0)
+        step = span_frames(stride, fps)
+        count = int(math.floor(max(num_frames - span, 0.0) / step + 1e-9)) + 1
+        return WindowLayout(np.round(np.arange(count) * step).astype(np.int64), span, num_frames, fps)
+
+    @property
+    def num_rows(self) -> int:
+        """Windows of all videos: the rows of the scores."""
+        return int(self.offsets[-1])
+
+    def rows(self, video_index: int) -> slice:
+        return slice(int(self.offsets[video_index]), int(self.offsets[video_index + 1]))
+
+    def __len__(self) -> int:
+        """Views this rank yields when every video decodes."""
+        return sum(self.rows(i).stop - self.rows(i).start for i in self.video_indices) * self.num_views
+
+    def clip_indices(self, layout: WindowLayout) -> np.ndarray:
+        """``[windows, clips_per_window, T]`` source-frame indices of every clip of every window."""
+        clips = np.stack([clip_frame_indices(math.ceil(layout.window), self.clip_size(layout.fps), self.num_frames,
+                                             j / self.clips_per_window) for j in range(self.clips_per_window)])
+        return np.minimum(layout.starts[:, None, None] + clips[None], layout.num_frames - 1)
+
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
+        worker = paddle.io.get_worker_info()
+        videos = self.video_indices if worker is None else self.video_indices[worker.id::worker.num_workers]
+        for video_index in videos:
+            path, label = self.samples[video_index]
+            label = np.array([label], dtype=np.int64)
+            first_row = self.rows(video_index).start
+            try:
+                for window, views in enumerate(self.window_views(path, self.layouts[video_index])):
+                    for view, clips in enumerate(views):
+                        row = first_row + window
+                        yield (*clips, label, np.array([row * self.num_views + view], dtype=np.int64))
+            except VideoError as error:
+                self.failures.record(video_index, error)
+
+    def window_views(self, path: str, layout: WindowLayout) -> Iterator[Iterator[Tuple[np.ndarray, ...]]]:
+        """Per window, in order, its views; the frames come from one forward decode."""
+        indices = self.clip_indices(layout)  # [W, clips, T]
+        needed = np.unique(indices)
+        last_needed = indices.reshape(len(indices), -1).max(axis=1)  # a window is complete once this frame is in
+        first_needed = indices.reshape(len(indices), -1).min(axis=1)
+        kept, window = {}, 0
+
+        def views(w: int):
+            for clip in indices[w]:
+                yield from self.crop_views(np.stack([kept[i] for i in clip]), self.target_size, self.num_crops)
+
+        with self.open_video(path, self.target_fps) as video:
+            for index, frame in video.read_forward(needed, self.target_size):
+                kept[index] = frame
+                while window < len(indices) and last_needed[window] <= index:
+                    yield views(window)
+                    window += 1
+                    if window < len(indices):  # frames no later window needs are dropped
+                        for old in [i for i in kept if i < first_needed[window]]:
+                            del kept[old]
+            if window < len(indices):  # the stream ended before the packet index said
+                if not kept:
+                    raise VideoError(path, 'no frame decodes')
+                last = max(kept)
+                logger.warning('%s: the decode ends at frame %d, the index counted %d: the last %d windows read '
+                               'its last frame in place of the missing ones', path, last + 1, layout.num_frames,
+                               len(indices) - window)
+                indices = np.minimum(indices, last)
+                for frame_index in np.unique(indices[window:]):
+                    if frame_index not in kept:
+                        raise VideoError(path, f'frame {frame_index} did not decode')
+                for w in range(window, len(indices)):
+                    yield views(w)

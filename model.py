@@ -39,6 +39,16 @@ class VideoNetwork(nn.Layer):
         2048 + fast 256; Slow-only R50: 2048)."""
         return self.head.features(self.backbone(x))
 
+    @property
+    def feature_dim(self) -> int:
+        """Width of ``features``: the classifier's input."""
+        return self.head.projection.weight.shape[0]
+
+    def scores_and_features(self, x: List[paddle.Tensor]) -> Tuple[paddle.Tensor, paddle.Tensor]:
+        """``(forward(x), features(x))`` from one backbone pass."""
+        maps = self.backbone(x)
+        return self.head(maps), self.head.features(maps)
+
 
 class SlowFast(VideoNetwork):
     r"""SlowFast with a ResNet bottleneck backbone on both pathways and lateral fast->slow fusion after every stage::

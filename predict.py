@@ -8,10 +8,17 @@
 ``video_id``, ``top1_values``, ``top1_indices``, ``top5_values``, ``top5_indices`` (the original's fields; values are
 the mean probability over the views), plus ``top1_label`` and ``top5_labels`` with ``DATA.label_map``. An input that
 cannot be decoded gets ``{"video_id", "error"}`` instead; the exit status is then 1.
+
+``--timeline DIR`` scores long videos window by window instead (a window every ``--stride``, each decoded once,
+forward): per video ``DIR/<name>.json`` (every window's start, end and top-k; the merged segments), ``DIR/<name>.png``
+(the timeline picture) and with ``--annotate`` ``DIR/<name>.mp4`` (the video with the labels of the moment drawn on
+it); result.json's values are then the mean over the windows. ``--features`` writes clip features per video, or
+per window with ``--timeline``.
 """
+import argparse
 import logging
 import os
-from typing import List, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -19,9 +26,10 @@ import distributed
 from atomic import atomic_path, write_json
 from config_utils import build_parser, log_config, parse_args, setup_logging, str2bool
 from errors import ListError, exit_on_user_error
-from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, model_inputs, parse_video_list,
-                              read_label_map)
+from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, SlidingWindowDataset, model_inputs,
+                              parse_video_list, read_label_map, span_frames)
 from scoring import build_scoring_model, score_videos
+from timeline import annotate_video, make_timeline, plot_timeline
 from video_io import VIDEO_EXTENSIONS
 
 logger = logging.getLogger('predict')
@@ -51,19 +59,51 @@ def gather_inputs(args, cfg) -> Tuple[List[Tuple[str, int]], List[str]]:
     return samples, ids
 
 
-def main() -> int:
+def duration(text: str) -> str:
+    """argparse type of ``--stride`` and ``--window``: seconds (``2``, ``2.5s``) or frames (``16f``)."""
+    try:
+        span_frames(text, 1.0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected seconds (2.5 or 2.5s) or frames (16f), got {text!r}') from None
+    return text
+
+
+def build_arguments():
     parser = build_parser('infer', description=__doc__.split('\n\n')[0])
     parser.add_argument('--video', action='append', default=[], metavar='PATH',
                         help='a video file or a folder of videos; may be given many times')
     parser.add_argument('--filelist', help='a list to predict as well as the --video inputs (default: INFER.filelist '
                                            'when no --video is given)')
     parser.add_argument('--features', metavar='FILE.npy',
-                        help='also write each video\'s clip features (the classifier\'s input, mean over its views; '
-                             'NaN rows for videos that did not decode) to FILE.npy, and their video ids in row order '
-                             'to FILE.json')
+                        help='also write the clip features (the classifier\'s input, mean over positions and views) '
+                             'of each video, or of each window with --timeline (NaN rows where a video did not '
+                             'decode), to FILE.npy, and what each row is to FILE.json')
     parser.add_argument('--features_per_view', nargs='?', const=True, default=False, type=str2bool,
-                        metavar='True|False', help='with --features: also FILE_views.npy, [videos, views, C]')
-    cfg, args = parse_args('infer', parser=parser)
+                        metavar='True|False', help='with --features: also FILE_views.npy, [rows, views, C]')
+    long = parser.add_argument_group('long videos (--timeline)')
+    long.add_argument('--timeline', metavar='DIR', help='score windows along each video and write its timeline '
+                                                        '(.json, .png) to DIR')
+    long.add_argument('--stride', type=duration, default='1s',
+                      help='a window every STRIDE: seconds (1, 0.5s) or frames (16f) (default: %(default)s)')
+    long.add_argument('--window', type=duration, help='window length (default: one clip, MODEL.num_frames x '
+                                                      'MODEL.sampling_rate frames at MODEL.target_fps); longer '
+                                                      'windows hold --window_clips clips')
+    long.add_argument('--window_clips', type=int, default=1, help='clips per window, spread as the test\'s views '
+                                                                  '(default: %(default)s)')
+    long.add_argument('--window_crops', type=int, default=1, choices=(1, 3),
+                      help='spatial crops per clip: 1 centre, 3 as the test (default: %(default)s)')
+    long.add_argument('--top_k', type=int, default=5, help='classes kept per window (default: %(default)s)')
+    long.add_argument('--threshold', type=float, default=0.5,
+                      help='a window joins a segment when its top-1 probability is at least this '
+                           '(default: %(default)s)')
+    long.add_argument('--annotate', nargs='?', const=True, default=False, type=str2bool, metavar='True|False',
+                      help='also DIR/<name>.mp4: the video with the labels of the moment drawn on every frame')
+    long.add_argument('--annotate_size', type=int, help='short side of the annotated video (default: the input\'s)')
+    return parser
+
+
+def main() -> int:
+    cfg, args = parse_args('infer', parser=build_arguments())
     setup_logging()  # before setup, which logs
     device, rank, world = distributed.setup(args.use_gpu, args.use_data_parallel)
     log_config(cfg, 'Infer')
@@ -72,8 +112,14 @@ def main() -> int:
     samples, ids = gather_inputs(args, cfg)
     batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
     model, source = build_scoring_model(cfg, i.weights, i.target_size, device)
-    dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
-    logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, source)
+    if args.timeline:
+        dataset = SlidingWindowDataset(cfg, samples, args.stride, args.window, args.window_clips, args.window_crops,
+                                       rank, world)
+        logger.info('predicting %d windows (%d videos, a window every %s) x %d views with %s', dataset.num_rows,
+                    len(samples), args.stride, dataset.num_views, source)
+    else:
+        dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
+        logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, source)
 
     sums, counts, features = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
                                           cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world,
@@ -81,51 +127,116 @@ def main() -> int:
                                           if args.features else None)
     if rank != 0:
         return 0
-    results = []
-    for index, video_id in enumerate(ids):
-        if counts[index] != dataset.num_views:
-            results.append({'video_id': video_id, 'error': 'could not be decoded (missing, empty, unreadable or '
-                                                           'truncated); see the log'})
-            logger.warning('[INFER] video id [%s]: could not be decoded', video_id)
-            continue
-        probs = sums[index] / dataset.num_views
-        top5 = np.argsort(-probs, kind='stable')[:5]
-        entry = {'video_id': video_id, 'top1_values': float(probs[top5[0]]), 'top1_indices': int(top5[0]),
-                 'top5_values': [float(probs[k]) for k in top5], 'top5_indices': [int(k) for k in top5]}
-        if names:
-            entry['top1_label'] = names[top5[0]]
-            entry['top5_labels'] = [names[k] for k in top5]
-        results.append(entry)
-        logger.info('[INFER] video id [%s], top1 value %.5f, top1 indices %d%s', video_id, entry['top1_values'],
-                    entry['top1_indices'], f' ({names[top5[0]]})' if names else '')
+    done = counts == dataset.num_views  # per row: a video, or a window
+    if args.timeline:
+        results = write_timelines(args, cfg, dataset, ids, sums / dataset.num_views, done, names)
+    else:
+        results = [video_entry(video_id, sums[n] / dataset.num_views, names) if done[n] else error_entry(video_id)
+                   for n, video_id in enumerate(ids)]
     save_path = args.save_path or i.save_path
     os.makedirs(save_path, exist_ok=True)
     out = os.path.join(save_path, 'result.json')
     write_json(out, results)
     if args.features:
-        done = counts == dataset.num_views
-        if args.features_per_view:
-            views = np.where(done[:, None, None], features, np.nan).astype(np.float32)
-            means = views.mean(axis=1)
-        else:
-            means = np.where(done[:, None], features / np.maximum(counts, 1)[:, None], np.nan).astype(np.float32)
-        stem = args.features[:-len('.npy')] if args.features.endswith('.npy') else args.features
-        os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
-        outputs = {stem + '.npy': means}
-        if args.features_per_view:
-            outputs[stem + '_views.npy'] = views
-        for path, array in outputs.items():
-            with atomic_path(path) as tmp, open(tmp, 'wb') as f:
-                np.save(f, array)
-        write_json(stem + '.json', {'video_ids': ids, 'views_per_video': dataset.num_views,
-                                    'view_order': 'temporal * num_spatial_crops + spatial',
-                                    'feature': 'classifier input, mean over positions (and views in the .npy)',
-                                    'weights': source})
-        logger.info('[INFER] clip features %s (ids in row order: %s)', ', '.join(
-            f'{path} {list(array.shape)}' for path, array in outputs.items()), stem + '.json')
+        failed = np.array(['error' in r for r in results], dtype=bool)
+        write_features(args.features, features, counts, dataset, ids, failed, source, args.features_per_view)
     bad = sum('error' in r for r in results)
     logger.info('[INFER] infer finished, results saved in %s (%d videos, %d failed)', out, len(results), bad)
     return 1 if bad else 0
+
+
+def video_entry(video_id: str, probs: np.ndarray, names: Optional[List[str]]) -> Dict:
+    """result.json's entry of one video from its mean probabilities ``[K]`` (logged as the original did)."""
+    top5 = np.argsort(-probs, kind='stable')[:5]
+    entry = {'video_id': video_id, 'top1_values': float(probs[top5[0]]), 'top1_indices': int(top5[0]),
+             'top5_values': [float(probs[k]) for k in top5], 'top5_indices': [int(k) for k in top5]}
+    if names:
+        entry['top1_label'] = names[top5[0]]
+        entry['top5_labels'] = [names[k] for k in top5]
+    logger.info('[INFER] video id [%s], top1 value %.5f, top1 indices %d%s', video_id, entry['top1_values'],
+                entry['top1_indices'], f' ({names[top5[0]]})' if names else '')
+    return entry
+
+
+def error_entry(video_id: str) -> Dict:
+    logger.warning('[INFER] video id [%s]: could not be decoded', video_id)
+    return {'video_id': video_id, 'error': 'could not be decoded (missing, empty, unreadable or truncated); see the log'}
+
+
+def output_names(ids: Sequence[str]) -> List[str]:
+    """A file name stem per video: its file name without extension, numbered where two videos share one."""
+    stems = [os.path.splitext(os.path.basename(v))[0] or 'video' for v in ids]
+    return [f'{s}_{n}' if stems.count(s) > 1 else s for n, s in enumerate(stems)]
+
+
+def write_timelines(args, cfg, dataset: SlidingWindowDataset, ids: Sequence[str], probs: np.ndarray,
+                    done: np.ndarray, names: Optional[List[str]]) -> List[Dict]:
+    """Per video, its timeline (.json, .png, and the annotated .mp4 with ``--annotate``) in ``args.timeline``;
+    returns result.json's entries (the mean over the windows, and where the timeline is)."""
+    os.makedirs(args.timeline, exist_ok=True)
+    results = []
+    for n, (video_id, stem) in enumerate(zip(ids, output_names(ids))):
+        layout, rows = dataset.layouts[n], dataset.rows(n)
+        if layout is None or not done[rows].all():
+            results.append(error_entry(video_id))
+            continue
+        window_probs, times = probs[rows], layout.times()
+        duration = layout.num_frames / layout.fps
+        timeline = make_timeline(window_probs, times, duration, names, args.top_k, args.threshold)
+        base = os.path.join(args.timeline, stem)
+        write_json(base + '.json', {
+            'video_id': video_id, 'fps': layout.fps, 'num_frames': layout.num_frames, 'duration': duration,
+            'window_seconds': layout.window / layout.fps, 'stride': args.stride,
+            'views_per_window': dataset.num_views, 'threshold': args.threshold, **timeline})
+        plot_timeline(window_probs, times, duration, timeline['segments'], names, video_id, base + '.png')
+        entry = dict(video_entry(video_id, window_probs.mean(axis=0), names), timeline=base + '.json',
+                     timeline_png=base + '.png', segments=len(timeline['segments']))
+        if args.annotate:
+            annotate_video(dataset.samples[n][0], base + '.mp4', window_probs, times, names, args.top_k,
+                           cfg.MODEL.target_fps, args.annotate_size)
+            entry['annotated'] = base + '.mp4'
+        logger.info('[INFER] %s: %d windows, %d segments: %s', video_id, len(times), len(timeline['segments']),
+                    ', '.join(f"{s.get('label', s['label_index'])} {s['start']:.1f}-{s['end']:.1f} s"
+                              for s in timeline['segments'][:8]) + (' ...' if len(timeline['segments']) > 8 else ''))
+        results.append(entry)
+    return results
+
+
+def write_features(path: str, features: np.ndarray, counts: np.ndarray, dataset, ids: Sequence[str],
+                   failed: np.ndarray, source: str, per_view: bool) -> None:
+    """The clip features (``ensemble_scores``'s, a row per video or window) as FILE.npy (mean over views; NaN rows
+    for the ``failed`` videos), FILE_views.npy with ``per_view``, and FILE.json saying what each row is."""
+    rows = [(n, None) for n in range(len(ids))]
+    if isinstance(dataset, SlidingWindowDataset):
+        rows = [(n, w) for n in range(len(ids)) for w in range(dataset.rows(n).stop - dataset.rows(n).start)]
+    rows = [n for n, _ in rows]  # the video of each row
+    ok = ~failed[rows] & (counts == dataset.num_views)
+    if per_view:
+        views = np.where(ok[:, None, None], features, np.nan).astype(np.float32)
+        means = views.mean(axis=1)
+    else:
+        means = np.where(ok[:, None], features / np.maximum(counts, 1)[:, None], np.nan).astype(np.float32)
+    stem = path[:-len('.npy')] if path.endswith('.npy') else path
+    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
+    outputs = {stem + '.npy': means}
+    if per_view:
+        outputs[stem + '_views.npy'] = views
+    for name, array in outputs.items():
+        with atomic_path(name) as tmp, open(tmp, 'wb') as f:
+            np.save(f, array)
+    windows = isinstance(dataset, SlidingWindowDataset)
+    index = {'video_ids': ids, 'views_per_window' if windows else 'views_per_video': dataset.num_views,
+             'feature': 'classifier input, mean over positions (and views in the .npy)', 'weights': source}
+    if windows:
+        index['rows'] = [{'video': n, 'window': w, 'start': round(float(t[0]), 4), 'end': round(float(t[1]), 4)}
+                         for n, layout in enumerate(dataset.layouts) if layout is not None
+                         for w, t in enumerate(layout.times())]
+        index['view_order'] = 'clip * window_crops + crop'
+    else:
+        index['view_order'] = 'temporal * num_spatial_crops + spatial'
+    write_json(stem + '.json', index)
+    logger.info('[INFER] clip features %s (rows: %s)', ', '.join(f'{name} {list(array.shape)}'
+                                                                  for name, array in outputs.items()), stem + '.json')
 
 
 if __name__ == '__main__':

@@ -11,7 +11,6 @@ from tqdm import tqdm
 
 import distributed
 from config_utils import AttrDict
-from errors import ConfigError
 from model import build_eval_model
 
 logger = logging.getLogger(__name__)
@@ -44,20 +43,17 @@ def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, n
     ``to_inputs(pathways)`` makes the model input from a batch's pathways; ``progress`` (a tqdm bar) is advanced
     per view.
     """
-    if features and not hasattr(model, 'backbone'):
-        raise ConfigError('clip features need the dygraph network: set INFER.use_inference False')
     sums = np.zeros((num_videos, num_classes), dtype=np.float64)
     counts = np.zeros(num_videos, dtype=np.int64)
-    width = model.head.projection.weight.shape[0] if features else 0  # [C, K]: the classifier's input width
+    width = model.feature_dim if features else 0  # the classifier's input width
     shape = {'video': (num_videos, width), 'view': (num_videos, num_views, width)}.get(features)
     found = np.zeros(shape, dtype=np.float64 if features == 'video' else np.float32) if shape else None
     with paddle.no_grad():
         for *clips, _, view_ids in loader:
             videos = view_ids.numpy().reshape(-1) // num_views
             if features:
-                maps = model.backbone(to_inputs(clips))
-                probs = model.head(maps).numpy().astype(np.float64)
-                feats = model.head.features(maps).numpy()
+                probs, feats = (x.numpy() for x in model.scores_and_features(to_inputs(clips)))
+                probs = probs.astype(np.float64)
                 if features == 'video':
                     np.add.at(found, videos, feats.astype(np.float64))
                 else:
@@ -79,7 +75,7 @@ def score_videos(model, dataset, to_inputs, batch_size: int, num_workers: int, n
     every video (each view is scored on one rank). Progress bar on rank 0."""
     loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
     bar = tqdm(total=len(dataset), desc='views', unit='view', disable=rank != 0, mininterval=5)
-    sums, counts, found = ensemble_scores(model, loader, to_inputs, len(dataset.samples), dataset.num_views,
+    sums, counts, found = ensemble_scores(model, loader, to_inputs, dataset.num_rows, dataset.num_views,
                                           num_classes, bar, features)
     bar.close()
     if features:

@@ -284,6 +284,22 @@ class VideoReader:
                     return out.frames
         raise VideoError(self.path, f'the stream ends before frame {int(wanted[out.count])}')
 
+    def read_forward(self, wanted: np.ndarray,
+                     short_side: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
+        """``(index, frame)`` for the sorted, distinct frame ``wanted`` indices, in order, from one sequential decode
+        from the start (long videos: no seek, every frame decoded once, only the wanted ones converted and resized to
+        ``short_side``). Ends at the last wanted frame, or earlier where the stream ends."""
+        if len(wanted) == 0:
+            return
+        self._seek(None)
+        position = 0
+        for index, frame in enumerate(self._decode_from_here()):
+            if index == wanted[position]:
+                yield index, resize_short_side(to_bgr(frame), short_side)
+                position += 1
+                if position == len(wanted):
+                    return
+
     def frames(self) -> Iterator[np.ndarray]:
         """Every frame from the start (BGR uint8 ``[H, W, 3]``), as a sequential decode yields them."""
         self._seek(None)
@@ -341,6 +357,16 @@ def to_bgr(frame: 'av.VideoFrame') -> np.ndarray:
         image = _converter[1].reformat(frame, format='bgr24').to_ndarray()
     quarter_turns = round(getattr(frame, 'rotation', 0) / 90) % 4  # the display matrix of phone videos
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
+
+
+def resize_short_side(image: np.ndarray, short_side: Optional[int]) -> np.ndarray:
+    """``image`` with its short side at ``short_side`` (``scaled_size``; None or equal: unchanged)."""
+    if not short_side:
+        return image
+    height, width = scaled_size(image.shape[0], image.shape[1], short_side)
+    if (height, width) == image.shape[:2]:
+        return image
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
 class _FrameSink:

@@ -170,17 +170,36 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
             expected = dygraph([paddle.to_tensor(c) for c in clips]).numpy()
         got = exported(clips).numpy()
         assert got.shape == (batch, 4) and np.abs(got - expected).max() <= 1e-4
+        with paddle.no_grad():
+            expected = dygraph.features([paddle.to_tensor(c) for c in clips]).numpy()
+        got = exported.scores_and_features(clips)[1].numpy()  # the second output: the classifier's input
+        assert got.shape == (batch, dygraph.feature_dim) and np.abs(got - expected).max() <= 1e-4
 
     video = os.path.join(setup['folder'], setup['val_lines'][0].split()[0])
     inference = ['-o', 'INFER.use_inference=True', '-o', f'INFER.model_dir={model_dir}']
-    run(predict_command(setup, tmp_path / 'dy', '--video', video, '--video', setup['videos']['zero']), expect=1)
-    log = run(predict_command(setup, tmp_path / 'pi', '--video', video, '--video', setup['videos']['zero'],
-                              *inference), expect=1)
+    for name, flags in (('dy', []), ('pi', inference)):
+        log = run(predict_command(setup, tmp_path / name, '--video', video, '--video', setup['videos']['zero'],
+                                  '--features', str(tmp_path / name / 'f.npy'), *flags), expect=1)
     assert 'CPU + oneDNN' in log
     a, b = (json.loads((tmp_path / d / 'result.json').read_text()) for d in ('dy', 'pi'))
     assert [r['video_id'] for r in a] == [r['video_id'] for r in b] and 'error' in b[1]
     assert a[0]['top5_indices'] == b[0]['top5_indices']
     assert np.allclose(a[0]['top5_values'], b[0]['top5_values'], atol=1e-4)
+    features = [np.load(tmp_path / d / 'f.npy') for d in ('dy', 'pi')]
+    assert np.allclose(features[0], features[1], atol=1e-4, equal_nan=True) and np.isnan(features[1][1]).all()
+
+    # an export from before the features output: predictions as before, features refused by name
+    old = tmp_path / 'old'
+    old.mkdir()
+    paddle.jit.save(dygraph, str(old / 'slowfast'), input_spec=[[paddle.static.InputSpec([None] + s, 'float32')
+                                                                 for s in input_shapes(cfg, 72)]])
+    meta = json.loads((model_dir / 'export.json').read_text())
+    (old / 'export.json').write_text(json.dumps({k: v for k, v in meta.items() if k != 'feature_dim'}))
+    old_flags = ['-o', 'INFER.use_inference=True', '-o', f'INFER.model_dir={old}']
+    run(predict_command(setup, tmp_path / 'old_out', '--video', video, *old_flags))
+    log = run(predict_command(setup, tmp_path / 'old_out', '--video', video, '--features', str(tmp_path / 'o.npy'),
+                              *old_flags), expect=4)
+    assert 'this exported model has no clip features output' in log and str(old) in log
 
     run(eval_command(setup, tmp_path / 'eval_dy'), expect=1)
     run(eval_command(setup, tmp_path / 'eval_pi', *inference), expect=1)

@@ -7,8 +7,8 @@ import pytest
 
 import kinetics_dataset
 from kinetics_dataset import (NO_LABEL, UNDECODABLE, KineticsDataset, KineticsMultiViewDataset, ListError,
-                              channels_first, clip_frame_indices, crop_offset, model_inputs, normalize_batch,
-                              pack_pathways, read_video_list)
+                              SlidingWindowDataset, channels_first, clip_frame_indices, crop_offset, model_inputs,
+                              normalize_batch, pack_pathways, read_video_list, span_frames)
 from video_io import VideoReader, scaled_size
 
 from conftest import ROOT, needs_ffmpeg
@@ -437,3 +437,54 @@ def test_every_view_and_clip_of_real_world_videos_holds_the_recipes_frames(cfg, 
             starts.add(start[0])
         assert len(starts) > 1 or delta < 1, case
     assert not train.failures.indices() and not valid.failures.indices()
+
+
+# ---- long videos: sliding windows ------------------------------------------------------------------------------
+
+@needs_ffmpeg
+def test_sliding_windows_of_real_world_videos_hold_the_full_decodes_frames_from_one_forward_decode(
+        cfg, real_world, monkeypatch):
+    """Every window's clip against the ffmpeg tool's full decode: a window every 7 frames, one clip each."""
+    seeks = []
+    real_seek = VideoReader._seek
+    monkeypatch.setattr(VideoReader, '_seek', lambda self, timestamp: seeks.append(timestamp) or
+                        real_seek(self, timestamp))
+    monkeypatch.setattr(VideoReader, 'read', lambda *a, **k: pytest.fail('a seek-based read'))
+    cases = sorted(real_world)
+    dataset = SlidingWindowDataset(cfg, [(real_world[case][0], NO_LABEL) for case in cases], stride='7f')
+    m = cfg.MODEL
+    items = list(dataset)
+    assert seeks == [None] * len(cases)  # one decode from the start per video, no other seek
+    assert len(items) == dataset.num_rows == len(dataset)
+    for video, case in enumerate(cases):
+        path, truth = real_world[case]
+        clip_size = m.num_frames * m.sampling_rate * expected_fps(path) / m.target_fps
+        offsets = np.linspace(0, clip_size - 1, m.num_frames).astype(np.int64)
+        count = int(np.floor((len(truth) - clip_size) / 7 + 1e-9)) + 1
+        rows = dataset.rows(video)
+        assert rows.stop - rows.start == count, case
+        layout = dataset.layouts[video]
+        assert layout.times()[1, 0] == pytest.approx(7 / expected_fps(path), rel=0.01)
+        for window in range(count):
+            *_, view_id = items[rows.start + window]
+            assert view_id.item() == rows.start + window
+            want = [truth[min(7 * window + o, len(truth) - 1)] for o in offsets]
+            assert shown_indices(items[rows.start + window][1]) == want, (case, window)
+
+
+def test_sliding_windows_split_over_ranks_by_their_counts_and_skip_broken_videos(cfg, videos):
+    samples = [(videos[name], NO_LABEL) for name in ('mp4', 'short', 'garbage', 'webm', 'fps15', 'portrait')]
+    ranks = [SlidingWindowDataset(cfg, samples, stride='0.5', window='3s', clips_per_window=2, num_crops=3,
+                                  rank=r, world_size=2) for r in range(2)]
+    first = ranks[0]
+    assert first.layouts[2] is None and first.failures.indices() == [2]  # garbage: no rows, recorded
+    assert first.num_views == 6 and first.layout(300, 30.0, '0.5', '3s').starts.tolist() == list(range(0, 211, 15))
+    assert first.layout(20, 30.0, '0.5', None).starts.tolist() == [0]  # shorter than a clip: one window
+    assert sorted(ranks[0].video_indices + ranks[1].video_indices) == [0, 1, 3, 4, 5]
+    loads = [sum(d.rows(v).stop - d.rows(v).start for v in d.video_indices) for d in ranks]
+    assert abs(loads[0] - loads[1]) <= max(first.rows(v).stop - first.rows(v).start for v in range(6))
+    views = [item for d in ranks for item in d]
+    assert sorted(int(item[-1].item()) for item in views) == list(range(first.num_rows * 6))
+    with pytest.raises(ValueError, match='positive'):
+        span_frames('-1s', 30)
+    assert span_frames('16f', 25) == 16 and span_frames('2', 25) == span_frames('2s', 25) == 50
