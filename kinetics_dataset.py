@@ -345,9 +345,10 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
         """Views this rank yields when every video decodes."""
         return len(self.video_indices) * self.num_views
 
+    row_name = 'videos'  # what the rows of the scores are
+
     @property
     def num_rows(self) -> int:
-        """Videos: the rows of the scores."""
         return len(self.samples)
 
     def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
@@ -456,9 +457,10 @@ class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
         count = int(math.floor(max(num_frames - span, 0.0) / step + 1e-9)) + 1
         return WindowLayout(np.round(np.arange(count) * step).astype(np.int64), span, num_frames, fps)
 
+    row_name = 'windows'  # what the rows of the scores are
+
     @property
     def num_rows(self) -> int:
-        """Windows of all videos: the rows of the scores."""
         return int(self.offsets[-1])
 
     def rows(self, video_index: int) -> slice:

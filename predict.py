@@ -29,7 +29,7 @@ from errors import ListError, exit_on_user_error
 from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, SlidingWindowDataset, model_inputs,
                               parse_video_list, read_label_map, span_frames)
 from scoring import build_scoring_model, score_videos
-from timeline import annotate_video, make_timeline, plot_timeline
+from timeline import annotate_video, make_timeline, plot_timeline, smooth
 from video_io import VIDEO_EXTENSIONS
 
 logger = logging.getLogger('predict')
@@ -92,6 +92,9 @@ def build_arguments():
                                                                   '(default: %(default)s)')
     long.add_argument('--window_crops', type=int, default=1, choices=(1, 3),
                       help='spatial crops per clip: 1 centre, 3 as the test (default: %(default)s)')
+    long.add_argument('--smooth', type=int, default=1, metavar='N',
+                      help='average each window\'s probabilities with its neighbours\', over N windows centred on it, '
+                           'before anything is made of them (default: %(default)s, none)')
     long.add_argument('--top_k', type=int, default=5, help='classes kept per window (default: %(default)s)')
     long.add_argument('--threshold', type=float, default=0.5,
                       help='a window joins a segment when its top-1 probability is at least this '
@@ -180,16 +183,16 @@ def write_timelines(args, cfg, dataset: SlidingWindowDataset, ids: Sequence[str]
         if layout is None or not done[rows].all():
             results.append(error_entry(video_id))
             continue
-        window_probs, times = probs[rows], layout.times()
+        window_probs, times = smooth(probs[rows], args.smooth), layout.times()
         duration = layout.num_frames / layout.fps
         timeline = make_timeline(window_probs, times, duration, names, args.top_k, args.threshold)
         base = os.path.join(args.timeline, stem)
         write_json(base + '.json', {
             'video_id': video_id, 'fps': layout.fps, 'num_frames': layout.num_frames, 'duration': duration,
-            'window_seconds': layout.window / layout.fps, 'stride': args.stride,
+            'window_seconds': layout.window / layout.fps, 'stride': args.stride, 'smooth': args.smooth,
             'views_per_window': dataset.num_views, 'threshold': args.threshold, **timeline})
         plot_timeline(window_probs, times, duration, timeline['segments'], names, video_id, base + '.png')
-        entry = dict(video_entry(video_id, window_probs.mean(axis=0), names), timeline=base + '.json',
+        entry = dict(video_entry(video_id, probs[rows].mean(axis=0), names), timeline=base + '.json',
                      timeline_png=base + '.png', segments=len(timeline['segments']))
         if args.annotate:
             annotate_video(dataset.samples[n][0], base + '.mp4', window_probs, times, names, args.top_k,
@@ -206,11 +209,9 @@ def write_features(path: str, features: np.ndarray, counts: np.ndarray, dataset,
                    failed: np.ndarray, source: str, per_view: bool) -> None:
     """The clip features (``ensemble_scores``'s, a row per video or window) as FILE.npy (mean over views; NaN rows
     for the ``failed`` videos), FILE_views.npy with ``per_view``, and FILE.json saying what each row is."""
-    rows = [(n, None) for n in range(len(ids))]
-    if isinstance(dataset, SlidingWindowDataset):
-        rows = [(n, w) for n in range(len(ids)) for w in range(dataset.rows(n).stop - dataset.rows(n).start)]
-    rows = [n for n, _ in rows]  # the video of each row
-    ok = ~failed[rows] & (counts == dataset.num_views)
+    windows = isinstance(dataset, SlidingWindowDataset)
+    video_of_row = np.repeat(np.arange(len(ids)), np.diff(dataset.offsets)) if windows else np.arange(len(ids))
+    ok = ~failed[video_of_row] & (counts == dataset.num_views)
     if per_view:
         views = np.where(ok[:, None, None], features, np.nan).astype(np.float32)
         means = views.mean(axis=1)
@@ -224,7 +225,6 @@ def write_features(path: str, features: np.ndarray, counts: np.ndarray, dataset,
     for name, array in outputs.items():
         with atomic_path(name) as tmp, open(tmp, 'wb') as f:
             np.save(f, array)
-    windows = isinstance(dataset, SlidingWindowDataset)
     index = {'video_ids': ids, 'views_per_window' if windows else 'views_per_video': dataset.num_views,
              'feature': 'classifier input, mean over positions (and views in the .npy)', 'weights': source}
     if windows:

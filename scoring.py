@@ -63,7 +63,7 @@ def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, n
             np.add.at(sums, videos, probs)
             np.add.at(counts, videos, 1)
             if progress is not None:
-                progress.set_postfix_str(f'{int((counts == num_views).sum())} videos done', refresh=False)
+                progress.set_postfix_str(f'{int((counts == num_views).sum())} done', refresh=False)
                 progress.update(len(videos))
     return sums, counts, found
 
@@ -74,7 +74,8 @@ def score_videos(model, dataset, to_inputs, batch_size: int, num_workers: int, n
     summed view probabilities ``[num_videos, K]``, view counts and the clip features (``features`` as there) of
     every video (each view is scored on one rank). Progress bar on rank 0."""
     loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    bar = tqdm(total=len(dataset), desc='views', unit='view', disable=rank != 0, mininterval=5)
+    bar = tqdm(total=len(dataset), desc=f'views of {dataset.num_rows} {dataset.row_name}', unit='view',
+               disable=rank != 0, mininterval=5)
     sums, counts, found = ensemble_scores(model, loader, to_inputs, dataset.num_rows, dataset.num_views,
                                           num_classes, bar, features)
     bar.close()

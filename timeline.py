@@ -38,6 +38,18 @@ def window_at(times: np.ndarray, t: np.ndarray) -> np.ndarray:
     return np.searchsorted((centres[1:] + centres[:-1]) / 2, t, side='left')
 
 
+def smooth(probs: np.ndarray, size: int) -> np.ndarray:
+    """Each window's probabilities ``[W, K]`` averaged with its neighbours: over ``size`` consecutive windows
+    centred on it (fewer at the ends), as mmaction2's long-video demo averages its latest clips. 1: unchanged."""
+    if size <= 1 or len(probs) < 2:
+        return probs
+    before, after = (size - 1) // 2, size // 2
+    sums = np.concatenate([np.zeros((1, probs.shape[1])), np.cumsum(probs, axis=0)])
+    index = np.arange(len(probs))
+    first, last = np.maximum(index - before, 0), np.minimum(index + after + 1, len(probs))
+    return (sums[last] - sums[first]) / (last - first)[:, None]
+
+
 def make_timeline(probs: np.ndarray, times: np.ndarray, duration: float, names: Optional[Sequence[str]],
                   top_k: int, threshold: float) -> Dict:
     """``probs [W, K]`` (each window's mean view probabilities) at ``times [W, 2]`` -> ``{'windows': [...],

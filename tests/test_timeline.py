@@ -1,9 +1,17 @@
-"""timeline.py: windows -> segments, the timeline picture and the annotated video, on scores made up here."""
+"""timeline.py: windows -> segments, the timeline picture and the annotated video, on scores made up here; then
+predict.py --timeline with a trained demo network on clips of four classes joined into one video."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import cv2
 import numpy as np
 import pytest
 
-from timeline import PALETTE, annotate_video, make_timeline, plot_timeline, window_at
+from conftest import ROOT
+from timeline import PALETTE, annotate_video, make_timeline, plot_timeline, smooth, window_at
 from video_io import VideoReader, write_video
 
 
@@ -36,6 +44,16 @@ def test_segments_join_windows_of_one_label_and_end_half_way_between_window_cent
     assert unnamed['segments'] == [] and 'top_k_labels' not in unnamed['windows'][0]
 
 
+def test_smoothing_averages_each_window_with_its_neighbours():
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(5), size=9)
+    for size in (1, 2, 3, 4):
+        before, after = (size - 1) // 2, size // 2
+        want = [probs[max(w - before, 0):w + after + 1].mean(axis=0) for w in range(9)]
+        assert np.allclose(smooth(probs, size), want)
+    assert np.allclose(smooth(probs, 3).sum(axis=1), 1)
+
+
 def test_timeline_picture_is_written(tmp_path):
     times = windows(40, 0.25, 1.0)
     probs = one_hot_scores([k // 10 for k in range(40)], classes=6)
@@ -64,3 +82,109 @@ def test_annotated_video_keeps_every_frame_and_the_fps_and_draws_the_label_of_th
         drawn = int(np.argmin([np.abs(bar - c).sum() for c in PALETTE[:4]]))
         assert drawn == labels[index // 10], index
     assert np.abs(written[0][:4, :20].astype(int) - 128).max() > 40  # the text box darkens the corner
+
+
+# ---- with a trained demo network (conftest.trained_demo) ----------------------------------------------------------
+
+SEGMENT_FRAMES, FPS = 60, 30
+CLASSES = ['right', 'left', 'down', 'up']
+
+
+def recognised_clips(trained_demo, folder):
+    """Per demo class, a new 2 s demo clip that the network's 30-view prediction gets right with probability >= 0.6
+    (the first of a few seeds): what the timeline is asked to find must be recognisable on its own."""
+    from make_demo_data import make_video
+
+    candidates = []
+    for label in range(len(CLASSES)):
+        for k in range(4):
+            path = os.path.join(folder, f'clip_{CLASSES[label]}_{k}.mp4')
+            write_video(path, make_video(7000 + 10 * k + label, label, 96, 128, SEGMENT_FRAMES), FPS)
+            candidates.append((path, label))
+    status, log = predict(trained_demo, folder / 'single', *[a for p, _ in candidates for a in ('--video', p)])
+    assert status == 0, log
+    chosen = {}
+    for (path, label), result in zip(candidates, json.loads((folder / 'single' / 'result.json').read_text())):
+        if result['top1_indices'] == label and result['top1_values'] >= 0.6:
+            chosen.setdefault(label, path)
+    assert sorted(chosen) == list(range(len(CLASSES))), f'no recognised clip of some class: {chosen}'
+    return chosen
+
+
+def joined_video(folder, parts):
+    """The clips ``parts`` joined by the ffmpeg tool with a stream copy (as a user joining clips would), else
+    re-encoded by ours."""
+    out = os.path.join(folder, 'long.mp4')
+    if shutil.which('ffmpeg'):
+        listing = os.path.join(folder, 'parts.txt')
+        with open(listing, 'w') as f:
+            f.writelines(f"file '{p}'\n" for p in parts)
+        subprocess.run(['ffmpeg', '-v', 'error', '-y', '-f', 'concat', '-safe', '0', '-i', listing, '-c', 'copy', out],
+                       check=True)
+    else:
+        frames = [frame for p in parts for frame in VideoReader(p, FPS).frames()]
+        write_video(out, [f[..., ::-1] for f in frames], FPS)
+    return out
+
+
+def predict(trained_demo, out, *extra, ranks=1):
+    """predict.py, or with ``ranks`` 2 run_infer_multi.sh (2 CPU processes); ``(status, log)``."""
+    script = [sys.executable, os.path.join(ROOT, 'predict.py')] if ranks == 1 else \
+        ['bash', os.path.join(ROOT, 'run_infer_multi.sh')]
+    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS=str(2 // ranks), USE_GPU='False',
+               NPROC=str(ranks), LOG_DIR=str(out / 'logs'))
+    result = subprocess.run(script + trained_demo['flags'] + ['--weights', trained_demo['weights'], '--save_path',
+                                                              str(out)] + list(extra),
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_timeline_of_four_joined_clips_finds_their_classes_and_boundaries_and_the_video_shows_them(
+        trained_demo, tmp_path):
+    order = [0, 2, 1, 3]  # right, down, left, up
+    clips = recognised_clips(trained_demo, tmp_path)
+    video = joined_video(str(tmp_path), [clips[label] for label in order])
+    stride = 8  # frames: windows of 16 frames overlap by half
+    timeline_args = ['--timeline', str(tmp_path / 'timeline'), '--stride', f'{stride}f', '--window_crops', '3',
+                     '--smooth', '3']
+    status, log = predict(trained_demo, tmp_path / 'out', '--video', video, '--video', str(tmp_path / 'gone.mp4'),
+                          *timeline_args, '--annotate', '--features', str(tmp_path / 'f.npy'))
+    assert status == 1, log  # the missing input: an error entry, the other written
+    results = json.loads((tmp_path / 'out' / 'result.json').read_text())
+    assert 'error' in results[1] and results[0]['segments'] == 4
+    timeline = json.loads((tmp_path / 'timeline' / 'long.json').read_text())
+    segments = timeline['segments']
+    assert [s['label'] for s in segments] == [CLASSES[k] for k in order], segments
+    truth = [n * SEGMENT_FRAMES / FPS for n in range(len(order) + 1)]  # 0, 2, 4, 6, 8 s
+    tolerance = stride / FPS + 1e-3  # one stride (the JSON's times are rounded to 0.1 ms)
+    for n, s in enumerate(segments):
+        assert abs(s['start'] - truth[n]) <= tolerance and abs(s['end'] - truth[n + 1]) <= tolerance, segments
+    windows = timeline['windows']
+    assert timeline['num_frames'] == 4 * SEGMENT_FRAMES and windows[1]['start'] == pytest.approx(stride / FPS, abs=1e-3)
+    assert cv2.imread(str(tmp_path / 'timeline' / 'long.png')) is not None
+
+    # the annotated video: every frame, the fps, the size, and the bar of the label of that moment
+    centres = np.array([(w['start'] + w['end']) / 2 for w in windows])
+    with VideoReader(str(tmp_path / 'timeline' / 'long.mp4'), 1) as annotated:
+        assert annotated.fps == pytest.approx(FPS) and annotated.num_frames == 4 * SEGMENT_FRAMES
+        for index, frame in enumerate(annotated.frames()):
+            assert frame.shape == (96, 128, 3)
+            nearest = int(np.argmin(np.abs(centres - (index + 0.5) / FPS)))
+            bar = frame[-12:].reshape(-1, 3)[:, ::-1].astype(float).mean(axis=0)
+            drawn = int(np.argmin([np.abs(bar - c).sum() for c in PALETTE[:4]]))
+            assert drawn == windows[nearest]['top_k_indices'][0], index
+
+    # features: a row per window, as the index says
+    features, index = np.load(tmp_path / 'f.npy'), json.loads((tmp_path / 'f.json').read_text())
+    assert features.shape == (len(windows), 512 + 256) and np.isfinite(features).all()  # res5: slow 512 + fast 256
+    assert [(r['start'], r['end']) for r in index['rows']] == [(w['start'], w['end']) for w in windows]
+
+    # two ranks: the same windows, scores and features
+    timeline_args[1] = str(tmp_path / 'two_tl')
+    status, log = predict(trained_demo, tmp_path / 'two', '--video', video, *timeline_args, '--features',
+                          str(tmp_path / 'two.npy'), ranks=2)
+    assert status == 0, log
+    two = json.loads((tmp_path / 'two_tl' / 'long.json').read_text())
+    assert [w['top_k_indices'] for w in two['windows']] == [w['top_k_indices'] for w in windows]
+    assert np.allclose([w['top_k_values'] for w in two['windows']], [w['top_k_values'] for w in windows], atol=1e-5)
+    assert np.allclose(np.load(tmp_path / 'two.npy'), features, atol=1e-5)

@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import sys
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
@@ -66,12 +66,16 @@ def draw_shapes(rng: np.random.Generator, canvas: np.ndarray, mask: np.ndarray, 
                 cv2.fillPoly(target, [pts], value)
 
 
-def make_video(seed: int, label: int, height: int, width: int, frames: int,
-               shuffle_frames: bool = False) -> List[np.ndarray]:
-    """RGB frames of one video of class ``label`` (in a random order if ``shuffle_frames``)."""
+def make_video(seed: int, label: int, height: int, width: int, frames: int, shuffle_frames: bool = False,
+               masks: Optional[List[np.ndarray]] = None) -> List[np.ndarray]:
+    """RGB frames of one video of class ``label`` (in a random order if ``shuffle_frames``).
+
+    ``masks``: a list that receives, per frame, ``[H, W]`` uint8: 2 where the moving shapes are, 1 where only the
+    static clutter is, 0 elsewhere (for the Grad-CAM test)."""
     rng = np.random.default_rng(seed)
     background = random_texture(rng, height, width)
-    draw_shapes(rng, background, np.zeros((height, width), np.uint8), int(rng.integers(15, 30)))  # static clutter
+    clutter = np.zeros((height, width), np.uint8)
+    draw_shapes(rng, background, clutter, int(rng.integers(15, 30)))  # static clutter
     layer = random_texture(rng, height, width)
     mask = np.zeros((height, width), np.uint8)
     draw_shapes(rng, layer, mask, int(rng.integers(5, 10)))
@@ -83,10 +87,15 @@ def make_video(seed: int, label: int, height: int, width: int, frames: int,
         shift = (int(round(start[0] + dy * speed * t)), int(round(start[1] + dx * speed * t)))
         moved, alpha = np.roll(layer, shift, axis=(0, 1)), np.roll(mask, shift, axis=(0, 1))[..., None] > 0
         frame = np.where(alpha, moved, background).astype(np.float32)
+        if masks is not None:
+            masks.append(np.where(alpha[..., 0], 2, clutter > 0).astype(np.uint8))
         frame = frame + rng.normal(0, 3, frame.shape)  # sensor noise
         out.append(np.clip(frame, 0, 255).astype(np.uint8))
     if shuffle_frames:
-        out = [out[i] for i in np.random.default_rng([seed, 1]).permutation(frames)]
+        order = np.random.default_rng([seed, 1]).permutation(frames)
+        out = [out[i] for i in order]
+        if masks is not None:
+            masks[-frames:] = [masks[-frames:][i] for i in order]
     return out
 
 
