@@ -9,7 +9,6 @@ import sys
 
 import cv2
 import numpy as np
-import pytest
 
 from conftest import ROOT, needs_ffmpeg
 from kinetics_dataset import read_video_list
