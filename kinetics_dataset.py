@@ -28,7 +28,7 @@ import paddle
 
 from config_utils import PATHWAYS, AttrDict
 from errors import ListError
-from video_io import VideoError, VideoReader
+from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,38 @@ def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
     ``[0, num_classes)``.
     """
     return [(e.path, e.label) for e in parse_video_list(list_path, num_classes, path_prefix, labels_required)]
+
+
+def collect_inputs(listing: Optional[str], videos: Sequence[str],
+                   cfg: AttrDict) -> Tuple[List[Tuple[str, int]], List[str]]:
+    """What predict.py and tools/gradcam.py run on: ``(samples, video_ids)`` in input order, the ``listing``'s
+    videos (labels optional), then each of ``videos`` (a folder: its videos, sorted, recursively; a missing file is
+    kept, to be reported as undecodable). ListError for an empty folder or no input at all."""
+    samples, ids = [], []
+    if listing:
+        for entry in parse_video_list(listing, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False):
+            samples.append((entry.path, entry.label))
+            ids.append(entry.given)
+    for given in videos:
+        if os.path.isdir(given):
+            found = sorted(os.path.join(d, f) for d, _, files in os.walk(given) for f in files
+                           if f.lower().endswith(VIDEO_EXTENSIONS))
+            if not found:
+                raise ListError(f'--video {given}: no video files in this folder')
+        else:
+            found = [given]
+        samples += [(path, NO_LABEL) for path in found]
+        ids += found
+    if not samples:
+        raise ListError('nothing to predict: give --video or INFER.filelist')
+    return samples, ids
+
+
+def file_stems(paths: Sequence[str]) -> List[str]:
+    """A name per input for the files made from it: its file name without extension, numbered where two inputs
+    share one."""
+    stems = [os.path.splitext(os.path.basename(p))[0] or 'video' for p in paths]
+    return [f'{s}_{n}' if stems.count(s) > 1 else s for n, s in enumerate(stems)]
 
 
 # The 400 Kinetics class names shipped beside the code: the configs' default DATA.label_map
@@ -516,9 +548,10 @@ class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
                 if not kept:
                     raise VideoError(path, 'no frame decodes')
                 last = max(kept)
-                logger.warning('%s: the decode ends at frame %d, the index counted %d: the last %d windows read '
-                               'its last frame in place of the missing ones', path, last + 1, layout.num_frames,
-                               len(indices) - window)
+                logger.warning('%s: the stream ended before frame %d although its index counts %d frames: the last '
+                               '%d windows read frame %d in place of the missing ones', path,
+                               needed[np.searchsorted(needed, last) + 1], layout.num_frames, len(indices) - window,
+                               last)
                 indices = np.minimum(indices, last)
                 for frame_index in np.unique(indices[window:]):
                     if frame_index not in kept:

@@ -18,45 +18,20 @@ per window with ``--timeline``.
 import argparse
 import logging
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
 import distributed
 from atomic import atomic_path, write_json
 from config_utils import build_parser, log_config, parse_args, setup_logging, str2bool
-from errors import ListError, exit_on_user_error
-from kinetics_dataset import (NO_LABEL, KineticsMultiViewDataset, SlidingWindowDataset, model_inputs,
-                              parse_video_list, read_label_map, span_frames)
+from errors import exit_on_user_error
+from kinetics_dataset import (KineticsMultiViewDataset, SlidingWindowDataset, collect_inputs, file_stems,
+                              model_inputs, read_label_map, span_frames)
 from scoring import build_scoring_model, score_videos
 from timeline import annotate_video, make_timeline, plot_timeline, smooth
-from video_io import VIDEO_EXTENSIONS
 
 logger = logging.getLogger('predict')
-
-
-def gather_inputs(args, cfg) -> Tuple[List[Tuple[str, int]], List[str]]:
-    """``(samples, video_ids)`` in input order: the list's videos, then every ``--video`` (a folder: its videos,
-    sorted, recursively). The list is read when no ``--video`` is given, or when ``--filelist`` names it."""
-    samples, ids = [], []
-    listing = args.filelist or (None if args.video else cfg.INFER.filelist)
-    if listing:
-        for entry in parse_video_list(listing, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False):
-            samples.append((entry.path, entry.label))
-            ids.append(entry.given)
-    for given in args.video:
-        if os.path.isdir(given):
-            found = sorted(os.path.join(d, f) for d, _, files in os.walk(given) for f in files
-                           if f.lower().endswith(VIDEO_EXTENSIONS))
-            if not found:
-                raise ListError(f'--video {given}: no video files in this folder')
-        else:
-            found = [given]  # a missing file is reported in result.json like any undecodable input
-        samples += [(path, NO_LABEL) for path in found]
-        ids += found
-    if not samples:
-        raise ListError('nothing to predict: give --video or INFER.filelist')
-    return samples, ids
 
 
 def duration(text: str) -> str:
@@ -66,6 +41,13 @@ def duration(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f'expected seconds (2.5 or 2.5s) or frames (16f), got {text!r}') from None
     return text
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer, got {text}')
+    return value
 
 
 def build_arguments():
@@ -85,23 +67,23 @@ def build_arguments():
                                                         '(.json, .png) to DIR')
     long.add_argument('--stride', type=duration, default='1s',
                       help='a window every STRIDE: seconds (1, 0.5s) or frames (16f) (default: %(default)s)')
-    long.add_argument('--window', type=duration, help='window length (default: one clip, MODEL.num_frames x '
-                                                      'MODEL.sampling_rate frames at MODEL.target_fps); longer '
-                                                      'windows hold --window_clips clips')
-    long.add_argument('--window_clips', type=int, default=1, help='clips per window, spread as the test\'s views '
+    long.add_argument('--window', type=duration, help='window length (default and least: one clip, '
+                                                      'MODEL.num_frames x MODEL.sampling_rate frames at '
+                                                      'MODEL.target_fps); longer windows hold --window_clips clips')
+    long.add_argument('--window_clips', type=positive, default=1, help='clips per window, spread as the test\'s views '
                                                                   '(default: %(default)s)')
     long.add_argument('--window_crops', type=int, default=1, choices=(1, 3),
                       help='spatial crops per clip: 1 centre, 3 as the test (default: %(default)s)')
-    long.add_argument('--smooth', type=int, default=1, metavar='N',
+    long.add_argument('--smooth', type=positive, default=1, metavar='N',
                       help='average each window\'s probabilities with its neighbours\', over N windows centred on it, '
                            'before anything is made of them (default: %(default)s, none)')
-    long.add_argument('--top_k', type=int, default=5, help='classes kept per window (default: %(default)s)')
+    long.add_argument('--top_k', type=positive, default=5, help='classes kept per window (default: %(default)s)')
     long.add_argument('--threshold', type=float, default=0.5,
                       help='a window joins a segment when its top-1 probability is at least this '
                            '(default: %(default)s)')
     long.add_argument('--annotate', nargs='?', const=True, default=False, type=str2bool, metavar='True|False',
                       help='also DIR/<name>.mp4: the video with the labels of the moment drawn on every frame')
-    long.add_argument('--annotate_size', type=int, help='short side of the annotated video (default: the input\'s)')
+    long.add_argument('--annotate_size', type=positive, help='short side of the annotated video (default: the input\'s)')
     return parser
 
 
@@ -112,7 +94,7 @@ def main() -> int:
     log_config(cfg, 'Infer')
     i = cfg.INFER
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
-    samples, ids = gather_inputs(args, cfg)
+    samples, ids = collect_inputs(args.filelist or (None if args.video else i.filelist), args.video, cfg)
     batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
     model, source = build_scoring_model(cfg, i.weights, i.target_size, device)
     if args.timeline:
@@ -166,19 +148,13 @@ def error_entry(video_id: str) -> Dict:
     return {'video_id': video_id, 'error': 'could not be decoded (missing, empty, unreadable or truncated); see the log'}
 
 
-def output_names(ids: Sequence[str]) -> List[str]:
-    """A file name stem per video: its file name without extension, numbered where two videos share one."""
-    stems = [os.path.splitext(os.path.basename(v))[0] or 'video' for v in ids]
-    return [f'{s}_{n}' if stems.count(s) > 1 else s for n, s in enumerate(stems)]
-
-
 def write_timelines(args, cfg, dataset: SlidingWindowDataset, ids: Sequence[str], probs: np.ndarray,
                     done: np.ndarray, names: Optional[List[str]]) -> List[Dict]:
     """Per video, its timeline (.json, .png, and the annotated .mp4 with ``--annotate``) in ``args.timeline``;
     returns result.json's entries (the mean over the windows, and where the timeline is)."""
     os.makedirs(args.timeline, exist_ok=True)
     results = []
-    for n, (video_id, stem) in enumerate(zip(ids, output_names(ids))):
+    for n, (video_id, stem) in enumerate(zip(ids, file_stems(ids))):
         layout, rows = dataset.layouts[n], dataset.rows(n)
         if layout is None or not done[rows].all():
             results.append(error_entry(video_id))

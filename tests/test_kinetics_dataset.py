@@ -9,7 +9,7 @@ import kinetics_dataset
 from kinetics_dataset import (NO_LABEL, UNDECODABLE, KineticsDataset, KineticsMultiViewDataset, ListError,
                               SlidingWindowDataset, channels_first, clip_frame_indices, crop_offset, model_inputs,
                               normalize_batch, pack_pathways, read_video_list, span_frames)
-from video_io import VideoReader, scaled_size
+from video_io import VideoError, VideoReader, scaled_size
 
 from conftest import ROOT, needs_ffmpeg
 from config_utils import parse_config
@@ -488,3 +488,27 @@ def test_sliding_windows_split_over_ranks_by_their_counts_and_skip_broken_videos
     with pytest.raises(ValueError, match='positive'):
         span_frames('-1s', 30)
     assert span_frames('16f', 25) == 16 and span_frames('2', 25) == span_frames('2s', 25) == 50
+
+
+def test_sliding_windows_when_the_decode_ends_early_or_breaks(cfg, videos, monkeypatch, caplog):
+    real = VideoReader.read_forward
+
+    def short(self, wanted, short_side=None):  # the stream ends after frame 99 although its index counts 300
+        for index, frame in real(self, wanted, short_side):
+            if index >= 100:
+                return
+            yield index, frame
+
+    monkeypatch.setattr(VideoReader, 'read_forward', short)
+    dataset = SlidingWindowDataset(cfg, [(videos['mp4'], NO_LABEL)], stride='32f')
+    items = list(dataset)
+    assert len(items) == dataset.num_rows == 8 and 'the stream ended before frame 100' in caplog.text
+    assert shown_indices(items[-1][1]) == [98] * 32 and shown_indices(items[1][1])[0] == 32  # the last one decoded
+
+    def broken(self, wanted, short_side=None):
+        yield from short(self, wanted, short_side)
+        raise VideoError(self.path, 'damaged')
+
+    monkeypatch.setattr(VideoReader, 'read_forward', broken)
+    dataset = SlidingWindowDataset(cfg, [(videos['mp4'], NO_LABEL)], stride='32f')
+    assert len(list(dataset)) == 2 and dataset.failures.indices() == [0]  # the windows before the break only

@@ -315,6 +315,27 @@ def test_gradcam_maps_have_the_clips_shape_and_range_for_any_model(tiny_cfg):
     assert predicted == int(np.argmax(model(inputs).numpy()))
 
 
+def test_gradcam_tool_writes_each_video_and_names_bad_inputs(videos, tmp_path):
+    import paddle
+    from config_utils import parse_config
+    from model import build_model
+
+    flags = ['--config', os.path.join(ROOT, 'slowfast-demo.yaml'), '--use_gpu', 'False', '-o', 'MODEL.num_classes=4',
+             '-o', 'MODEL.width_per_group=8']
+    paddle.save(build_model(parse_config(os.path.join(ROOT, 'slowfast-demo.yaml'), [
+        'MODEL.num_classes=4', 'MODEL.width_per_group=8'])).state_dict(), str(tmp_path / 'w.pdparams'))
+    common = [*flags, '--weights', tmp_path / 'w', '--save_path', tmp_path / 'cam', '--video', videos['mp4']]
+    log = run_tool('gradcam.py', *common, '--video', videos['garbage'], '--class_index', 2, '--time', 1.0, expect=1)
+    assert 'cannot decode video' in log and videos['garbage'] in log and 'Grad-CAM of 1 videos' in log
+    result = np.load(tmp_path / 'cam' / 'index300_gradcam.npz')
+    assert int(result['class_index']) == 2 and result['cam_slow'].shape == result['frames'].shape[:3]
+    assert result['frame_indices'].tolist() == (22 + np.linspace(0, 15, 8).astype(int)).tolist()  # centred at 1 s
+    strip = cv2.imread(str(tmp_path / 'cam' / 'index300_gradcam.png'))
+    assert strip.shape[0] > 3 * 32 and strip.shape[1] == 8 * 42  # frames, slow, fast rows; 8 frames of 32x42
+    assert 'is not a class name' in run_tool('gradcam.py', *common, '--label', 'jumping', expect=2)
+    assert 'needs gradients' in run_tool('gradcam.py', *common, '-o', 'INFER.use_inference=True', expect=2)
+
+
 GRADCAM_SIZE, GRADCAM_LAYER = 64, 'res3'  # at the demo's 32-pixel scale res5 is 1x1: twice the scale, res3 is 8x10
 
 

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -28,7 +28,8 @@ import distributed  # noqa: E402
 from atomic import atomic_path  # noqa: E402
 from config_utils import AttrDict, build_parser, parse_args, setup_logging  # noqa: E402
 from errors import ConfigError, exit_on_user_error  # noqa: E402
-from kinetics_dataset import channels_first, model_inputs, pack_pathways, read_label_map  # noqa: E402
+from kinetics_dataset import (channels_first, collect_inputs, file_stems, model_inputs, pack_pathways,  # noqa: E402
+                              read_label_map)
 from model import VideoNetwork, build_eval_model  # noqa: E402
 from video_io import VideoError, VideoReader  # noqa: E402
 
@@ -146,11 +147,6 @@ def save_strip(result: Dict, title: str, path: str, columns: int) -> None:
         os.replace(tmp + '.png', tmp)
 
 
-def output_stem(paths: Sequence[str], n: int) -> str:
-    stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
-    return f'{stems[n]}_{n}' if stems.count(stems[n]) > 1 else stems[n]
-
-
 def main() -> int:
     parser = build_parser('infer', description=__doc__.split('\n\n')[0])
     parser.add_argument('--video', action='append', required=True, metavar='PATH',
@@ -174,15 +170,13 @@ def main() -> int:
         class_index = names.index(args.label)
     if class_index is not None and not 0 <= class_index < cfg.MODEL.num_classes:
         raise ConfigError(f'--class_index {class_index} is outside [0, {cfg.MODEL.num_classes})')
-    from predict import gather_inputs  # the same inputs as predict.py: files, folders (recursively)
-    args.filelist = None
-    samples, _ = gather_inputs(args, cfg)
+    samples, _ = collect_inputs(None, args.video, cfg)
     paths = [path for path, _ in samples]
     model = build_eval_model(cfg, cfg.INFER.weights)
     save_path = os.path.join(args.save_path or cfg.INFER.save_path, 'gradcam') if not args.save_path \
         else args.save_path
     os.makedirs(save_path, exist_ok=True)
-    failed = 0
+    failed, stems = 0, file_stems(paths)
     for n, path in enumerate(paths):
         try:
             result = explain_video(model, cfg, path, args.size or cfg.INFER.target_size, args.layer, class_index,
@@ -192,7 +186,7 @@ def main() -> int:
             failed += 1
             continue
         name = names[result['class_index']] if names else str(result['class_index'])
-        stem = os.path.join(save_path, output_stem(paths, n) + '_gradcam')
+        stem = os.path.join(save_path, stems[n] + '_gradcam')
         save_strip(result, f'{name} (p={result["probability"]:.2f}), Grad-CAM at {args.layer}', stem + '.png',
                    args.columns)
         with atomic_path(stem + '.npz') as tmp, open(tmp, 'wb') as f:
