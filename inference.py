@@ -48,7 +48,8 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
     spec = [paddle.static.InputSpec([None] + shape, 'float32', name) for shape, name in zip(shapes, names)]
     meta = {'name': m.name, 'num_classes': m.num_classes, 'num_frames': m.num_frames, 'alpha': m.alpha, 'size': size,
             'image_mean': list(m.image_mean), 'image_std': list(m.image_std), 'inputs': names,
-            'outputs': ['probabilities', 'features'], 'feature_dim': model.feature_dim, 'weights': weights, 'paddle': paddle.__version__}
+            'outputs': ['probabilities', 'features'], 'feature_dim': model.feature_dim, 'weights': weights,
+            'paddle': paddle.__version__}
     save_dir = os.path.abspath(save_dir)
     tmp = f'{save_dir}.tmp{os.getpid()}'
     os.makedirs(tmp, exist_ok=True)

@@ -83,7 +83,8 @@ def build_arguments():
                            '(default: %(default)s)')
     long.add_argument('--annotate', nargs='?', const=True, default=False, type=str2bool, metavar='True|False',
                       help='also DIR/<name>.mp4: the video with the labels of the moment drawn on every frame')
-    long.add_argument('--annotate_size', type=positive, help='short side of the annotated video (default: the input\'s)')
+    long.add_argument('--annotate_size', type=positive,
+                      help='short side of the annotated video (default: the input\'s)')
     return parser
 
 
@@ -145,7 +146,8 @@ def video_entry(video_id: str, probs: np.ndarray, names: Optional[List[str]]) ->
 
 def error_entry(video_id: str) -> Dict:
     logger.warning('[INFER] video id [%s]: could not be decoded', video_id)
-    return {'video_id': video_id, 'error': 'could not be decoded (missing, empty, unreadable or truncated); see the log'}
+    return {'video_id': video_id,
+            'error': 'could not be decoded (missing, empty, unreadable or truncated); see the log'}
 
 
 def write_timelines(args, cfg, dataset: SlidingWindowDataset, ids: Sequence[str], probs: np.ndarray,

@@ -34,11 +34,11 @@ def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device
 def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, num_classes: int,
                     progress: Optional[object] = None, features: Optional[str] = None
                     ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """Run ``model`` (eval mode: probabilities) over every view of the loader; per video, the sum of its views'
-    probabilities ``[num_videos, K]`` (float64), how many views it got ``[num_videos]`` and the clip features
-    (``model.features``; one backbone pass gives both): with ``features='video'`` their sum over each video's views
-    ``[num_videos, C]`` (float64), with ``'view'`` each view's ``[num_videos, num_views, C]`` (float32, zeros for
-    views not seen), else None.
+    """Run ``model`` (eval mode: probabilities) over every view of the loader; per video (or any row the views'
+    ``view_id // num_views`` names: predict.py's windows), the sum of its views' probabilities ``[num_videos, K]``
+    (float64), how many views it got ``[num_videos]`` and the clip features (``model.scores_and_features``: one pass
+    gives both): with ``features='video'`` their sum over each video's views ``[num_videos, C]`` (float64), with
+    ``'view'`` each view's ``[num_videos, num_views, C]`` (float32, zeros for views not seen), else None.
 
     ``to_inputs(pathways)`` makes the model input from a batch's pathways; ``progress`` (a tqdm bar) is advanced
     per view.
