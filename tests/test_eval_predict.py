@@ -188,6 +188,14 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     features = [np.load(tmp_path / d / 'f.npy') for d in ('dy', 'pi')]
     assert np.allclose(features[0], features[1], atol=1e-4, equal_nan=True) and np.isnan(features[1][1]).all()
 
+    # the timeline of a video from the exported model: the dygraph network's windows
+    for name, flags in (('dy', []), ('pi', inference)):
+        run(predict_command(setup, tmp_path / name, '--video', video, '--timeline', str(tmp_path / name / 'tl'),
+                            '--stride', '0.25', *flags))
+    windows = [json.loads(next((tmp_path / d / 'tl').glob('*.json')).read_text())['windows'] for d in ('dy', 'pi')]
+    assert len(windows[0]) > 1 and [w['start'] for w in windows[0]] == [w['start'] for w in windows[1]]
+    assert np.allclose([w['top_k_values'] for w in windows[0]], [w['top_k_values'] for w in windows[1]], atol=1e-4)
+
     # an export from before the features output: predictions as before, features refused by name
     old = tmp_path / 'old'
     old.mkdir()
