@@ -5,16 +5,18 @@
     python train.py --config slowfast.yaml --resume                    # continue from the newest checkpoint
     python train.py --weights converted.pdparams -o MODEL.num_classes=10   # fine-tune
 
-The story of a run: config -> device and ranks -> resume point -> data -> model -> optimizer and LR -> restore ->
-for each epoch: iterations (forward, loss, backward, step, LR step, logs; after a step, a stop signal writes a
-mid-epoch checkpoint and ends the run with status 75), BN statistics, validation, checkpoint.
+The story of a run (``main``): config -> device and ranks -> resume point -> data -> network, optimizer and LR
+(``build_trainee``) -> restore -> for each epoch: ``train_epoch`` (forward, loss, backward, step, LR step, logs;
+after a step, a stop signal writes a mid-epoch checkpoint and ends the run with status 75), ``end_epoch`` (BN
+statistics, validation), checkpoint.
 """
+import argparse
 import dataclasses
 import logging
 import math
 import os
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 import paddle
@@ -199,6 +201,52 @@ def check_layout(meta: Dict, prefix: str, layout: List[int]) -> None:
             f'of an earlier epoch with --resume_epoch')
 
 
+class Data(NamedTuple):
+    """The loaders of a run and what they read."""
+    train_set: KineticsDataset
+    sampler: ResumableBatchSampler
+    train_loader: StoppableDataLoader
+    valid_set: KineticsDataset
+    valid_loader: StoppableDataLoader
+
+
+class Trainee(NamedTuple):
+    """The network and what trains it: ``parallel`` is what steps call, the network under DataParallel with several
+    ranks."""
+    model: paddle.nn.Layer
+    parallel: paddle.nn.Layer
+    optimizer: paddle.optimizer.Optimizer
+    scheduler: WarmupCosineLR
+    scaler: Optional[paddle.amp.GradScaler]
+    mixer: Optional[MixUp]
+
+
+@dataclasses.dataclass
+class Run:
+    """The fixed facts of this run, shared by the steps of the loop."""
+    cfg: AttrDict
+    args: argparse.Namespace
+    rank: int
+    world: int
+    seed: int
+    layout: List[int]  # [ranks, micro-batch, accumulation steps]
+    amp: bool
+    stop: StopRequest
+    writer: Optional[object] = None
+
+
+@dataclasses.dataclass
+class Progress:
+    """Where the run is: what the loop updates and a checkpoint keeps."""
+    global_step: int = 0
+    best_err1: float = 1.0
+    epoch_meter: Meter = dataclasses.field(default_factory=Meter)
+    window: Meter = dataclasses.field(default_factory=Meter)
+    replaced: int = 0  # undecodable training videos this rank replaced this epoch
+    stopping: bool = False  # a stop signal reached some rank
+    stopped_at: int = 0  # the iteration after which it stopped the epoch
+
+
 def main() -> int:
     stop = StopRequest().install()  # first: a signal that comes during the start-up stops the run at its first step
     cfg, args = parse_args('train')
@@ -215,205 +263,240 @@ def main() -> int:
     micro_batch = distributed.split_batch(t.batch_size, world * t.accumulate_steps, 'TRAIN.batch_size',
                                           'ranks x TRAIN.accumulate_steps')
     valid_batch = distributed.split_batch(cfg.VALID.batch_size, world, 'VALID.batch_size')
-    layout = [world, micro_batch, t.accumulate_steps]
     amp = t.use_amp and device.startswith('gpu')
     if t.use_amp and not amp:
         logger.info('TRAIN.use_amp: no GPU, training in float32')
     logger.info('device %s, rank %d of %d, batch %d = %d ranks x %d x %d accumulation steps', device, rank, world,
                 t.batch_size, world, micro_batch, t.accumulate_steps)
+    run = Run(cfg, args, rank, world, args.seed, [world, micro_batch, t.accumulate_steps], amp, stop)
 
     prefix = agree_on_resume(args, rank, world)
-    seed, resumed = args.seed, None
+    resumed = None
     if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
         resumed = check_resumable(prefix, cfg.MODEL)  # the .pdopt, read once: restored below
-        meta = resumed['meta']
-        check_layout(meta, prefix, layout)
-        seed = meta.get('seed', args.seed)
-        if seed != args.seed:
-            logger.warning('--seed %d ignored: resuming %s continues its run\'s seed %d', args.seed, prefix, seed)
-    paddle.seed(seed)
-    train_set, sampler, train_loader, valid_set, valid_loader = build_loaders(
-        cfg, seed, rank, world, micro_batch, valid_batch, stop)
-    steps_per_epoch = len(train_loader) // t.accumulate_steps
+        check_layout(resumed['meta'], prefix, run.layout)
+        run.seed = resumed['meta'].get('seed', args.seed)
+        if run.seed != args.seed:
+            logger.warning('--seed %d ignored: resuming %s continues its run\'s seed %d', args.seed, prefix, run.seed)
+    paddle.seed(run.seed)
+    data = Data(*build_loaders(cfg, run.seed, rank, world, micro_batch, valid_batch, stop))
+    steps_per_epoch = len(data.train_loader) // t.accumulate_steps
     if steps_per_epoch == 0:
-        raise ConfigError(f'{len(train_set)} training videos make no full batch of TRAIN.batch_size {t.batch_size}')
-    logger.info('%d training videos (%d steps per epoch), %d validation videos', len(train_set), steps_per_epoch,
-                len(valid_set))
+        raise ConfigError(f'{len(data.train_set)} training videos make no full batch of TRAIN.batch_size '
+                          f'{t.batch_size}')
+    logger.info('%d training videos (%d steps per epoch), %d validation videos', len(data.train_set),
+                steps_per_epoch, len(data.valid_set))
 
+    trainee = build_trainee(run, steps_per_epoch)
+    progress, start_epoch, first_iteration = Progress(), 0, 0
+    if prefix:
+        progress, start_epoch, first_iteration = restore(run, prefix, resumed, trainee, len(data.train_loader))
+    if world > 1:  # made after the restore, as DataParallel syncs from rank 0 when it is made
+        trainee = trainee._replace(parallel=paddle.DataParallel(trainee.model))
+    if args.use_visualdl and rank == 0:
+        from visualdl import LogWriter
+        run.writer = LogWriter(logdir=args.vd_logdir)
+
+    for epoch in range(start_epoch, t.epoch):
+        if not train_epoch(run, data, trainee, progress, epoch, first_iteration):
+            return stopped(run, f'at epoch {epoch}, iteration {progress.stopped_at} of {len(data.train_loader)} '
+                                f'(step {progress.global_step})')
+        first_iteration = 0  # only a resumed epoch starts inside
+        last = epoch + 1 == t.epoch
+        end_epoch(run, data, trainee, progress, epoch, last)
+        # a signal during precise BN or validation is acted on here, after the epoch's checkpoint
+        progress.stopping = progress.stopping or distributed.all_reduce_max(float(stop.requested), world) > 0
+        if (epoch + 1) % t.save_interval == 0 or last or progress.stopping:
+            # RNG state needs no saving: clips draw from (seed, epoch, index) and dropout from (seed, epoch,
+            # iteration), so the seed is all a resumed run needs to repeat what comes next exactly.
+            save(run, trainee, progress, epoch)
+        if progress.stopping and not last:
+            return stopped(run, f'after epoch {epoch} (step {progress.global_step})')
+    if run.writer:
+        run.writer.close()
+    logger.info('[TRAIN] training finished')
+    return 0
+
+
+def build_trainee(run: Run, steps_per_epoch: int) -> Trainee:
+    """The network (``--weights`` loaded, ``MODEL.frozen_stages`` / ``freeze_bn`` applied), its optimizer and LR,
+    the float16 loss scaler and the soft-target mixer (label smoothing, mixup, CutMix: fine-tuning; the recipe uses
+    hard labels)."""
+    cfg, m, t = run.cfg, run.cfg.MODEL, run.cfg.TRAIN
     model = build_model(cfg)
-    if rank == 0:
+    if run.rank == 0:
         logger.info(model_summary(model, cfg))
-    if args.weights:
-        loaded, skipped, reinitialised = load_weights(model, args.weights, strict=False)
+    if run.args.weights:
+        loaded, skipped, reinitialised = load_weights(model, run.args.weights, strict=False)
         logger.info('--weights %s: loaded %d tensors; re-initialised %d (%s); skipped %d from the file (%s)',
-                    args.weights, len(loaded), len(reinitialised), ', '.join(reinitialised) or '-', len(skipped),
+                    run.args.weights, len(loaded), len(reinitialised), ', '.join(reinitialised) or '-', len(skipped),
                     ', '.join(skipped) or '-')
-    m = cfg.MODEL
     if m.frozen_stages or m.freeze_bn:
         frozen, frozen_bn = freeze(model, m.frozen_stages, m.freeze_bn)
         logger.info('MODEL.frozen_stages %d: %d trainable tensors frozen (stem%s); %d BN layers keep their statistics',
                     m.frozen_stages, len(frozen), f'..res{m.frozen_stages}' if m.frozen_stages > 1 else '',
                     frozen_bn)
-    # soft targets: label smoothing and mixup / CutMix (fine-tuning; the recipe uses hard labels)
     mixer = (MixUp(m.num_classes, t.mixup_alpha, t.cutmix_alpha, t.mix_switch_prob, t.mix_prob, t.label_smoothing)
              if t.label_smoothing > 0 or t.mixup_alpha > 0 or t.cutmix_alpha > 0 else None)
     optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch)
-    scaler = paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16) if amp and t.amp_dtype == 'float16' else None
-    start_epoch, first_iteration, global_step, best_err1 = 0, 0, 0, 1.0
-    epoch_meter, window, replaced = Meter(), Meter(), 0  # replaced: undecodable training videos this epoch
-    if prefix:
-        meta = load_checkpoint(prefix, model, optimizer, scaler, rank, state=resumed)
-        global_step, best_err1 = meta['global_step'], meta['best_err1']
-        if 'iteration' in meta:  # inside an epoch: its meters go on from where they were
-            start_epoch, first_iteration = meta['epoch'], meta['iteration']
-            progress = meta['progress'][rank]
-            epoch_meter, window = Meter(*progress[0:4]), Meter(*progress[4:8])
-            replaced = int(progress[8])
-        else:
-            start_epoch = meta['epoch'] + 1
-        logger.info('resumed from %s: epoch %d %s, step %d, lr %.6g, seed %d%s', prefix, meta['epoch'],
-                    f'at iteration {first_iteration} of {len(train_loader)}' if 'iteration' in meta else 'done',
-                    global_step, scheduler(), seed,
-                    f', float16 loss scale {scaler.state_dict().get("scale")}' if scaler else '')
-    parallel_model = paddle.DataParallel(model) if world > 1 else model
+    scaler = (paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16) if run.amp and t.amp_dtype == 'float16'
+              else None)
+    return Trainee(model, model, optimizer, scheduler, scaler, mixer)  # parallel: see main
 
-    writer = None
-    if args.use_visualdl and rank == 0:
-        from visualdl import LogWriter
-        writer = LogWriter(logdir=args.vd_logdir)
 
-    def save(epoch: int, iteration: Optional[int] = None) -> None:
-        """Rank 0 writes the checkpoint of the end of ``epoch`` or of its first ``iteration`` iterations (then every
-        rank takes part: each rank's meters and BN statistics are kept)."""
-        meta = dict(epoch=epoch, global_step=global_step, best_err1=best_err1, seed=seed, layout=layout,
-                    config={section: dict(keys) for section, keys in cfg.items()})
-        rank_state = None
-        if iteration is not None:
-            progress = epoch_meter.sums() + window.sums() + [replaced]
-            meta['progress'] = distributed.all_gather_array(np.array(progress, np.float64), world).tolist()
-            rank_state = distributed.gather_non_trainable_state(model, world) if world > 1 else None
-        if rank == 0:
-            saved = save_checkpoint(args.save_dir, epoch, model, optimizer, meta, scaler, iteration, rank_state)
-            logger.info('saved %s.pdparams/.pdopt', saved)
+def restore(run: Run, prefix: str, resumed: Dict, trainee: Trainee,
+            iterations: int) -> Tuple[Progress, int, int]:
+    """Load the checkpoint ``prefix`` (its .pdopt already read: ``resumed``) into the trainee; returns the progress
+    it holds, the epoch to start and, inside that epoch, the first iteration not trained on."""
+    meta = load_checkpoint(prefix, trainee.model, trainee.optimizer, trainee.scaler, run.rank, state=resumed)
+    progress = Progress(meta['global_step'], meta['best_err1'])
+    start_epoch, first_iteration = meta['epoch'] + 1, 0
+    if 'iteration' in meta:  # inside an epoch: its meters go on from where they were
+        start_epoch, first_iteration = meta['epoch'], meta['iteration']
+        saved = meta['progress'][run.rank]
+        progress.epoch_meter, progress.window, progress.replaced = Meter(*saved[0:4]), Meter(*saved[4:8]), int(saved[8])
+    logger.info('resumed from %s: epoch %d %s, step %d, lr %.6g, seed %d%s', prefix, meta['epoch'],
+                f'at iteration {first_iteration} of {iterations}' if 'iteration' in meta else 'done',
+                progress.global_step, trainee.scheduler(), run.seed,
+                f', float16 loss scale {trainee.scaler.state_dict().get("scale")}' if trainee.scaler else '')
+    return progress, start_epoch, first_iteration
 
-    def stopped(where: str) -> int:
-        distributed.all_reduce_sum([0.0], world)  # no rank exits (and has launch end the others) before the save
-        if writer:
-            writer.close()
-        logger.warning('%s: stopped %s; the checkpoint holds it: run again with --resume to continue (exit status '
-                       '%d)', stop.signal_name or 'another rank\'s stop signal', where, STOPPED)
-        return STOPPED
 
-    run_start, iterations_run, stopping = time.perf_counter(), 0, False
-    for epoch in range(start_epoch, t.epoch):
-        sampler.set_epoch(epoch)
-        first, first_iteration = first_iteration, 0  # a resumed epoch starts at its first batch not trained on
-        sampler.skip = first
-        train_set.set_epoch(epoch)
-        parallel_model.train()
-        epoch_start = tick = time.perf_counter()
-        optimizer.clear_grad()
-        for it, (*clips, labels, _) in enumerate(train_loader, start=first):
-            reader_time = time.perf_counter() - tick
-            paddle.seed(iteration_seed(seed, epoch, it))
-            inputs, lam = model_inputs(clips, cfg), 1.0
-            if mixer:  # mixes drawn from (seed, epoch, iteration), as dropout's
-                inputs, targets, lam = mixer(inputs, labels, np.random.default_rng([seed, epoch, it, 1]))
-            with paddle.amp.auto_cast(enable=amp, dtype=t.amp_dtype, level='O1'):
-                logits = parallel_model(inputs)
-                loss = (soft_cross_entropy(logits, targets) if mixer
-                        else F.cross_entropy(logits.astype('float32'), labels))
-            loss_value = loss.item()
-            # One all-reduce a step tells every rank of a non-finite loss on any rank (all stop with the same message
-            # instead of waiting in the next all-reduce for a rank that has exited: on GPUs, until NCCL times out)
-            # and of a stop signal on any rank (all stop after the same step).
-            bad, stop_flag = distributed.all_reduce_max([0.0 if math.isfinite(loss_value) else world - rank,
-                                                         float(stop.requested)], world)
-            if bad:
-                raise DivergedError(f'loss is not finite on rank {world - int(bad)} at epoch {epoch}, iteration {it}: '
-                                    'stopping every rank before any checkpoint of it is written (lower '
-                                    'TRAIN.base_lr?)')
-            stopping = stopping or stop_flag > 0
-            scaled = loss / t.accumulate_steps
-            (scaler.scale(scaled) if scaler else scaled).backward()
-            stepped = (it + 1) % t.accumulate_steps == 0
-            if stepped:
-                if scaler:
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    optimizer.step()
-                optimizer.clear_grad()
-                scheduler.step()
-                global_step += 1
-            scored = labels if lam >= 0.5 else labels.flip(0)  # a mixed clip's errors: against its larger part
-            e1, e5 = topk_errors(logits.astype('float32').numpy(), scored.numpy())
-            for meter in (epoch_meter, window):
-                meter.update(loss_value, e1, e5, labels.shape[0], time.perf_counter() - tick, reader_time)
-            tick = time.perf_counter()
-            iterations_run += 1
-            if (it + 1) % args.log_interval == 0 or it + 1 == len(train_loader):
-                remaining = (t.epoch - epoch) * len(train_loader) - (it + 1)
-                eta = (tick - run_start) / iterations_run * remaining  # precise BN and validation not included
-                loss_avg, err1_avg, err5_avg = window.averages()
-                ips = window.timed_clips * world / window.seconds
-                logger.info('[Epoch %d, iter %d/%d] loss %.5f, err1 %.5f, err5 %.5f, lr %.6g, batch_cost %.3f s, '
-                            'reader_cost %.3f s, ips %.2f clips/s, ETA %d:%02d:%02d', epoch, it + 1,
-                            len(train_loader), loss_avg, err1_avg, err5_avg, optimizer.get_lr(),
-                            window.seconds / window.timed, window.reader_seconds / window.timed, ips, eta // 3600,
-                            eta % 3600 // 60, eta % 60)
-                log_scalars(writer, 'train', dict(loss=loss_avg, top1_err=err1_avg, top5_err=err5_avg,
-                                                  lr=optimizer.get_lr(), ips=ips), global_step)
-                window = Meter()
-            every = t.checkpoint_every_steps
-            if stepped and (stopping or (every and global_step % every == 0 and it + 1 < len(train_loader))):
-                replaced += train_set.failures.take_count()
-                save(epoch, it + 1)
-                if stopping:
-                    return stopped(f'at epoch {epoch}, iteration {it + 1} of {len(train_loader)} (step {global_step})')
+def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int, first: int) -> bool:
+    """The iterations of ``epoch`` from its iteration ``first`` (forward, loss, backward, step, LR step, logs).
+    Returns False when a stop signal ended it after a step (its mid-epoch checkpoint written), else True."""
+    cfg, t, world = run.cfg, run.cfg.TRAIN, run.world
+    loader, model, optimizer, scaler = data.train_loader, trainee.parallel, trainee.optimizer, trainee.scaler
+    data.sampler.set_epoch(epoch)
+    data.sampler.skip = first  # a resumed epoch starts at its first batch not trained on
+    data.train_set.set_epoch(epoch)
+    model.train()
+    epoch_start = tick = run_start = time.perf_counter()
+    optimizer.clear_grad()
+    for it, (*clips, labels, _) in enumerate(loader, start=first):
+        reader_time = time.perf_counter() - tick
+        paddle.seed(iteration_seed(run.seed, epoch, it))
+        inputs, lam = model_inputs(clips, cfg), 1.0
+        if trainee.mixer:  # mixes drawn from (seed, epoch, iteration), as dropout's
+            inputs, targets, lam = trainee.mixer(inputs, labels, np.random.default_rng([run.seed, epoch, it, 1]))
+        with paddle.amp.auto_cast(enable=run.amp, dtype=t.amp_dtype, level='O1'):
+            logits = model(inputs)
+            loss = (soft_cross_entropy(logits, targets) if trainee.mixer
+                    else F.cross_entropy(logits.astype('float32'), labels))
+        loss_value = loss.item()
+        # One all-reduce a step tells every rank of a non-finite loss on any rank (all stop with the same message
+        # instead of waiting in the next all-reduce for a rank that has exited: on GPUs, until NCCL times out)
+        # and of a stop signal on any rank (all stop after the same step).
+        bad, stop_flag = distributed.all_reduce_max([0.0 if math.isfinite(loss_value) else world - run.rank,
+                                                     float(run.stop.requested)], world)
+        if bad:
+            raise DivergedError(f'loss is not finite on rank {world - int(bad)} at epoch {epoch}, iteration {it}: '
+                                'stopping every rank before any checkpoint of it is written (lower TRAIN.base_lr?)')
+        progress.stopping = progress.stopping or stop_flag > 0
+        scaled = loss / t.accumulate_steps
+        (scaler.scale(scaled) if scaler else scaled).backward()
+        stepped = (it + 1) % t.accumulate_steps == 0
+        if stepped:
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            optimizer.clear_grad()
+            trainee.scheduler.step()
+            progress.global_step += 1
+        scored = labels if lam >= 0.5 else labels.flip(0)  # a mixed clip's errors: against its larger part
+        e1, e5 = topk_errors(logits.astype('float32').numpy(), scored.numpy())
+        for meter in (progress.epoch_meter, progress.window):
+            meter.update(loss_value, e1, e5, labels.shape[0], time.perf_counter() - tick, reader_time)
+        tick = time.perf_counter()
+        if (it + 1) % run.args.log_interval == 0 or it + 1 == len(loader):
+            log_window(run, progress, epoch, it, len(loader), (tick - run_start) / (it + 1 - first), optimizer.get_lr())
+        every = t.checkpoint_every_steps
+        if stepped and (progress.stopping or (every and progress.global_step % every == 0 and it + 1 < len(loader))):
+            progress.replaced += data.train_set.failures.take_count()
+            save(run, trainee, progress, epoch, it + 1)
+            if progress.stopping:
+                progress.stopped_at = it + 1
+                return False
+    loss_sum, err1, err5, count, bad = distributed.all_reduce_sum(
+        progress.epoch_meter.sums() + [progress.replaced + data.train_set.failures.take_count()], world)
+    logger.info('[Epoch %d end] avg_loss %.5f, avg_err1 %.5f, avg_err5 %.5f, undecodable videos replaced %d, '
+                'epoch_cost %.1f s', epoch, loss_sum / count, err1 / count, err5 / count, bad,
+                time.perf_counter() - epoch_start)
+    log_scalars(run.writer, 'train_epoch', dict(loss=loss_sum / count, top1_err=err1 / count, top5_err=err5 / count),
+                epoch)
+    progress.epoch_meter, progress.replaced = Meter(), 0
+    return True
 
-        loss_sum, err1, err5, count, bad = distributed.all_reduce_sum(
-            epoch_meter.sums() + [replaced + train_set.failures.take_count()], world)
-        logger.info('[Epoch %d end] avg_loss %.5f, avg_err1 %.5f, avg_err5 %.5f, undecodable videos replaced %d, '
-                    'epoch_cost %.1f s', epoch, loss_sum / count, err1 / count, err5 / count, bad,
-                    time.perf_counter() - epoch_start)
-        log_scalars(writer, 'train_epoch', dict(loss=loss_sum / count, top1_err=err1 / count, top5_err=err5 / count),
-                    epoch)
-        epoch_meter, replaced = Meter(), 0
 
-        last = epoch + 1 == t.epoch
-        if world > 1:  # DataParallel averaged every gradient: the trainable parameters must agree exactly
-            logger.info('ranks in sync after the steps: max trainable-parameter difference to rank 0 is %.3g',
-                        distributed.max_rank_difference(model, world, trainable_only=True))
-        v = cfg.VALID
-        if v.use_preciseBN and (epoch % v.preciseBN_interval == 0 or last):
-            used = precise_bn(model, train_loader, min(v.num_batches_preciseBN, len(train_loader)), world, cfg)
-            logger.info('precise BN: statistics of %d batches', used)
-        else:
-            distributed.average_buffers(model, world)  # one model on every rank
-        if (epoch + 1) % args.valid_interval == 0 or last:
-            val_loss, val_err1, val_err5, val_count, val_skipped = validate(model, valid_loader, world, cfg)
-            best_err1 = min(best_err1, val_err1)
-            logger.info('[Val epoch %d] loss %.5f, err1 %.5f, err5 %.5f over %d videos (best err1 %.5f)%s', epoch,
-                        val_loss, val_err1, val_err5, val_count, best_err1,
-                        f'; {val_skipped} undecodable videos skipped (named in the warnings above)'
-                        if val_skipped else '')
-            log_scalars(writer, 'val', dict(loss=val_loss, top1_err=val_err1, top5_err=val_err5), epoch)
-        if world > 1:
-            logger.info('ranks in sync: max parameter and buffer difference to rank 0 is %.3g',
-                        distributed.max_rank_difference(model, world))
-        # a signal during precise BN or validation is acted on here, after the epoch's checkpoint
-        stopping = stopping or distributed.all_reduce_max(float(stop.requested), world) > 0
-        if (epoch + 1) % t.save_interval == 0 or last or stopping:
-            # RNG state needs no saving: clips draw from (seed, epoch, index) and dropout from (seed, epoch,
-            # iteration), so the seed is all a resumed run needs to repeat what comes next exactly.
-            save(epoch)
-        if stopping and not last:
-            return stopped(f'after epoch {epoch} (step {global_step})')
-    if writer:
-        writer.close()
-    logger.info('[TRAIN] training finished')
-    return 0
+def log_window(run: Run, progress: Progress, epoch: int, it: int, iterations: int, seconds_per_iteration: float,
+               lr: float) -> None:
+    """The log line and VisualDL scalars of the iterations since the last, then a new window."""
+    window = progress.window
+    remaining = (run.cfg.TRAIN.epoch - epoch) * iterations - (it + 1)
+    eta = seconds_per_iteration * remaining  # precise BN and validation not included
+    loss_avg, err1_avg, err5_avg = window.averages()
+    ips = window.timed_clips * run.world / window.seconds
+    logger.info('[Epoch %d, iter %d/%d] loss %.5f, err1 %.5f, err5 %.5f, lr %.6g, batch_cost %.3f s, '
+                'reader_cost %.3f s, ips %.2f clips/s, ETA %d:%02d:%02d', epoch, it + 1, iterations, loss_avg,
+                err1_avg, err5_avg, lr, window.seconds / window.timed, window.reader_seconds / window.timed, ips,
+                eta // 3600, eta % 3600 // 60, eta % 60)
+    log_scalars(run.writer, 'train', dict(loss=loss_avg, top1_err=err1_avg, top5_err=err5_avg, lr=lr, ips=ips),
+                progress.global_step)
+    progress.window = Meter()
+
+
+def end_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int, last: bool) -> None:
+    """After an epoch's steps: the ranks' agreement, BN statistics (precise BN, else averaged over ranks) and
+    validation."""
+    cfg, world, model = run.cfg, run.world, trainee.model
+    if world > 1:  # DataParallel averaged every gradient: the trainable parameters must agree exactly
+        logger.info('ranks in sync after the steps: max trainable-parameter difference to rank 0 is %.3g',
+                    distributed.max_rank_difference(model, world, trainable_only=True))
+    v = cfg.VALID
+    if v.use_preciseBN and (epoch % v.preciseBN_interval == 0 or last):
+        used = precise_bn(model, data.train_loader, min(v.num_batches_preciseBN, len(data.train_loader)), world, cfg)
+        logger.info('precise BN: statistics of %d batches', used)
+    else:
+        distributed.average_buffers(model, world)  # one model on every rank
+    if (epoch + 1) % run.args.valid_interval == 0 or last:
+        val_loss, val_err1, val_err5, val_count, val_skipped = validate(model, data.valid_loader, world, cfg)
+        progress.best_err1 = min(progress.best_err1, val_err1)
+        logger.info('[Val epoch %d] loss %.5f, err1 %.5f, err5 %.5f over %d videos (best err1 %.5f)%s', epoch,
+                    val_loss, val_err1, val_err5, val_count, progress.best_err1,
+                    f'; {val_skipped} undecodable videos skipped (named in the warnings above)' if val_skipped else '')
+        log_scalars(run.writer, 'val', dict(loss=val_loss, top1_err=val_err1, top5_err=val_err5), epoch)
+    if world > 1:
+        logger.info('ranks in sync: max parameter and buffer difference to rank 0 is %.3g',
+                    distributed.max_rank_difference(model, world))
+
+
+def save(run: Run, trainee: Trainee, progress: Progress, epoch: int, iteration: Optional[int] = None) -> None:
+    """Rank 0 writes the checkpoint of the end of ``epoch`` or of its first ``iteration`` iterations (then every rank
+    takes part: each rank's meters and BN statistics are kept)."""
+    cfg, world = run.cfg, run.world
+    meta = dict(epoch=epoch, global_step=progress.global_step, best_err1=progress.best_err1, seed=run.seed,
+                layout=run.layout, config={section: dict(keys) for section, keys in cfg.items()})
+    rank_state = None
+    if iteration is not None:
+        kept = progress.epoch_meter.sums() + progress.window.sums() + [progress.replaced]
+        meta['progress'] = distributed.all_gather_array(np.array(kept, np.float64), world).tolist()
+        rank_state = distributed.gather_non_trainable_state(trainee.model, world) if world > 1 else None
+    if run.rank == 0:
+        saved = save_checkpoint(run.args.save_dir, epoch, trainee.model, trainee.optimizer, meta, trainee.scaler,
+                                iteration, rank_state)
+        logger.info('saved %s.pdparams/.pdopt', saved)
+
+
+def stopped(run: Run, where: str) -> int:
+    """The end of a run a stop signal ended at a checkpoint: every rank waits for the save, then exits 75."""
+    distributed.all_reduce_sum([0.0], run.world)  # no rank exits (and has launch end the others) before the save
+    if run.writer:
+        run.writer.close()
+    logger.warning('%s: stopped %s; the checkpoint holds it: run again with --resume to continue (exit status %d)',
+                   run.stop.signal_name or 'another rank\'s stop signal', where, STOPPED)
+    return STOPPED
 
 
 if __name__ == '__main__':
