@@ -184,12 +184,17 @@ class ResNetBasicHead(nn.Layer):
     test crop leaves 2x2: the test is fully convolutional (original and PySlowFast). Training mode returns logits
     ``[N, num_classes]`` (averaged over positions); eval mode returns the softmax at each position averaged over
     positions: probabilities ``[N, num_classes]`` that sum to 1.
+
+    ``global_pool_in_training``: training clips of any frames and size pool their whole map (multigrid training's
+    smaller shapes, as PySlowFast's adaptive pool); at the training clip's shape that is the same pool. Eval is
+    unchanged.
     """
 
     def __init__(self, dim_in: Sequence[int], num_classes: int, pool_size: Sequence[Sequence[int]],
                  dropout_rate: float):
         super().__init__()
         self.pool_size = [list(size) for size in pool_size]
+        self.global_pool_in_training = False
         self.dropout = nn.Dropout(p=dropout_rate)
         self.projection = nn.Linear(
             sum(dim_in), num_classes,
@@ -198,6 +203,9 @@ class ResNetBasicHead(nn.Layer):
 
     def pooled(self, x: List[paddle.Tensor]) -> paddle.Tensor:
         """What the FC sees at each remaining position: ``[N, t, h, w, sum(dim_in)]``."""
+        if self.training and self.global_pool_in_training:
+            x = paddle.concat([F.adaptive_avg_pool3d(feature, 1) for feature in x], axis=1)
+            return x.transpose([0, 2, 3, 4, 1])
         for p, (feature, size) in enumerate(zip(x, self.pool_size)):
             if any(have < need for have, need in zip(feature.shape[2:], size)):
                 raise ValueError(f'pathway {p} feature map {list(feature.shape[2:])} is smaller than the head pool '

@@ -207,6 +207,23 @@ def test_too_small_input_names_the_problem(tiny_cfg):
         model(clip(tiny_cfg, 32))
 
 
+def test_global_pool_in_training_takes_any_clip_shape_and_equals_the_pool_at_the_training_shape(tiny_cfg):
+    """Multigrid's smaller clips (half the frames, 0.7 of the crop) through the same parameters."""
+    model = build_model(tiny_cfg)
+    model.train()
+    model.head.dropout.p = 0.0
+    x = clip(tiny_cfg, 64)
+    with paddle.no_grad():
+        fixed = model(x).numpy()
+        model.head.global_pool_in_training = True
+        assert np.allclose(model(x).numpy(), fixed, atol=1e-6)
+        small = [v[:, :, ::2, 10:55, 10:55] for v in x]  # [2, 3, T/2, 45, 45]
+        assert model(small).shape == [2, 5]
+        model.eval()  # eval keeps the fully convolutional pool
+        with pytest.raises(ValueError, match='smaller than the head pool'):
+            model(small)
+
+
 def test_backward_reaches_every_parameter(tiny_cfg):
     model = build_model(tiny_cfg)
     model.train()
