@@ -149,8 +149,9 @@ def annotate_video(path: str, out: str, probs: np.ndarray, times: np.ndarray, na
 
 
 def draw_labels(rgb: np.ndarray, labels: List[tuple]) -> np.ndarray:
-    """``labels`` (name, probability, colour), best first, drawn on a copy of an RGB frame: one line each on a dark
-    box top left, and a bar of the first's colour along the bottom (an eighth of the height)."""
+    """``labels`` (name, probability, colour), best first, drawn on a copy of an RGB frame: one white line each on a
+    dark box top left, the first after a swatch of its colour, and a bar of that colour along the bottom (an eighth of
+    the height)."""
     image = np.ascontiguousarray(rgb)
     height, width = image.shape[:2]
     bar = max(2, height // 8)
@@ -159,10 +160,12 @@ def draw_labels(rgb: np.ndarray, labels: List[tuple]) -> np.ndarray:
     thickness = max(1, int(round(scale * 1.5)))
     lines = [f'{name} {p:.2f}' for name, p, _ in labels]
     sizes = [cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)[0] for line in lines]
-    step = max(h for _, h in sizes) + 2 * thickness + 2
-    box = image[:min(height - bar, step * len(lines) + 4), :min(width, max(w for w, _ in sizes) + 8)]
+    text_height = max(h for _, h in sizes)
+    step, swatch = text_height + 2 * thickness + 2, text_height + 2
+    box = image[:min(height - bar, step * len(lines) + 4), :min(width, max(w for w, _ in sizes) + swatch + 10)]
     box[...] = (box * 0.4).astype(np.uint8)
-    for n, (line, (_, _, colour)) in enumerate(zip(lines, labels)):
-        cv2.putText(image, line, (4, step * (n + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255) if n else tuple(int(c) for c in colour), thickness, cv2.LINE_AA)
+    image[step - text_height - 1:step + 1, 4:4 + swatch] = labels[0][2]
+    for n, line in enumerate(lines):
+        cv2.putText(image, line, (8 + swatch, step * (n + 1)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    thickness, cv2.LINE_AA)
     return image
