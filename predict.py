@@ -30,6 +30,7 @@ from kinetics_dataset import (KineticsMultiViewDataset, SlidingWindowDataset, co
                               model_inputs, read_label_map, span_frames)
 from scoring import build_scoring_model, score_videos
 from timeline import annotate_video, make_timeline, plot_timeline, smooth
+from video_io import VideoError
 
 logger = logging.getLogger('predict')
 
@@ -126,7 +127,7 @@ def main() -> int:
     if args.features:
         failed = np.array(['error' in r for r in results], dtype=bool)
         write_features(args.features, features, counts, dataset, ids, failed, source, args.features_per_view)
-    bad = sum('error' in r for r in results)
+    bad = sum('error' in r or 'annotate_error' in r for r in results)
     logger.info('[INFER] infer finished, results saved in %s (%d videos, %d failed)', out, len(results), bad)
     return 1 if bad else 0
 
@@ -173,9 +174,13 @@ def write_timelines(args, cfg, dataset: SlidingWindowDataset, ids: Sequence[str]
         entry = dict(video_entry(video_id, probs[rows].mean(axis=0), names), timeline=base + '.json',
                      timeline_png=base + '.png', segments=len(timeline['segments']))
         if args.annotate:
-            annotate_video(dataset.samples[n][0], base + '.mp4', window_probs, times, names, args.top_k,
-                           cfg.MODEL.target_fps, args.annotate_size)
-            entry['annotated'] = base + '.mp4'
+            try:
+                annotate_video(dataset.samples[n][0], base + '.mp4', window_probs, times, names, args.top_k,
+                               cfg.MODEL.target_fps, args.annotate_size)
+                entry['annotated'] = base + '.mp4'
+            except VideoError as error:  # its second decode failed: the timeline stands, the status says it
+                logger.error('[INFER] %s: no annotated video: %s', video_id, error.reason)
+                entry['annotate_error'] = error.reason
         logger.info('[INFER] %s: %d windows, %d segments: %s', video_id, len(times), len(timeline['segments']),
                     ', '.join(f"{s.get('label', s['label_index'])} {s['start']:.1f}-{s['end']:.1f} s"
                               for s in timeline['segments'][:8]) + (' ...' if len(timeline['segments']) > 8 else ''))

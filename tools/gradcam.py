@@ -11,7 +11,8 @@ last convolution block), averaged over time and space, weighs that output's chan
 brought to the clip's frames and pixels and scaled to [0, 1] per pathway. Writes ``<save_path>/<name>_gradcam.png``
 (a row of the clip's frames, then each pathway's heat map over them; at most ``--columns`` frames) and
 ``<name>_gradcam.npz`` (``frames`` [T, H, W, 3] RGB, ``frame_indices`` [T], ``cam_slow`` / ``cam_fast`` [T, H, W],
-``class_index``, ``probability``). A video that does not decode is logged and skipped; the exit status is then 1.
+``class_index``, ``probability``); ``save_path`` defaults to ``INFER.save_path``/gradcam. A video that does not decode
+is logged and skipped; the exit status is then 1.
 """
 import logging
 import math
@@ -173,8 +174,7 @@ def main() -> int:
     samples, _ = collect_inputs(None, args.video, cfg)
     paths = [path for path, _ in samples]
     model = build_eval_model(cfg, cfg.INFER.weights)
-    save_path = os.path.join(args.save_path or cfg.INFER.save_path, 'gradcam') if not args.save_path \
-        else args.save_path
+    save_path = args.save_path or os.path.join(cfg.INFER.save_path, 'gradcam')
     os.makedirs(save_path, exist_ok=True)
     failed, stems = 0, file_stems(paths)
     for n, path in enumerate(paths):
