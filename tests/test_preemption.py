@@ -89,3 +89,24 @@ def test_workers_survive_a_sigterm_that_comes_while_they_start(restore_handlers)
         os.kill(worker.pid, signal.SIGTERM)
     assert sorted(int(i) for batch in batches for i in batch[0].numpy().ravel()) == list(range(22))
     assert not stop.requested  # the signals went to the workers only
+
+
+def test_run_stoppable_reports_its_processes_status_and_ends_a_launcher_that_outlives_them(tmp_path):
+    """tools/stoppable.sh: the status is the training processes' common one, not their launcher's; a launcher still
+    running after all of them ended (paddle.distributed.launch after a second signal) is killed after the grace."""
+    import subprocess
+    import time
+
+    from conftest import ROOT
+
+    script = tmp_path / 'run.sh'
+    script.write_text(f'source {ROOT}/tools/stoppable.sh\nrun_stoppable 2 bash -c "$1"\n')
+    report = 'echo 75 >> "$SLOWFAST_STATUS_FILE"; echo 75 >> "$SLOWFAST_STATUS_FILE"; '
+    env = dict(os.environ, SLOWFAST_LAUNCH_GRACE='1')
+    start = time.time()
+    assert subprocess.run(['bash', str(script), report + 'exit 15'], env=env, timeout=60).returncode == 75
+    assert subprocess.run(['bash', str(script), report + 'trap "" TERM; sleep 60'], env=env,
+                          timeout=60).returncode == 75
+    assert time.time() - start < 20  # the stuck one killed about 2 s after both reported
+    assert subprocess.run(['bash', str(script), 'echo 75 >> "$SLOWFAST_STATUS_FILE"; echo 0 >> '
+                           '"$SLOWFAST_STATUS_FILE"; exit 3'], env=env, timeout=60).returncode == 3  # no agreement

@@ -15,11 +15,21 @@ run_stoppable() {
     SLOWFAST_STATUS_FILE=$statuses "$@" &
     child=$!
     trap 'kill -TERM "$child" 2> /dev/null || true' TERM INT USR1
-    while :; do
-        status=0
-        wait "$child" || status=$?
-        kill -0 "$child" 2> /dev/null || break  # else a trapped signal interrupted the wait
+    # Poll rather than wait for COMMAND alone: paddle.distributed.launch can outlive its ranks for good (a second stop
+    # signal during its shutdown exits its main thread without stopping the KV server thread of the node that hosts
+    # it), so once every training process has ended it gets $SLOWFAST_LAUNCH_GRACE seconds (30), then SIGKILL.
+    local ended='' grace=${SLOWFAST_LAUNCH_GRACE:-30}
+    while kill -0 "$child" 2> /dev/null; do
+        if [ -z "$ended" ] && [ "$(wc -l < "$statuses")" -ge "$expected" ]; then
+            ended=$SECONDS
+        elif [ -n "$ended" ] && (( SECONDS - ended > grace )); then
+            echo "run_stoppable: the $expected training processes ended $((SECONDS - ended)) s ago and $1 is still" \
+                 "running: killing it" >&2
+            kill -KILL "$child" 2> /dev/null || true
+        fi
+        sleep 1 & wait $! || true  # a trapped signal interrupts this wait at once
     done
+    wait "$child" || status=$?
     trap - TERM INT USR1
     if [ "$(wc -l < "$statuses")" -eq "$expected" ] && [ "$(sort -u "$statuses" | wc -l)" -eq 1 ]; then
         status=$(head -n 1 "$statuses")
