@@ -31,11 +31,16 @@ def class_name(index: int, names: Optional[Sequence[str]]) -> str:
     return names[index] if names else str(index)
 
 
-def window_at(times: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Index of the window (``times [W, 2]``, start/end seconds) whose centre is nearest each time ``t`` (ties: the
-    earlier window)."""
+def window_edges(times: np.ndarray, duration: float) -> np.ndarray:
+    """``[W + 1]``: window ``w`` (``times [W, 2]``, start/end seconds) is the nearest one from ``edges[w]`` to
+    ``edges[w + 1]``, half-way between its centre and its neighbours' (0 and ``duration`` at the ends)."""
     centres = times.mean(axis=1)
-    return np.searchsorted((centres[1:] + centres[:-1]) / 2, t, side='left')
+    return np.concatenate([[0.0], (centres[1:] + centres[:-1]) / 2, [duration]])
+
+
+def window_at(times: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Index of the window whose centre is nearest each time ``t`` (ties: the earlier window)."""
+    return np.searchsorted(window_edges(times, 0.0)[1:-1], t, side='left')
 
 
 def smooth(probs: np.ndarray, size: int) -> np.ndarray:
@@ -69,8 +74,7 @@ def make_timeline(probs: np.ndarray, times: np.ndarray, duration: float, names: 
         if names:
             entry['top_k_labels'] = [names[k] for k in classes]
         windows.append(entry)
-    centres = times.mean(axis=1)
-    edges = np.concatenate([[0.0], (centres[1:] + centres[:-1]) / 2, [duration]])  # window w owns [edges[w], w + 1)
+    edges = window_edges(times, duration)
     top1, score = order[:, 0], probs[np.arange(len(probs)), order[:, 0]]
     segments, first = [], None
     for w in range(len(probs) + 1):
@@ -111,8 +115,7 @@ def plot_timeline(probs: np.ndarray, times: np.ndarray, duration: float, segment
     bar.set_ylim(0, 1)
     bar.set_yticks([])
     bar.set_title(title, fontsize=10)
-    edges = np.concatenate([[0.0], (times[1:].mean(axis=1) + times[:-1].mean(axis=1)) / 2, [duration]])
-    image = heat.pcolormesh(edges, np.arange(len(shown) + 1), probs[:, shown].T, cmap='viridis', vmin=0, vmax=1)
+    image = heat.pcolormesh(window_edges(times, duration), np.arange(len(shown) + 1), probs[:, shown].T, cmap='viridis', vmin=0, vmax=1)
     heat.set_yticks(np.arange(len(shown)) + 0.5)
     heat.set_yticklabels([class_name(k, names) for k in shown], fontsize=8)
     heat.invert_yaxis()
