@@ -169,6 +169,12 @@ def clip_frame_indices(video_frames: int, clip_size: float, num_frames: int, pos
     return np.clip(math.ceil(start) + offsets, 0, video_frames - 1)
 
 
+def clip_span(model: AttrDict, fps: float) -> float:
+    """Source frames a clip spans: ``MODEL.num_frames * sampling_rate`` at ``MODEL.target_fps``, in the video's
+    ``fps``."""
+    return model.num_frames * model.sampling_rate * fps / model.target_fps
+
+
 def crop_offset(height: int, width: int, size: int, spatial_idx: int, num_crops: int,
                 rng: Optional[np.random.Generator] = None) -> Tuple[int, int]:
     """Top-left ``(y, x)`` of a ``size`` square crop.
@@ -259,10 +265,10 @@ class _VideoDataset:
     """What both datasets share: the list, the clip length and the record of decode failures."""
 
     def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]]):
-        m = cfg.MODEL
+        m = self.model = cfg.MODEL
         self.samples = samples
         self.num_frames, self.alpha, self.pathways = m.num_frames, m.alpha, PATHWAYS[m.name]
-        self.sampling_rate, self.target_fps = m.sampling_rate, m.target_fps
+        self.target_fps = m.target_fps
         self.failures = DecodeFailures(len(self.samples))
 
     def crop_views(self, frames: np.ndarray, size: int, num_crops: int) -> Iterator[Tuple[np.ndarray, ...]]:
@@ -279,8 +285,7 @@ class _VideoDataset:
         return VideoReader(path, fallback_fps, threads=1 if paddle.io.get_worker_info() is not None else None)
 
     def clip_size(self, fps: float) -> float:
-        """Source frames a clip spans: ``num_frames * sampling_rate`` at ``target_fps``, in the video's fps."""
-        return self.num_frames * self.sampling_rate * fps / self.target_fps
+        return clip_span(self.model, fps)
 
 
 class KineticsDataset(_VideoDataset, paddle.io.Dataset):

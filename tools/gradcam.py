@@ -29,8 +29,8 @@ import distributed  # noqa: E402
 from atomic import atomic_path  # noqa: E402
 from config_utils import AttrDict, build_parser, parse_args, setup_logging  # noqa: E402
 from errors import ConfigError, exit_on_user_error  # noqa: E402
-from kinetics_dataset import (channels_first, collect_inputs, file_stems, model_inputs, pack_pathways,  # noqa: E402
-                              read_label_map)
+from kinetics_dataset import (channels_first, clip_frame_indices, clip_span, collect_inputs,  # noqa: E402
+                              file_stems, model_inputs, pack_pathways, read_label_map)
 from model import VideoNetwork, build_eval_model  # noqa: E402
 from video_io import VideoError, VideoReader  # noqa: E402
 
@@ -90,10 +90,11 @@ def read_clip(path: str, cfg: AttrDict, short_side: int, time: Optional[float]) 
     m = cfg.MODEL
 
     def sample(length: int, fps: float) -> np.ndarray:
-        span = m.num_frames * m.sampling_rate * fps / m.target_fps
+        span = clip_span(m, fps)
         centre = length / 2 if time is None else time * fps
-        start = min(max(centre - span / 2, 0.0), max(length - span, 0.0))
-        return np.clip(math.ceil(start) + np.linspace(0, span - 1, m.num_frames).astype(np.int64), 0, length - 1)
+        start = math.ceil(min(max(centre - span / 2, 0.0), max(length - span, 0.0)))
+        # the test's offsets, as the sliding windows place a clip at its start
+        return np.minimum(start + clip_frame_indices(math.ceil(span), span, m.num_frames, 0.0), length - 1)
 
     with VideoReader(path, m.target_fps) as video:
         return video.read_sampled(sample, short_side)
