@@ -244,7 +244,6 @@ class Progress:
     window: Meter = dataclasses.field(default_factory=Meter)
     replaced: int = 0  # undecodable training videos this rank replaced this epoch
     stopping: bool = False  # a stop signal reached some rank
-    stopped_at: int = 0  # the iteration after which it stopped the epoch
 
 
 def main() -> int:
@@ -298,8 +297,9 @@ def main() -> int:
         run.writer = LogWriter(logdir=args.vd_logdir)
 
     for epoch in range(start_epoch, t.epoch):
-        if not train_epoch(run, data, trainee, progress, epoch, first_iteration):
-            return stopped(run, f'at epoch {epoch}, iteration {progress.stopped_at} of {len(data.train_loader)} '
+        stopped_after = train_epoch(run, data, trainee, progress, epoch, first_iteration)
+        if stopped_after is not None:
+            return stopped(run, f'at epoch {epoch}, iteration {stopped_after} of {len(data.train_loader)} '
                                 f'(step {progress.global_step})')
         first_iteration = 0  # only a resumed epoch starts inside
         last = epoch + 1 == t.epoch
@@ -362,9 +362,11 @@ def restore(run: Run, prefix: str, resumed: Dict, trainee: Trainee,
     return progress, start_epoch, first_iteration
 
 
-def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int, first: int) -> bool:
+def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int,
+                first: int) -> Optional[int]:
     """The iterations of ``epoch`` from its iteration ``first`` (forward, loss, backward, step, LR step, logs).
-    Returns False when a stop signal ended it after a step (its mid-epoch checkpoint written), else True."""
+    Returns None, or when a stop signal ended it after a step (its mid-epoch checkpoint written) the iterations
+    done."""
     cfg, t, world = run.cfg, run.cfg.TRAIN, run.world
     loader, model, optimizer, scaler = data.train_loader, trainee.parallel, trainee.optimizer, trainee.scaler
     data.sampler.set_epoch(epoch)
@@ -417,8 +419,7 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
             progress.replaced += data.train_set.failures.take_count()
             save(run, trainee, progress, epoch, it + 1)
             if progress.stopping:
-                progress.stopped_at = it + 1
-                return False
+                return it + 1
     loss_sum, err1, err5, count, bad = distributed.all_reduce_sum(
         progress.epoch_meter.sums() + [progress.replaced + data.train_set.failures.take_count()], world)
     logger.info('[Epoch %d end] avg_loss %.5f, avg_err1 %.5f, avg_err5 %.5f, undecodable videos replaced %d, '
@@ -427,7 +428,7 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
     log_scalars(run.writer, 'train_epoch', dict(loss=loss_sum / count, top1_err=err1 / count, top5_err=err5 / count),
                 epoch)
     progress.epoch_meter, progress.replaced = Meter(), 0
-    return True
+    return None
 
 
 def log_window(run: Run, progress: Progress, epoch: int, it: int, iterations: int, seconds_per_iteration: float,

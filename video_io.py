@@ -275,27 +275,29 @@ class VideoReader:
         return indices, self.read(indices, short_side)
 
     def _read_sequential(self, wanted: np.ndarray, short_side: Optional[int]) -> np.ndarray:
-        self._seek(None)
-        out = _FrameSink(len(wanted), short_side)
-        for index, frame in enumerate(self._decode_from_here()):
-            if index == wanted[out.count]:
-                out.put(frame)
-                if out.count == len(wanted):
-                    return out.frames
-        raise VideoError(self.path, f'the stream ends before frame {int(wanted[out.count])}')
+        frames = [frame for _, frame in self.read_forward(wanted, short_side)]
+        if len(frames) < len(wanted):
+            raise VideoError(self.path, f'the stream ends before frame {int(wanted[len(frames)])}')
+        return np.stack(frames)
 
     def read_forward(self, wanted: np.ndarray,
                      short_side: Optional[int] = None) -> Iterator[Tuple[int, np.ndarray]]:
         """``(index, frame)`` for the sorted, distinct frame ``wanted`` indices, in order, from one sequential decode
         from the start (long videos: no seek, every frame decoded once, only the wanted ones converted and resized to
-        ``short_side``). Ends at the last wanted frame, or earlier where the stream ends."""
+        ``short_side``; all to the first one's size, as ``read``). Ends at the last wanted frame, or earlier where the
+        stream ends."""
         if len(wanted) == 0:
             return
         self._seek(None)
-        position = 0
+        position, size = 0, None
         for index, frame in enumerate(self._decode_from_here()):
             if index == wanted[position]:
-                yield index, resize_short_side(to_bgr(frame), short_side)
+                image = to_bgr(frame)
+                if size is None:  # as _FrameSink: the first frame's size, scaled, for every frame
+                    size = scaled_size(*image.shape[:2], short_side) if short_side else image.shape[:2]
+                if image.shape[:2] != size:
+                    image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+                yield index, image
                 position += 1
                 if position == len(wanted):
                     return
