@@ -39,6 +39,7 @@ class AttrDict(dict):
 FLOAT_LIST = 'list of numbers'
 INT_LIST = 'list of integers'
 OPTIONAL_STR = 'string or null'
+FACTOR_PAIRS = 'list of [frames factor, crop factor] pairs'
 DOWNSAMPLING_STAGES = ('res3', 'res4', 'res5')
 STAGE_LIST = 'a list of stage names from ' + ', '.join(DOWNSAMPLING_STAGES)
 
@@ -99,6 +100,9 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'cutmix_alpha': (float, 0.0),        # fine-tuning: CutMix of clip pairs; 0: off
         'mix_switch_prob': (float, 0.5),     # with both on: probability of CutMix for a batch
         'mix_prob': (float, 1.0),            # probability that a batch is mixed at all
+        'lr_policy': (str, 'cosine'),        # cosine (warmup + half cosine), or steps (warmup + piecewise constant)
+        'lr_steps': (INT_LIST, []),          # steps: the epochs each LR step starts at, from 0
+        'lr_gamma': (float, 0.1),            # steps: the LR of step i is base_lr x lr_gamma^i
     },
     'VALID': {
         'use_preciseBN': (bool, True),
@@ -129,6 +133,14 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'use_inference': (bool, False),      # eval.py / predict.py run the exported model with Paddle Inference
         'model_dir': (str, './inference'),   # tools/export_model.py --save_dir
         'use_tensorrt': (bool, False),       # with use_inference on GPU
+    },
+    'MULTIGRID': {                           # multigrid training (Wu et al. 2020; multigrid.py, README)
+        'long_cycle': (bool, False),         # stages of fewer frames and smaller crops with larger batches
+        'short_cycle': (bool, False),        # inside a stage, iterations cycle through smaller crops
+        'long_cycle_factors': (FACTOR_PAIRS, [[0.25, 0.7071], [0.5, 0.7071], [0.5, 1.0], [1.0, 1.0]]),
+        'short_cycle_factors': (FLOAT_LIST, [0.5, 0.7071]),  # crop factors of the first two short-cycle iterations
+        'epoch_factor': (float, 1.5),        # the multigrid run lasts this x TRAIN.epoch epochs
+        'bn_base_size': (int, 8),            # BN statistics over this many clips (sub-batch BN)
     },
 }
 
@@ -197,6 +209,12 @@ def _check_value(where: str, kind: Any, value: Any) -> Any:
         value = [float(v) for v in value] if ok else value
     elif kind is INT_LIST:
         ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    elif kind is FACTOR_PAIRS:
+        ok = isinstance(value, list) and value and all(
+            isinstance(pair, list) and len(pair) == 2 and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= 1 for v in pair)
+            for pair in value)
+        value = [[float(v) for v in pair] for pair in value] if ok else value
     elif kind is STAGE_LIST:
         ok = (isinstance(value, list) and all(v in DOWNSAMPLING_STAGES for v in value)
               and len(set(value)) == len(value))
@@ -350,6 +368,41 @@ def check_config(cfg: AttrDict) -> None:
     if t.mixup_alpha < 0 or t.cutmix_alpha < 0:
         raise ConfigError(f'TRAIN.mixup_alpha and cutmix_alpha must be >= 0 (0: off), got {t.mixup_alpha}, '
                           f'{t.cutmix_alpha}')
+    check_schedule(cfg)
+
+
+def check_schedule(cfg: AttrDict) -> None:
+    """The LR policy's keys, and the multigrid ones: every long-cycle stage must be a clip the network takes."""
+    t, g, m = cfg.TRAIN, cfg.MULTIGRID, cfg.MODEL
+    if t.lr_policy not in ('cosine', 'steps'):
+        raise ConfigError(f"TRAIN.lr_policy must be 'cosine' or 'steps', got {t.lr_policy!r}")
+    steps = t.lr_steps
+    if t.lr_policy == 'steps' and not (steps and steps[0] == 0 and steps[-1] < t.epoch
+                                       and all(a < b for a, b in zip(steps, steps[1:]))):
+        raise ConfigError(f'TRAIN.lr_steps must start at 0 and increase, below TRAIN.epoch ({t.epoch}), with '
+                          f'TRAIN.lr_policy steps; got {steps}')
+    if t.lr_gamma <= 0:
+        raise ConfigError(f'TRAIN.lr_gamma must be positive, got {t.lr_gamma}')
+    if not (g.long_cycle or g.short_cycle):
+        return
+    if g.long_cycle and t.lr_policy != 'steps':
+        raise ConfigError('MULTIGRID.long_cycle needs TRAIN.lr_policy steps (and TRAIN.lr_steps): each stage\'s LR '
+                          'follows its batch, as in PySlowFast and PaddleVideo')
+    if t.accumulate_steps != 1:
+        raise ConfigError(f'MULTIGRID training changes the batch per stage and iteration: TRAIN.accumulate_steps '
+                          f'must be 1, got {t.accumulate_steps}')
+    if g.epoch_factor <= 0 or g.bn_base_size <= 0:
+        raise ConfigError(f'MULTIGRID.epoch_factor and bn_base_size must be positive, got {g.epoch_factor}, '
+                          f'{g.bn_base_size}')
+    if len(g.short_cycle_factors) != 2 or not all(0 < f <= 1 for f in g.short_cycle_factors):
+        raise ConfigError(f'MULTIGRID.short_cycle_factors must be 2 crop factors in (0, 1], got '
+                          f'{g.short_cycle_factors}')
+    for t_factor, s_factor in g.long_cycle_factors if g.long_cycle else ():
+        frames = int(round(m.num_frames * t_factor))
+        if frames < m.alpha or frames % m.alpha or m.num_frames % frames:
+            raise ConfigError(f'MULTIGRID.long_cycle_factors {[t_factor, s_factor]}: {frames} frames of '
+                              f'MODEL.num_frames {m.num_frames}; a stage\'s frames must divide num_frames and be a '
+                              f'multiple of MODEL.alpha ({m.alpha})')
 
 
 def format_config(cfg: AttrDict, mode: str) -> List[str]:

@@ -296,15 +296,27 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
     random stream, up to ``DATA.num_retries`` times; validation never substitutes: the item is an all-zero
     placeholder labelled ``UNDECODABLE``, which the validation loop drops and counts. Call ``set_epoch`` before each
     epoch.
+
+    Multigrid training: ``shape`` ``(frames, crop)`` is a long-cycle stage's clip instead of the recipe's
+    (``MODEL.num_frames``, ``TRAIN.target_size``); with fewer frames each clip draws its frame stride from
+    ``sampling_rate`` to ``sampling_rate x num_frames / frames`` (PySlowFast's long-cycle sampling rate). An item
+    ``(index, crop)`` (the short cycle's sampler) is cut at ``crop`` pixels. A crop other than the recipe's scales
+    the jitter's smallest short side by ``crop / TRAIN.target_size`` (a coarser sampling grid; PySlowFast and
+    PaddleVideo keep the largest).
     """
 
-    def __init__(self, cfg: AttrDict, mode: str, seed: int = 0):
+    def __init__(self, cfg: AttrDict, mode: str, seed: int = 0, shape: Optional[Tuple[int, int]] = None):
         if mode not in ('train', 'valid'):
             raise ValueError(f"mode must be 'train' or 'valid', got {mode!r}")
         section = cfg.TRAIN if mode == 'train' else cfg.VALID
         super().__init__(cfg, read_video_list(section.filelist, cfg.MODEL.num_classes, cfg.DATA.path_prefix))
         self.mode, self.seed, self.epoch = mode, seed, 0
         self.min_size, self.max_size, self.target_size = section.min_size, section.max_size, section.target_size
+        self.default_size, self.sampling_rates = section.target_size, (self.model.sampling_rate,) * 2
+        if shape is not None and mode == 'train':
+            self.num_frames, self.target_size = shape
+            self.sampling_rates = (self.model.sampling_rate,
+                                   self.model.sampling_rate * (self.model.num_frames // self.num_frames))
         self.num_retries = cfg.DATA.num_retries
         self.random_flip = mode == 'train' and cfg.TRAIN.random_flip
 
@@ -314,13 +326,13 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, index: int):
-        index = int(index)
+    def __getitem__(self, index):
+        index, crop = (int(index[0]), int(index[1])) if np.ndim(index) else (int(index), self.target_size)
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.mode == 'valid':
             path, label = self.samples[index]
             try:
-                clips = self.load_clip(path, rng)
+                clips = self.load_clip(path, rng, crop)
             except VideoError as error:
                 self.failures.record(index, error)
                 size, label = self.target_size, UNDECODABLE
@@ -330,7 +342,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         for _ in range(self.num_retries + 1):
             path, label = self.samples[index]
             try:
-                clips = self.load_clip(path, rng)
+                clips = self.load_clip(path, rng, crop)
                 return (*clips, np.array([label], dtype=np.int64), np.array([index], dtype=np.int64))
             except VideoError as error:
                 self.failures.record(index, error)
@@ -338,15 +350,18 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         raise ListError(f'{self.num_retries + 1} videos in a row failed to decode (last: {path}); check the list '
                            'and DATA.path_prefix, or clean the list with tools/check_videos.py')
 
-    def load_clip(self, path: str, rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
+    def load_clip(self, path: str, rng: np.random.Generator, crop: int) -> Tuple[np.ndarray, ...]:
         train = self.mode == 'train'
-        short_side = int(round(rng.uniform(self.min_size, self.max_size))) if train else self.min_size
+        low, high = self.sampling_rates
+        rate = int(rng.integers(low, high + 1)) if high > low else low  # drawn only when there is a choice
+        min_size = int(round(self.min_size * crop / self.default_size))
+        short_side = int(round(rng.uniform(min_size, self.max_size))) if train else self.min_size
         with self.open_video(path, self.target_fps) as video:
             _, frames = video.read_sampled(  # [T, H, W, 3]
-                lambda length, fps: clip_frame_indices(length, self.clip_size(fps), self.num_frames,
-                                                       None if train else 0.5, rng), short_side)
-        y, x = crop_offset(frames.shape[1], frames.shape[2], self.target_size, -1 if train else 0, 1, rng)
-        frames = frames[:, y:y + self.target_size, x:x + self.target_size]
+                lambda length, fps: clip_frame_indices(length, self.num_frames * rate * fps / self.target_fps,
+                                                       self.num_frames, None if train else 0.5, rng), short_side)
+        y, x = crop_offset(frames.shape[1], frames.shape[2], crop, -1 if train else 0, 1, rng)
+        frames = frames[:, y:y + crop, x:x + crop]
         if train and rng.uniform() < 0.5 and self.random_flip:  # drawn either way: the same clips with or without
             frames = frames[:, :, ::-1]
         return pack_pathways(channels_first(frames), self.alpha, self.pathways)

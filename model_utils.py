@@ -32,10 +32,53 @@ def conv3d(dim_in: int, dim_out: int, kernel: Sequence[int], stride: Sequence[in
                  bias_attr=False)
 
 
+class SubBatchNorm3D(nn.BatchNorm3D):
+    """BatchNorm3D that may, in training, normalise each of ``num_splits`` sub-batches with its own statistics
+    (multigrid training's sub-batch BN, PySlowFast's ``SubBatchNorm3d``: a stage's larger batches keep BN
+    statistics over the recipe's number of clips). Clip ``a * k + b`` of a batch falls in sub-batch ``b``; the
+    running statistics are those of the whole batch (the sub-batches' means and variances combined), so eval and
+    precise BN see a plain BN. ``num_splits`` 1 (the default) is BatchNorm3D itself; the parameters and buffers are
+    BatchNorm3D's, under its names."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.num_splits = 1
+
+    def forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        if self.num_splits > 1 and self.training and not self._use_global_stats:
+            return self.sub_batch_forward(x)
+        return super().forward(x)
+
+    def sub_batch_forward(self, x: paddle.Tensor) -> paddle.Tensor:
+        k, (n, c) = self.num_splits, x.shape[:2]
+        if n % k:
+            raise ValueError(f'a batch of {n} clips does not split into {k} BN sub-batches')
+        means, variances = paddle.zeros([k * c]), paddle.ones([k * c])  # the sub-batches' statistics, filled in
+        y = F.batch_norm(x.reshape([n // k, k * c] + list(x.shape[2:])), means, variances, training=True,
+                         momentum=0.0, epsilon=self._epsilon, data_format='NCDHW')
+        shape = [1, c, 1, 1, 1]
+        y = y.reshape(x.shape) * self.weight.reshape(shape) + self.bias.reshape(shape)
+        with paddle.no_grad():  # whole-batch statistics: the mean of the means, the variance by the law of total
+            means, variances = means.reshape([k, c]), variances.reshape([k, c])
+            mean = means.mean(axis=0)
+            variance = variances.mean(axis=0) + ((means - mean) ** 2).mean(axis=0)
+            self._mean.set_value(self._momentum * self._mean + (1.0 - self._momentum) * mean)
+            self._variance.set_value(self._momentum * self._variance + (1.0 - self._momentum) * variance)
+        return y
+
+
+def set_bn_splits(model: nn.Layer, num_splits: int) -> None:
+    """Make every BN layer of ``model`` compute its training statistics over ``num_splits`` sub-batches."""
+    for layer in model.sublayers():
+        if isinstance(layer, SubBatchNorm3D):
+            layer.num_splits = num_splits
+
+
 def batch_norm(channels: int, zero_init: bool = False) -> nn.BatchNorm3D:
-    """BatchNorm3D with gamma 1 (or 0: zero-init of a residual branch's last BN), beta 0, and no weight decay."""
+    """BatchNorm3D (sub-batch capable) with gamma 1 (or 0: zero-init of a residual branch's last BN), beta 0, and no
+    weight decay."""
     no_decay = paddle.regularizer.L2Decay(0.0)
-    return nn.BatchNorm3D(
+    return SubBatchNorm3D(
         channels, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
         weight_attr=paddle.ParamAttr(initializer=nn.initializer.Constant(0.0 if zero_init else 1.0),
                                      regularizer=no_decay),

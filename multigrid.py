@@ -9,10 +9,19 @@ same; each stage gets epochs in proportion to its (mean) batch factor, the whole
 the recipe's epochs, and a last, fine-tuning stage at the full shape follows. Short cycle (Sec. 3.3): inside a stage,
 iterations cycle through the crops ``S0 x short_factor[0]``, ``S0 x short_factor[1]`` and the stage's own, the batch
 growing as the crop's area shrinks.
+
+``training_plan(cfg)`` is what train.py follows: the stages (one, at the recipe's shape, without the long cycle), the
+epochs and the LR steps; ``ShortCycleBatchSampler`` yields a stage's batches of ``(index, crop)`` items; and
+``bn_splits`` says how many sub-batches a batch's BN statistics are computed over (model_utils.SubBatchNorm3D).
 """
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+import itertools
+import math
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
+
+from config_utils import AttrDict
+from preemption import ResumableBatchSampler
 
 
 class Stage(NamedTuple):
@@ -69,9 +78,14 @@ def step_lr(schedule: Sequence[Stage], gamma: float) -> Tuple[List[int], List[fl
     return boundaries, values
 
 
+def stage_index(schedule: Sequence[Stage], epoch: int) -> int:
+    """The index of the stage epoch ``epoch`` trains in (the last one after the schedule's end)."""
+    return next((k for k, stage in enumerate(schedule) if epoch < stage.end_epoch), len(schedule) - 1)
+
+
 def stage_at(schedule: Sequence[Stage], epoch: int) -> Stage:
     """The stage epoch ``epoch`` trains in (the last one after the schedule's end)."""
-    return next((stage for stage in schedule if epoch < stage.end_epoch), schedule[-1])
+    return schedule[stage_index(schedule, epoch)]
 
 
 def short_cycle(batch: int, crop: int, default_crop: int, short_cycle_factors: Sequence[float]
@@ -84,3 +98,104 @@ def short_cycle(batch: int, crop: int, default_crop: int, short_cycle_factors: S
         size = int(round(default_crop * factor))
         out.append((batch * int(round((crop / (factor * default_crop)) ** 2)), size))
     return out + [(batch, crop)]
+
+
+class Plan(NamedTuple):
+    """A training run's shape stages (consecutive, the last ending at ``max_epoch``), its epochs and its step LR:
+    ``lr_boundaries`` (epochs) and ``lr_values`` (relative to TRAIN.base_lr); both empty with the cosine."""
+    stages: List[Stage]
+    max_epoch: int
+    lr_boundaries: List[int]
+    lr_values: List[float]
+
+
+def training_plan(cfg: AttrDict) -> Plan:
+    """The stages, epochs and LR steps ``cfg`` trains with (PySlowFast's ``init_multigrid``): the long cycle's
+    schedule; the short cycle alone stretches the epochs and LR steps by ``MULTIGRID.epoch_factor``; neither: the
+    recipe at its one shape."""
+    t, g, m = cfg.TRAIN, cfg.MULTIGRID, cfg.MODEL
+    if g.long_cycle:
+        stages = long_cycle_schedule(m.num_frames, t.target_size, t.lr_steps, t.epoch, g.long_cycle_factors,
+                                     g.epoch_factor, g.short_cycle_factors if g.short_cycle else None)
+        boundaries, values = step_lr(stages, t.lr_gamma)
+        return Plan(stages, stages[-1].end_epoch, boundaries, values)
+    factor = g.epoch_factor if g.short_cycle else 1.0
+    max_epoch = int(t.epoch * factor)
+    boundaries = [int(step * factor) for step in t.lr_steps] if t.lr_policy == 'steps' else []
+    values = [t.lr_gamma ** k for k in range(len(boundaries))]
+    return Plan([Stage(0, 1, m.num_frames, t.target_size, max_epoch)], max_epoch, boundaries, values)
+
+
+def is_multigrid(cfg: AttrDict) -> bool:
+    return cfg.MULTIGRID.long_cycle or cfg.MULTIGRID.short_cycle
+
+
+def stage_batches(cfg: AttrDict, stage: Stage, micro_batch: int) -> List[Tuple[int, int]]:
+    """``[(batch, crop)]`` per rank of the iterations a stage cycles through: one, or the short cycle's three."""
+    batch = micro_batch * stage.batch_factor
+    if not cfg.MULTIGRID.short_cycle:
+        return [(batch, stage.crop)]
+    return short_cycle(batch, stage.crop, cfg.TRAIN.target_size, cfg.MULTIGRID.short_cycle_factors)
+
+
+def sampling_rates(cfg: AttrDict, frames: int) -> Tuple[int, int]:
+    """The range a stage's clips draw their frame stride from: a stage of fewer frames than the recipe's may
+    stretch its stride up to ``num_frames / frames`` times, so some clips span the recipe's time (PySlowFast's
+    ``LONG_CYCLE_SAMPLING_RATE``)."""
+    rate = cfg.MODEL.sampling_rate
+    return rate, rate * (cfg.MODEL.num_frames // frames)
+
+
+def cycle_iterations(samples: int, batches: Sequence[int]) -> int:
+    """Full batches ``samples`` items make when the batch size cycles through ``batches`` (the rest is dropped)."""
+    cycle = sum(batches)
+    count, left = len(batches) * (samples // cycle), samples % cycle
+    for size in batches:
+        if left < size:
+            break
+        count, left = count + 1, left - size
+    return count
+
+
+def bn_splits(batch: int, base: int) -> int:
+    """Sub-batches a batch's BN statistics are computed over: the most that divide the batch and keep at least
+    ``base`` clips each (1: the whole batch)."""
+    return max((k for k in range(1, batch // base + 1) if batch % k == 0), default=1)
+
+
+class ShortCycleBatchSampler(ResumableBatchSampler):
+    """A rank's batches of one epoch when the short cycle varies the crop: the shuffled, rank-split order of
+    ``DistributedBatchSampler``, cut into batches whose sizes cycle through ``cycle`` ``[(batch, crop)]``, each item
+    ``(index, crop)`` (the last partial batch dropped). ``skip`` counts batches of this cycle, as a resumed epoch
+    needs."""
+
+    def __init__(self, dataset, cycle: Sequence[Tuple[int, int]], num_replicas: int, rank: int,
+                 shuffle: bool = True) -> None:
+        super().__init__(dataset, batch_size=1, num_replicas=num_replicas, rank=rank, shuffle=shuffle,
+                         drop_last=False)
+        self.cycle = [(int(batch), int(crop)) for batch, crop in cycle]
+
+    def __iter__(self) -> Iterator[List[Tuple[int, int]]]:
+        skip, self.skip = self.skip, 0
+        order = (batch[0] for batch in super().__iter__())  # this rank's indices, one per "batch" of 1
+        return itertools.islice(self._batches(order), skip, None)
+
+    def _batches(self, order: Iterator[int]) -> Iterator[List[Tuple[int, int]]]:
+        for k in itertools.count():
+            size, crop = self.cycle[k % len(self.cycle)]
+            batch = [(int(index), crop) for index in itertools.islice(order, size)]
+            if len(batch) < size:
+                return
+            yield batch
+
+    def __len__(self) -> int:
+        return cycle_iterations(self.num_samples, [batch for batch, _ in self.cycle])
+
+
+def expected_epoch_seconds(iterations: int, seconds_per_iteration: Optional[float]) -> str:
+    """A stage's expected time per epoch, for the log: its iterations at the last measured iteration time (the
+    stages are made to cost about the same per iteration)."""
+    if not seconds_per_iteration:
+        return f'{iterations} iterations (time per iteration not measured yet)'
+    seconds = iterations * seconds_per_iteration
+    return f'~{math.ceil(seconds)} s ({iterations} iterations at {seconds_per_iteration:.3f} s)'

@@ -5,10 +5,11 @@
     python train.py --config slowfast.yaml --resume                    # continue from the newest checkpoint
     python train.py --weights converted.pdparams -o MODEL.num_classes=10   # fine-tune
 
-The story of a run (``main``): config -> device and ranks -> resume point -> data -> network, optimizer and LR
-(``build_trainee``) -> restore -> for each epoch: ``train_epoch`` (forward, loss, backward, step, LR step, logs;
-after a step, a stop signal writes a mid-epoch checkpoint and ends the run with status 75), ``end_epoch`` (BN
-statistics, validation), checkpoint.
+The story of a run (``main``): config -> device and ranks -> resume point -> the plan (``multigrid.training_plan``:
+shape stages, epochs, LR steps) -> data -> network, optimizer and LR (``build_trainee``) -> restore -> for each
+epoch: its stage's loader (``Data.enter``: rebuilt only when the shape changes), ``train_epoch`` (forward, loss,
+backward, step, LR step, logs; after a step, a stop signal writes a mid-epoch checkpoint and ends the run with status
+75), ``end_epoch`` (BN statistics and validation, at the recipe's shape), checkpoint.
 """
 import argparse
 import dataclasses
@@ -28,10 +29,13 @@ from checkpoint import (check_resumable, checkpoint_position, checkpoint_prefix,
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from errors import STOPPED, CheckpointError, ConfigError, DivergedError, exit_on_user_error
 from kinetics_dataset import UNDECODABLE, KineticsDataset, model_inputs
-from lr_policy import WarmupCosineLR
+from lr_policy import EpochLR
 from metrics import topk_errors
 from mixup import MixUp, soft_cross_entropy
 from model import build_model, freeze, model_summary
+from model_utils import set_bn_splits
+from multigrid import (Plan, ShortCycleBatchSampler, Stage, bn_splits, cycle_iterations, expected_epoch_seconds,
+                       is_multigrid, stage_at, stage_batches, stage_index, training_plan)
 from preemption import ResumableBatchSampler, StopRequest, StoppableDataLoader
 
 logger = logging.getLogger('train')
@@ -76,26 +80,11 @@ def iteration_seed(seed: int, epoch: int, iteration: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, iteration]).generate_state(1)[0])
 
 
-def build_loaders(cfg: AttrDict, seed: int, rank: int, world: int, micro_batch: int, valid_batch: int,
-                  stop: StopRequest):
-    """Training loader (shuffled per epoch, dropping the last partial batch; a resumed epoch may start inside) and
-    validation loader (every val video exactly once over all ranks); their workers leave ``stop`` to this process."""
-    train_set = KineticsDataset(cfg, 'train', seed=seed)
-    sampler = ResumableBatchSampler(train_set, batch_size=micro_batch, num_replicas=world, rank=rank, shuffle=True,
-                                    drop_last=True)
-    train_loader = StoppableDataLoader(train_set, batch_sampler=sampler, num_workers=cfg.DATA.num_workers, stop=stop)
-    valid_set = KineticsDataset(cfg, 'valid', seed=seed)
-    mine = paddle.io.Subset(valid_set, list(range(rank, len(valid_set), world)))  # no padding duplicates
-    valid_loader = StoppableDataLoader(mine, batch_size=valid_batch, shuffle=False, drop_last=False,
-                                       num_workers=cfg.DATA.num_workers, stop=stop)
-    return train_set, sampler, train_loader, valid_set, valid_loader
-
-
-def build_optimizer(cfg: AttrDict, model: paddle.nn.Layer, steps_per_epoch: int):
-    """SGD with Nesterov momentum and L2 decay (BN parameters carry their own zero decay), stepped LR; the
-    classifier's parameters learn at ``TRAIN.head_lr_scale`` times the schedule's LR."""
+def build_optimizer(cfg: AttrDict, model: paddle.nn.Layer):
+    """SGD with Nesterov momentum and L2 decay (BN parameters carry their own zero decay), LR stepped every
+    iteration; the classifier's parameters learn at ``TRAIN.head_lr_scale`` times the schedule's LR."""
     t = cfg.TRAIN
-    scheduler = WarmupCosineLR(cfg, steps_per_epoch)
+    scheduler = EpochLR(cfg)
     for name, param in model.named_parameters():
         if name.startswith('head.'):
             param.optimize_attr['learning_rate'] = t.head_lr_scale
@@ -201,13 +190,65 @@ def check_layout(meta: Dict, prefix: str, layout: List[int]) -> None:
             f'of an earlier epoch with --resume_epoch')
 
 
-class Data(NamedTuple):
-    """The loaders of a run and what they read."""
-    train_set: KineticsDataset
+class TrainLoader(NamedTuple):
+    """Training batches at one shape: ``cycle`` is the ``[(batch, crop)]`` per rank its iterations go through (one
+    entry, or the short cycle's three)."""
+    frames: int
+    cycle: List[Tuple[int, int]]
+    set: KineticsDataset
     sampler: ResumableBatchSampler
-    train_loader: StoppableDataLoader
-    valid_set: KineticsDataset
-    valid_loader: StoppableDataLoader
+    loader: StoppableDataLoader
+
+
+class Data:
+    """The loaders of a run: training at the current stage's shape (shuffled per epoch, dropping the last partial
+    batch; a resumed epoch may start inside), at the recipe's shape for precise BN, and validation (every val video
+    exactly once over all ranks). Their workers leave ``stop`` to this process."""
+
+    def __init__(self, run: 'Run', micro_batch: int, valid_batch: int):
+        self.run, self.micro_batch = run, micro_batch
+        cfg, rank, world = run.cfg, run.rank, run.world
+        self.valid_set = KineticsDataset(cfg, 'valid', seed=run.seed)
+        mine = paddle.io.Subset(self.valid_set, list(range(rank, len(self.valid_set), world)))  # no padding copies
+        self.valid_loader = StoppableDataLoader(mine, batch_size=valid_batch, shuffle=False, drop_last=False,
+                                                num_workers=cfg.DATA.num_workers, stop=run.stop)
+        self.full_shape = (cfg.MODEL.num_frames, [(micro_batch, cfg.TRAIN.target_size)])
+        self.train: Optional[TrainLoader] = None
+        self._full: Optional[TrainLoader] = None
+
+    def cycle(self, stage: Stage) -> List[Tuple[int, int]]:
+        return stage_batches(self.run.cfg, stage, self.micro_batch)
+
+    def iterations(self, stage: Stage, num_videos: int) -> int:
+        """A rank's iterations per epoch in ``stage`` (the sampler's length, without building it)."""
+        return cycle_iterations(math.ceil(num_videos / self.run.world), [b for b, _ in self.cycle(stage)])
+
+    def enter(self, stage: Stage) -> bool:
+        """Make ``train`` the loader of ``stage``'s shape; True when it had to be built."""
+        shape = (stage.frames, self.cycle(stage))
+        if self.train and (self.train.frames, self.train.cycle) == shape:
+            return False
+        self.train = self._build(*shape)
+        return True
+
+    def full(self) -> TrainLoader:
+        """Training batches at the recipe's shape (precise BN's)."""
+        if self.train and (self.train.frames, self.train.cycle) == self.full_shape:
+            return self.train
+        self._full = self._full or self._build(*self.full_shape)
+        return self._full
+
+    def _build(self, frames: int, cycle: List[Tuple[int, int]]) -> TrainLoader:
+        run = self.run
+        dataset = KineticsDataset(run.cfg, 'train', seed=run.seed, shape=(frames, cycle[-1][1]))
+        if len(cycle) > 1:
+            sampler = ShortCycleBatchSampler(dataset, cycle, num_replicas=run.world, rank=run.rank)
+        else:
+            sampler = ResumableBatchSampler(dataset, batch_size=cycle[0][0], num_replicas=run.world, rank=run.rank,
+                                            shuffle=True, drop_last=True)
+        loader = StoppableDataLoader(dataset, batch_sampler=sampler, num_workers=run.cfg.DATA.num_workers,
+                                     stop=run.stop)
+        return TrainLoader(frames, cycle, dataset, sampler, loader)
 
 
 class Trainee(NamedTuple):
@@ -216,7 +257,7 @@ class Trainee(NamedTuple):
     model: paddle.nn.Layer
     parallel: paddle.nn.Layer
     optimizer: paddle.optimizer.Optimizer
-    scheduler: WarmupCosineLR
+    scheduler: EpochLR
     scaler: Optional[paddle.amp.GradScaler]
     mixer: Optional[MixUp]
 
@@ -232,7 +273,9 @@ class Run:
     layout: List[int]  # [ranks, micro-batch, accumulation steps]
     amp: bool
     stop: StopRequest
+    plan: Plan
     writer: Optional[object] = None
+    epoch_iterations: List[int] = dataclasses.field(default_factory=list)  # a rank's iterations in each epoch
 
 
 @dataclasses.dataclass
@@ -244,6 +287,7 @@ class Progress:
     window: Meter = dataclasses.field(default_factory=Meter)
     replaced: int = 0  # undecodable training videos this rank replaced this epoch
     stopping: bool = False  # a stop signal reached some rank
+    seconds_per_iteration: float = 0.0  # the last epoch's (not kept by checkpoints)
 
 
 def main() -> int:
@@ -267,7 +311,8 @@ def main() -> int:
         logger.info('TRAIN.use_amp: no GPU, training in float32')
     logger.info('device %s, rank %d of %d, batch %d = %d ranks x %d x %d accumulation steps', device, rank, world,
                 t.batch_size, world, micro_batch, t.accumulate_steps)
-    run = Run(cfg, args, rank, world, args.seed, [world, micro_batch, t.accumulate_steps], amp, stop)
+    run = Run(cfg, args, rank, world, args.seed, [world, micro_batch, t.accumulate_steps], amp, stop,
+              training_plan(cfg))
 
     prefix = agree_on_resume(args, rank, world)
     resumed = None
@@ -278,38 +323,46 @@ def main() -> int:
         if run.seed != args.seed:
             logger.warning('--seed %d ignored: resuming %s continues its run\'s seed %d', args.seed, prefix, run.seed)
     paddle.seed(run.seed)
-    data = Data(*build_loaders(cfg, run.seed, rank, world, micro_batch, valid_batch, stop))
-    steps_per_epoch = len(data.train_loader) // t.accumulate_steps
-    if steps_per_epoch == 0:
-        raise ConfigError(f'{len(data.train_set)} training videos make no full batch of TRAIN.batch_size '
-                          f'{t.batch_size}')
-    logger.info('%d training videos (%d steps per epoch), %d validation videos', len(data.train_set),
-                steps_per_epoch, len(data.valid_set))
+    data = Data(run, micro_batch, valid_batch)
+    meta = resumed['meta'] if prefix else {}  # the first epoch to train: the stage whose loader is made first
+    data.enter(stage_at(run.plan.stages, meta.get('epoch', -1) + (0 if 'iteration' in meta else 1)))
+    num_videos = len(data.train.set)
+    run.epoch_iterations = [data.iterations(stage_at(run.plan.stages, e), num_videos)
+                            for e in range(run.plan.max_epoch)]
+    if min(run.epoch_iterations) < t.accumulate_steps:
+        raise ConfigError(f'{num_videos} training videos make no full batch of TRAIN.batch_size {t.batch_size}'
+                          + (' in some multigrid stage' if is_multigrid(cfg) else ''))
+    logger.info('%d training videos (%d steps per epoch), %d validation videos', num_videos,
+                run.epoch_iterations[-1] // t.accumulate_steps, len(data.valid_set))
+    log_plan(run, data, num_videos)
 
-    trainee = build_trainee(run, steps_per_epoch)
+    trainee = build_trainee(run)
     progress, start_epoch, first_iteration = Progress(), 0, 0
     if prefix:
-        progress, start_epoch, first_iteration = restore(run, prefix, resumed, trainee, len(data.train_loader))
+        check_stage(resumed['meta'], prefix, stage_shape(data, run.plan, resumed['meta']['epoch']))
+        progress, start_epoch, first_iteration = restore(run, prefix, resumed, trainee)
     if world > 1:  # made after the restore, as DataParallel syncs from rank 0 when it is made
         trainee = trainee._replace(parallel=paddle.DataParallel(trainee.model))
     if args.use_visualdl and rank == 0:
         from visualdl import LogWriter
         run.writer = LogWriter(logdir=args.vd_logdir)
 
-    for epoch in range(start_epoch, t.epoch):
+    max_epoch = run.plan.max_epoch
+    for epoch in range(start_epoch, max_epoch):
+        enter_stage(run, data, progress, epoch)
         stopped_after = train_epoch(run, data, trainee, progress, epoch, first_iteration)
         if stopped_after is not None:
-            return stopped(run, f'at epoch {epoch}, iteration {stopped_after} of {len(data.train_loader)} '
+            return stopped(run, f'at epoch {epoch}, iteration {stopped_after} of {len(data.train.loader)} '
                                 f'(step {progress.global_step})')
         first_iteration = 0  # only a resumed epoch starts inside
-        last = epoch + 1 == t.epoch
+        last = epoch + 1 == max_epoch
         end_epoch(run, data, trainee, progress, epoch, last)
         # a signal during precise BN or validation is acted on here, after the epoch's checkpoint
         progress.stopping = progress.stopping or distributed.all_reduce_max(float(stop.requested), world) > 0
         if (epoch + 1) % t.save_interval == 0 or last or progress.stopping:
             # RNG state needs no saving: clips draw from (seed, epoch, index) and dropout from (seed, epoch,
             # iteration), so the seed is all a resumed run needs to repeat what comes next exactly.
-            save(run, trainee, progress, epoch)
+            save(run, data, trainee, progress, epoch)
         if progress.stopping and not last:
             return stopped(run, f'after epoch {epoch} (step {progress.global_step})')
     if run.writer:
@@ -318,7 +371,65 @@ def main() -> int:
     return 0
 
 
-def build_trainee(run: Run, steps_per_epoch: int) -> Trainee:
+def stage_shape(data: Data, plan: Plan, epoch: int) -> List:
+    """What a checkpoint records of ``epoch``'s shape: frames and a rank's ``[batch, crop]`` per iteration of the
+    cycle."""
+    stage = stage_at(plan.stages, epoch)
+    return [stage.frames, [list(entry) for entry in data.cycle(stage)]]
+
+
+def check_stage(meta: Dict, prefix: str, shape: List) -> None:
+    """A mid-epoch checkpoint continues batches of its epoch's shape: CheckpointError if this config gives that
+    epoch another one (a changed MULTIGRID section or schedule)."""
+    saved = meta.get('stage')
+    if 'iteration' in meta and saved is not None and saved != shape:
+        raise CheckpointError(f'{prefix} stopped inside epoch {meta["epoch"]}, trained at {saved[0]} frames with '
+                              f'[batch, crop] per iteration {saved[1]}; this config gives that epoch {shape[0]} '
+                              f'frames and {shape[1]}: resume with the config it was written with')
+
+
+def log_plan(run: Run, data: Data, num_videos: int) -> None:
+    """The stages of a multigrid run: epochs, clip shape, global batch, BN sub-batch and iterations per epoch."""
+    if not is_multigrid(run.cfg):
+        return
+    plan, g = run.plan, run.cfg.MULTIGRID
+    logger.info('multigrid (long cycle %s, short cycle %s): %d stages, %d epochs (TRAIN.epoch %d x epoch_factor %g%s); '
+                'LR x base_lr %s from epochs %s', g.long_cycle, g.short_cycle, len(plan.stages), plan.max_epoch,
+                run.cfg.TRAIN.epoch, g.epoch_factor, '' if g.long_cycle else ', steps stretched alike',
+                [round(v, 6) for v in plan.lr_values], plan.lr_boundaries)
+    for k, stage in enumerate(plan.stages):
+        if stage.end_epoch > (plan.stages[k - 1].end_epoch if k else 0):  # a stage may round to no epochs
+            logger.info('  %s', describe_stage(run, data, k, num_videos))
+
+
+def describe_stage(run: Run, data: Data, k: int, num_videos: int) -> str:
+    stages = run.plan.stages
+    stage = stages[k]
+    cycle = data.cycle(stage)
+    first = stages[k - 1].end_epoch if k else 0
+    return (f'stage {k + 1}/{len(stages)}, epochs {first}-{stage.end_epoch - 1}: {stage.frames} frames x '
+            f'{"/".join(str(crop) for _, crop in cycle)} px, global batch '
+            f'{"/".join(str(batch * run.world) for batch, _ in cycle)}, BN statistics over '
+            f'{"/".join(str(batch // bn_splits(batch, run.cfg.MULTIGRID.bn_base_size)) for batch, _ in cycle)} '
+            f'clips, {data.iterations(stage, num_videos)} iterations per epoch')
+
+
+def enter_stage(run: Run, data: Data, progress: Progress, epoch: int) -> None:
+    """Train ``epoch`` at its stage's shape; a new stage is logged with its expected time per epoch."""
+    k = stage_index(run.plan.stages, epoch)
+    stage = run.plan.stages[k]
+    starts = epoch == (run.plan.stages[k - 1].end_epoch if k else 0)
+    rebuilt = data.enter(stage)
+    if is_multigrid(run.cfg) and (starts or rebuilt or progress.seconds_per_iteration == 0.0):
+        logger.info('[Stage %d] %s; expected time per epoch %s', k + 1,
+                    describe_stage(run, data, k, len(data.train.set)),
+                    expected_epoch_seconds(run.epoch_iterations[epoch], progress.seconds_per_iteration))
+    if rebuilt and epoch:
+        logger.info('training loader rebuilt for %d frames, [batch, crop] per iteration %s', data.train.frames,
+                    data.train.cycle)
+
+
+def build_trainee(run: Run) -> Trainee:
     """The network (``--weights`` loaded, ``MODEL.frozen_stages`` / ``freeze_bn`` applied), its optimizer and LR,
     the float16 loss scaler and the soft-target mixer (label smoothing, mixup, CutMix: fine-tuning; the recipe uses
     hard labels)."""
@@ -338,14 +449,15 @@ def build_trainee(run: Run, steps_per_epoch: int) -> Trainee:
                     frozen_bn)
     mixer = (MixUp(m.num_classes, t.mixup_alpha, t.cutmix_alpha, t.mix_switch_prob, t.mix_prob, t.label_smoothing)
              if t.label_smoothing > 0 or t.mixup_alpha > 0 or t.cutmix_alpha > 0 else None)
-    optimizer, scheduler = build_optimizer(cfg, model, steps_per_epoch)
+    if is_multigrid(cfg):  # the stages' clips have other shapes than the fixed pool's
+        model.head.global_pool_in_training = True
+    optimizer, scheduler = build_optimizer(cfg, model)
     scaler = (paddle.amp.GradScaler(init_loss_scaling=2.0 ** 16) if run.amp and t.amp_dtype == 'float16'
               else None)
     return Trainee(model, model, optimizer, scheduler, scaler, mixer)  # parallel: see main
 
 
-def restore(run: Run, prefix: str, resumed: Dict, trainee: Trainee,
-            iterations: int) -> Tuple[Progress, int, int]:
+def restore(run: Run, prefix: str, resumed: Dict, trainee: Trainee) -> Tuple[Progress, int, int]:
     """Load the checkpoint ``prefix`` (its .pdopt already read: ``resumed``) into the trainee; returns the progress
     it holds, the epoch to start and, inside that epoch, the first iteration not trained on."""
     meta = load_checkpoint(prefix, trainee.model, trainee.optimizer, trainee.scaler, run.rank, state=resumed)
@@ -355,6 +467,8 @@ def restore(run: Run, prefix: str, resumed: Dict, trainee: Trainee,
         start_epoch, first_iteration = meta['epoch'], meta['iteration']
         saved = meta['progress'][run.rank]
         progress.epoch_meter, progress.window, progress.replaced = Meter(*saved[0:4]), Meter(*saved[4:8]), int(saved[8])
+    iterations = run.epoch_iterations[min(start_epoch, len(run.epoch_iterations) - 1)]
+    trainee.scheduler.step(start_epoch + first_iteration / iterations)  # where the run resumes, whatever was kept
     logger.info('resumed from %s: epoch %d %s, step %d, lr %.6g, seed %d%s', prefix, meta['epoch'],
                 f'at iteration {first_iteration} of {iterations}' if 'iteration' in meta else 'done',
                 progress.global_step, trainee.scheduler(), run.seed,
@@ -368,16 +482,19 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
     Returns None, or when a stop signal ended it after a step (its mid-epoch checkpoint written) the iterations
     done."""
     cfg, t, world = run.cfg, run.cfg.TRAIN, run.world
-    loader, model, optimizer, scaler = data.train_loader, trainee.parallel, trainee.optimizer, trainee.scaler
-    data.sampler.set_epoch(epoch)
-    data.sampler.skip = first  # a resumed epoch starts at its first batch not trained on
-    data.train_set.set_epoch(epoch)
+    train, model, optimizer, scaler = data.train, trainee.parallel, trainee.optimizer, trainee.scaler
+    loader, multigrid = train.loader, is_multigrid(cfg)
+    train.sampler.set_epoch(epoch)
+    train.sampler.skip = first  # a resumed epoch starts at its first batch not trained on
+    train.set.set_epoch(epoch)
     model.train()
     epoch_start = tick = run_start = time.perf_counter()
     optimizer.clear_grad()
     for it, (*clips, labels, _) in enumerate(loader, start=first):
         reader_time = time.perf_counter() - tick
         paddle.seed(iteration_seed(run.seed, epoch, it))
+        if multigrid:  # BN statistics over MULTIGRID.bn_base_size clips, whatever this iteration's batch
+            set_bn_splits(trainee.model, bn_splits(labels.shape[0], cfg.MULTIGRID.bn_base_size))
         inputs, lam = model_inputs(clips, cfg), 1.0
         if trainee.mixer:  # mixes drawn from (seed, epoch, iteration), as dropout's
             inputs, targets, lam = trainee.mixer(inputs, labels, np.random.default_rng([run.seed, epoch, it, 1]))
@@ -405,7 +522,7 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
             else:
                 optimizer.step()
             optimizer.clear_grad()
-            trainee.scheduler.step()
+            trainee.scheduler.step(epoch + (it + 1) / len(loader))
             progress.global_step += 1
         scored = labels if lam >= 0.5 else labels.flip(0)  # a mixed clip's errors: against its larger part
         e1, e5 = topk_errors(logits.astype('float32').numpy(), scored.numpy())
@@ -416,17 +533,19 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
             log_window(run, progress, epoch, it, len(loader), (tick - run_start) / (it + 1 - first), optimizer.get_lr())
         every = t.checkpoint_every_steps
         if stepped and (progress.stopping or (every and progress.global_step % every == 0 and it + 1 < len(loader))):
-            progress.replaced += data.train_set.failures.take_count()
-            save(run, trainee, progress, epoch, it + 1)
+            progress.replaced += train.set.failures.take_count()
+            save(run, data, trainee, progress, epoch, it + 1)
             if progress.stopping:
                 return it + 1
     loss_sum, err1, err5, count, bad = distributed.all_reduce_sum(
-        progress.epoch_meter.sums() + [progress.replaced + data.train_set.failures.take_count()], world)
+        progress.epoch_meter.sums() + [progress.replaced + train.set.failures.take_count()], world)
     logger.info('[Epoch %d end] avg_loss %.5f, avg_err1 %.5f, avg_err5 %.5f, undecodable videos replaced %d, '
                 'epoch_cost %.1f s', epoch, loss_sum / count, err1 / count, err5 / count, bad,
                 time.perf_counter() - epoch_start)
     log_scalars(run.writer, 'train_epoch', dict(loss=loss_sum / count, top1_err=err1 / count, top5_err=err5 / count),
                 epoch)
+    if progress.epoch_meter.timed:
+        progress.seconds_per_iteration = progress.epoch_meter.seconds / progress.epoch_meter.timed
     progress.epoch_meter, progress.replaced = Meter(), 0
     return None
 
@@ -435,7 +554,7 @@ def log_window(run: Run, progress: Progress, epoch: int, it: int, iterations: in
                lr: float) -> None:
     """The log line and VisualDL scalars of the iterations since the last, then a new window."""
     window = progress.window
-    remaining = (run.cfg.TRAIN.epoch - epoch) * iterations - (it + 1)
+    remaining = sum(run.epoch_iterations[epoch:]) - (it + 1)
     eta = seconds_per_iteration * remaining  # precise BN and validation not included
     loss_avg, err1_avg, err5_avg = window.averages()
     ips = window.timed_clips * run.world / window.seconds
@@ -457,8 +576,13 @@ def end_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch:
                     distributed.max_rank_difference(model, world, trainable_only=True))
     v = cfg.VALID
     if v.use_preciseBN and (epoch % v.preciseBN_interval == 0 or last):
-        used = precise_bn(model, data.train_loader, min(v.num_batches_preciseBN, len(data.train_loader)), world, cfg)
-        logger.info('precise BN: statistics of %d batches', used)
+        full = data.full()  # the recipe's shape, whatever the stage's
+        if is_multigrid(cfg):
+            set_bn_splits(model, bn_splits(full.cycle[0][0], cfg.MULTIGRID.bn_base_size))
+        full.sampler.set_epoch(epoch + 1)  # the order the epoch's pass left it at (DistributedBatchSampler's)
+        full.set.set_epoch(epoch)
+        used = precise_bn(model, full.loader, min(v.num_batches_preciseBN, len(full.loader)), world, cfg)
+        logger.info('precise BN: statistics of %d batches of %d frames x %d px', used, full.frames, full.cycle[0][1])
     else:
         distributed.average_buffers(model, world)  # one model on every rank
     if (epoch + 1) % run.args.valid_interval == 0 or last:
@@ -473,12 +597,14 @@ def end_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch:
                     distributed.max_rank_difference(model, world))
 
 
-def save(run: Run, trainee: Trainee, progress: Progress, epoch: int, iteration: Optional[int] = None) -> None:
+def save(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int,
+         iteration: Optional[int] = None) -> None:
     """Rank 0 writes the checkpoint of the end of ``epoch`` or of its first ``iteration`` iterations (then every rank
     takes part: each rank's meters and BN statistics are kept)."""
     cfg, world = run.cfg, run.world
     meta = dict(epoch=epoch, global_step=progress.global_step, best_err1=progress.best_err1, seed=run.seed,
-                layout=run.layout, config={section: dict(keys) for section, keys in cfg.items()})
+                layout=run.layout, stage=stage_shape(data, run.plan, epoch),
+                config={section: dict(keys) for section, keys in cfg.items()})
     rank_state = None
     if iteration is not None:
         kept = progress.epoch_meter.sums() + progress.window.sums() + [progress.replaced]

@@ -1,7 +1,21 @@
-"""multigrid.py against PySlowFast's MultigridSchedule for PaddleVideo's slowfast_multigrid.yaml (SlowFast 8x8)."""
+"""Multigrid training: multigrid.py against PySlowFast's MultigridSchedule for PaddleVideo's slowfast_multigrid.yaml
+(SlowFast 8x8), the config keys, the short-cycle sampler, the datasets at a stage's shape, sub-batch BN, and train.py
+through stage changes (logs, loader rebuilds, resume at the end of and inside an epoch, 2 CPU ranks)."""
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import paddle
 import pytest
 
-from multigrid import Stage, long_cycle_schedule, short_cycle, stage_at, step_lr
+from config_utils import ConfigError, parse_config
+from multigrid import (ShortCycleBatchSampler, Stage, bn_splits, cycle_iterations, long_cycle_schedule,
+                       sampling_rates, short_cycle, stage_at, stage_batches, step_lr, training_plan)
+
+from conftest import ROOT, tiny_train_overrides
 
 LONG = [[0.25, 0.7071], [0.5, 0.7071], [0.5, 1], [1, 1]]
 SHORT = [0.5, 0.7071]
@@ -33,3 +47,277 @@ def test_without_the_short_cycle_the_stages_weigh_only_their_own_batch():
 def test_short_cycle_iterations_scale_the_batch_with_the_crop_area():
     assert short_cycle(8, 224, 224, SHORT) == [(32, 112), (16, 158), (8, 224)]
     assert short_cycle(64, 158, 224, SHORT) == [(128, 112), (64, 158), (64, 158)]  # (158/112)^2 = 1.99 -> 2
+
+
+def test_the_shipped_multigrid_config_trains_pyslowfasts_stages_and_batches():
+    """configs/slowfast_r50_8x8_multigrid.yaml on 8 ranks (8 clips each at the full shape): the 13 stages above, and
+    per stage PySlowFast's batches: TRAIN.BATCH_SIZE = 64 x batch factor, ShortCycleBatchSampler's per-GPU
+    [b x round((S / (f S0))^2) for f in the short factors] + [b], BN sub-batches of 8 clips
+    (update_long_cycle's NUM_SPLITS), and a frame stride drawn up to 2 x 32 / T."""
+    cfg = parse_config(os.path.join(ROOT, 'configs', 'slowfast_r50_8x8_multigrid.yaml'))
+    plan = training_plan(cfg)
+    assert plan.max_epoch == 358 and len(plan.stages) == 13
+    assert [s.end_epoch for s in plan.stages] == [73, 110, 142, 158, 205, 228, 248, 259, 291, 308, 322, 329, 358]
+    assert plan.lr_boundaries == [0, 73, 110, 142, 158, 205, 228, 248, 259, 291, 308, 322, 329, 343]
+    per_rank = {(8, 158): [(128, 112), (64, 158), (64, 158)], (16, 158): [(64, 112), (32, 158), (32, 158)],
+                (16, 224): [(64, 112), (32, 158), (16, 224)], (32, 224): [(32, 112), (16, 158), (8, 224)]}
+    for stage in plan.stages:
+        cycle = stage_batches(cfg, stage, 8)
+        assert cycle == per_rank[stage.frames, stage.crop]
+        assert cycle[-1][0] * 8 == 64 * stage.batch_factor  # the global batch of the stage's own shape
+        assert [b // bn_splits(b, cfg.MULTIGRID.bn_base_size) for b, _ in cycle] == [8, 8, 8]
+        assert sampling_rates(cfg, stage.frames) == (2, 2 * 32 // stage.frames)
+    assert cfg.TEST.target_size == 224 and cfg.MODEL.alpha == 4 and cfg.MODEL.fusion_kernel_size == 7
+    assert cfg.VALID.preciseBN_interval == 20
+
+
+def test_short_cycle_alone_and_no_multigrid_keep_one_stage():
+    cfg = parse_config(os.path.join(ROOT, 'configs', 'slowfast_r50_8x8_multigrid.yaml'), ['MULTIGRID.long_cycle=False'])
+    plan = training_plan(cfg)
+    assert plan.stages == [Stage(0, 1, 32, 224, 358)] and plan.lr_boundaries == [0, 141, 231, 294]
+    assert stage_batches(cfg, plan.stages[0], 8) == [(32, 112), (16, 158), (8, 224)]
+    plain = parse_config(os.path.join(ROOT, 'slowfast.yaml'))
+    plan = training_plan(plain)
+    assert plan.stages == [Stage(0, 1, 32, 224, 196)] and plan.lr_boundaries == []
+    assert stage_batches(plain, plan.stages[0], 8) == [(8, 224)] and sampling_rates(plain, 32) == (2, 2)
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (['MULTIGRID.long_cycle=True'], 'MULTIGRID.long_cycle needs TRAIN.lr_policy steps'),
+    (['TRAIN.lr_policy=steps', 'TRAIN.lr_steps=[0, 200]'], r'TRAIN.lr_steps must start at 0 .* got \[0, 200\]'),
+    (['TRAIN.lr_policy=step'], "TRAIN.lr_policy must be 'cosine' or 'steps'"),
+    (['TRAIN.lr_policy=steps', 'TRAIN.lr_steps=[0, 94]', 'MULTIGRID.long_cycle=True',
+      'MULTIGRID.long_cycle_factors=[[0.125, 1]]'], r'\[0.125, 1.0\]: 4 frames .* multiple of MODEL.alpha \(8\)'),
+    (['MULTIGRID.long_cycle_factors=[[0.5, 2]]'], 'MULTIGRID.long_cycle_factors must be list of'),
+    (['MULTIGRID.short_cycle=True', 'TRAIN.accumulate_steps=2'], 'TRAIN.accumulate_steps must be 1'),
+    (['MULTIGRID.short_cycle=True', 'MULTIGRID.short_cycle_factors=[0.5]'], 'must be 2 crop factors'),
+    (['MULTIGRID.long_cycles=True'], "unknown key 'MULTIGRID.long_cycles' \\(did you mean 'MULTIGRID.long_cycle'"),
+])
+def test_multigrid_config_errors_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(os.path.join(ROOT, 'slowfast.yaml'), overrides)
+
+
+def test_short_cycle_sampler_cycles_batch_and_crop_splits_ranks_and_resumes():
+    cycle = [(4, 16), (2, 23), (1, 32)]
+    ranks = [ShortCycleBatchSampler(list(range(37)), cycle, num_replicas=2, rank=r) for r in range(2)]
+    seen = []
+    for sampler in ranks:
+        sampler.set_epoch(3)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == cycle_iterations(19, [4, 2, 1]) == 7  # 19 each: 7 + 7 + 4, 1 dropped
+        assert [len(b) for b in batches] == [4, 2, 1] * 2 + [4]
+        assert all(crop == cycle[k % 3][1] for k, batch in enumerate(batches) for _, crop in batch)
+        seen += [index for batch in batches for index, _ in batch]
+    # 37 videos padded to 38 (one repeated), split 19 / 19, one dropped per rank: 36 items, 35 or 36 distinct
+    assert len(seen) == 36 and set(seen) <= set(range(37)) and len(set(seen)) >= 35
+    again = ShortCycleBatchSampler(list(range(37)), cycle, num_replicas=2, rank=0)
+    again.set_epoch(3)
+    full = list(again)
+    again.set_epoch(3)
+    again.skip = 5  # a resumed epoch: the same batches from the sixth on, once
+    assert list(again) == full[5:]
+    again.set_epoch(3)
+    assert list(again) == full
+    again.set_epoch(4)
+    assert list(again) != full
+
+
+def test_datasets_at_a_stage_shape(demo_lists, monkeypatch):
+    """A stage's clips: its frames (slow = frames / alpha) and crop, a short-cycle item's own crop, the frame stride
+    drawn from 2 to 2 x 8 / 4, the jitter's smallest side scaled by crop / 64; validation stays at the recipe's."""
+    import kinetics_dataset
+    from kinetics_dataset import KineticsDataset
+    cfg = parse_config(os.path.join(ROOT, 'slowfast-single.yaml'), tiny_train_overrides(*demo_lists))
+    spans, sides = [], []
+    original_indices, original_read = kinetics_dataset.clip_frame_indices, kinetics_dataset.VideoReader.read_sampled
+
+    def indices(length, clip_size, num_frames, position, rng=None):
+        spans.append((clip_size, num_frames))
+        return original_indices(length, clip_size, num_frames, position, rng)
+
+    def read(self, sample, short_side):
+        sides.append(short_side)
+        return original_read(self, sample, short_side)
+
+    monkeypatch.setattr(kinetics_dataset, 'clip_frame_indices', indices)
+    monkeypatch.setattr(kinetics_dataset.VideoReader, 'read_sampled', read)
+    stage = KineticsDataset(cfg, 'train', shape=(4, 45))
+    slow, fast, label, index = stage[3]
+    assert slow.shape == (3, 1, 45, 45) and fast.shape == (3, 4, 45, 45) and index[0] == 3
+    slow, fast, _, _ = stage[(5, 32)]
+    assert slow.shape == (3, 1, 32, 32) and fast.shape == (3, 4, 32, 32)
+    assert sides[0] in range(36 + 15, 81) and sides[1] in range(36, 81)  # 72 x 45 / 64 = 51, 72 x 32 / 64 = 36
+    for i in range(30):
+        stage.set_epoch(i)
+        stage[(i % 16, 32)]
+    fps = 30.0  # the demo videos' (MODEL.target_fps too)
+    strides = {round(span * 30.0 / fps / frames) for span, frames in spans}
+    assert strides == {2, 3, 4}
+    plain = KineticsDataset(cfg, 'train')
+    slow, fast, _, _ = plain[3]
+    assert slow.shape == (3, 2, 64, 64) and fast.shape == (3, 8, 64, 64)
+    valid = KineticsDataset(cfg, 'valid', shape=(4, 45))  # a stage never changes validation
+    assert valid[0][1].shape == (3, 8, 64, 64)
+
+
+def test_sub_batch_bn_normalises_each_sub_batch_and_keeps_whole_batch_statistics():
+    from model_utils import SubBatchNorm3D, batch_norm, set_bn_splits
+    bn = batch_norm(3)
+    assert isinstance(bn, SubBatchNorm3D) and isinstance(bn, paddle.nn.BatchNorm3D)
+    assert list(bn.state_dict()) == list(paddle.nn.BatchNorm3D(3).state_dict())  # same names: checkpoints load
+    bn.weight.set_value(paddle.to_tensor([1.0, 2.0, 0.5]))
+    bn.bias.set_value(paddle.to_tensor([0.0, 1.0, -1.0]))
+    layer = paddle.nn.Sequential(bn)
+    set_bn_splits(layer, 3)
+    x = paddle.to_tensor(np.random.default_rng(0).normal(2.0, 3.0, (6, 3, 2, 4, 4)).astype('float32'))
+    x.stop_gradient = False
+    bn.train()
+    y = bn(x)
+    xn = x.numpy()
+    expected = np.empty_like(xn)
+    for b in range(3):  # clips b, b + 3: sub-batch b
+        part = xn[b::3]
+        mean, var = part.mean((0, 2, 3, 4), keepdims=True), part.var((0, 2, 3, 4), keepdims=True)
+        expected[b::3] = ((part - mean) / np.sqrt(var + 1e-5) * np.array([1.0, 2.0, 0.5]).reshape(1, 3, 1, 1, 1)
+                          + np.array([0.0, 1.0, -1.0]).reshape(1, 3, 1, 1, 1))
+    assert np.abs(y.numpy() - expected).max() < 1e-4
+    y.sum().backward()
+    assert x.grad is not None and bn.weight.grad is not None
+    # running statistics: momentum 0.9 towards the whole batch's mean and (population) variance
+    np.testing.assert_allclose(bn._mean.numpy(), 0.1 * xn.mean((0, 2, 3, 4)), rtol=1e-4)
+    np.testing.assert_allclose(bn._variance.numpy(), 0.9 + 0.1 * xn.var((0, 2, 3, 4)), rtol=1e-4)
+    bn.eval()  # eval: a plain BN of the running statistics
+    plain = paddle.nn.BatchNorm3D(3)
+    plain.set_state_dict(bn.state_dict())
+    plain.eval()
+    assert np.abs(bn(x).numpy() - plain(x).numpy()).max() < 1e-6
+    set_bn_splits(layer, 4)
+    bn.train()
+    with pytest.raises(ValueError, match='6 clips does not split into 4'):
+        bn(x)
+
+
+def test_bn_splits_keep_at_least_the_base_size():
+    assert [bn_splits(b, 8) for b in (4, 8, 12, 16, 24, 64, 128)] == [1, 1, 1, 2, 3, 8, 16]
+
+
+# ---- train.py through stage changes --------------------------------------------------------------------------------
+
+ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
+# 32 videos, micro-batch 2: stage 1 (epochs 0-2) 4 frames x 45 px, batch factor 4, short cycle [16@32, 8@45, 8@45]:
+# 3 iterations; stages 2-3 (epochs 3-5) the full 8 x 64, [8@32, 4@45, 2@64]: 6 iterations.
+MULTIGRID = ['TRAIN.lr_policy=steps', 'TRAIN.lr_steps=[0, 3]', 'MULTIGRID.long_cycle=True', 'MULTIGRID.short_cycle=True',
+             'MULTIGRID.long_cycle_factors=[[0.5, 0.7071], [1, 1]]', 'MULTIGRID.bn_base_size=2']
+
+
+@pytest.fixture(scope='module')
+def mg_lists(tmp_path_factory):
+    from make_demo_data import main as make_demo_data
+    out = tmp_path_factory.mktemp('mg_demo')
+    make_demo_data(['--out', str(out), '--train-per-class', '8', '--val-per-class', '2', '--frames', '24',
+                    '--height', '72', '--width', '96'])
+    return str(out / 'train.txt'), str(out / 'val.txt')
+
+
+def mg_overrides(lists, *extra):
+    return [a for o in tiny_train_overrides(*lists, epochs=4) + ['TRAIN.batch_size=2'] + MULTIGRID + list(extra)
+            for a in ('-o', o)]
+
+
+def mg_train(lists, save_dir, *args, overrides=(), expect=0):
+    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--config', os.path.join(ROOT, 'slowfast-single.yaml'),
+               '--use_gpu', 'False', '--save_dir', str(save_dir), '--log_interval', '1'] + mg_overrides(
+                   lists, *overrides) + list(args)
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
+    assert result.returncode == expect, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def weights(path):
+    return {k: v.numpy() for k, v in paddle.load(str(path)).items()}
+
+
+def max_difference(a, b):
+    wa, wb = weights(a), weights(b)
+    return max(float(np.abs(wa[k] - wb[k]).max()) for k in wa)
+
+
+@pytest.fixture(scope='module')
+def mg_straight(mg_lists, tmp_path_factory):
+    folder = tmp_path_factory.mktemp('mg_straight')
+    return folder, mg_train(mg_lists, folder)
+
+
+def test_a_multigrid_run_logs_its_stages_rebuilds_on_shape_changes_and_trains_at_each_shape(mg_straight):
+    folder, log = mg_straight
+    assert '3 stages, 6 epochs (TRAIN.epoch 4 x epoch_factor 1.5)' in log
+    assert 'LR x base_lr [4.0, 1.0, 1.0, 0.1] from epochs [0, 3, 5, 5]' in log
+    assert ('[Stage 1] stage 1/3, epochs 0-2: 4 frames x 32/45/45 px, global batch 16/8/8, BN statistics over 2/2/2 '
+            'clips, 3 iterations per epoch; expected time per epoch 3 iterations (time per iteration not measured') in log
+    assert '[Stage 2] stage 2/3, epochs 3-4: 8 frames x 32/45/64 px, global batch 8/4/2' in log
+    assert '[Stage 3] stage 3/3, epochs 5-5' in log
+    assert 'expected time per epoch ~' in log.split('[Stage 2]')[1].splitlines()[0]  # measured in stage 1
+    assert log.count('training loader rebuilt') == 1  # stage 1 -> 2 changes the shape, 2 -> 3 does not
+    assert '[Epoch 2, iter 3/3]' in log and '[Epoch 3, iter 6/6]' in log and '[Epoch 5, iter 6/6]' in log
+    assert log.count('precise BN: statistics of 2 batches of 8 frames x 64 px') == 6  # every epoch, full shape
+    assert '[Val epoch 5]' in log and '[TRAIN] training finished' in log
+    assert paddle.load(str(folder / 'slowfast_epoch1.pdopt'))['meta']['stage'] == [4, [[16, 32], [8, 45], [8, 45]]]
+    assert paddle.load(str(folder / 'slowfast_epoch4.pdopt'))['meta']['stage'] == [8, [[8, 32], [4, 45], [2, 64]]]
+    # the LR of each stage (the log line after an epoch's last step shows the next epoch's start): base 0.05 x 4,
+    # then x 1, then the fine-tuning step x 0.1
+    assert 'lr 0.2, ' in log.split('[Epoch 1, iter 3/3]')[1].split('\n')[0]
+    assert 'lr 0.05, ' in log.split('[Epoch 3, iter 1/6]')[1].split('\n')[0]
+    assert 'lr 0.005, ' in log.split('[Epoch 5, iter 1/6]')[1].split('\n')[0]
+
+
+def test_resume_at_a_stage_change_and_inside_a_short_cycle_epoch(mg_lists, mg_straight, tmp_path):
+    straight, _ = mg_straight
+    # the end of stage 1's last epoch: the next epoch is stage 2's, at the full shape
+    later = tmp_path / 'later'
+    later.mkdir()
+    for ext in ('pdparams', 'pdopt'):
+        shutil.copy(straight / f'slowfast_epoch2.{ext}', later)
+    log = mg_train(mg_lists, later, '--resume')
+    assert 'resumed from' in log and 'epoch 2 done' in log and '[Stage 2] stage 2/3' in log
+    assert '[Epoch 3, iter 1/6]' in log and '[Epoch 2,' not in log.split('resumed from')[1]
+    assert max_difference(straight / 'slowfast_epoch5.pdparams', later / 'slowfast_epoch5.pdparams') <= 1e-5
+
+    # inside epoch 1 (stage 1, the short cycle's batches): a mid-epoch checkpoint every 2 steps, kept by a stop
+    inside = tmp_path / 'inside'
+    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--config', os.path.join(ROOT, 'slowfast-single.yaml'),
+               '--use_gpu', 'False', '--save_dir', str(inside), '--log_interval', '1'] + mg_overrides(mg_lists)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
+    from test_train import wait_for_line
+    wait_for_line(inside / 'train.log', '[Epoch 1, iter 1/3]', process)
+    process.send_signal(signal.SIGUSR1)
+    out = process.communicate(timeout=300)[0]
+    assert process.returncode == 75, out[-3000:]
+    stopped = sorted(inside.glob('*_iter*.pdopt'))
+    assert stopped, out[-3000:]  # stopped after the step the signal came in (epoch 1, iteration 2 or 3)
+    meta = paddle.load(str(stopped[0]))['meta']
+    assert meta['epoch'] == 1 and meta['stage'] == [4, [[16, 32], [8, 45], [8, 45]]]
+    # the same checkpoint under another short cycle: its remaining batches do not exist there
+    log = mg_train(mg_lists, inside, '--resume', overrides=['MULTIGRID.short_cycle_factors=[0.5, 0.5]'], expect=5)
+    assert f'stopped inside epoch 1, trained at 4 frames with [batch, crop] per iteration' in log
+    log = mg_train(mg_lists, inside, '--resume')
+    assert f'at iteration {meta["iteration"]} of 3' in log and '[Epoch 1, iter 1/3]' not in log
+    assert max_difference(straight / 'slowfast_epoch5.pdparams', inside / 'slowfast_epoch5.pdparams') <= 1e-5
+
+
+def test_two_cpu_ranks_train_through_the_stage_changes(mg_lists, tmp_path):
+    logs = tmp_path / 'logs'
+    result = subprocess.run(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir', str(tmp_path / 'ck')] +
+                            mg_overrides(mg_lists), capture_output=True, text=True, timeout=600,
+                            env=dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(logs)), cwd=ROOT)
+    ranks = ''.join(path.read_text() for path in sorted(logs.glob('workerlog.*')))
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + ranks[-4000:]
+    log = (logs / 'workerlog.0').read_text()
+    # 16 videos a rank, 1 clip a rank at the full shape: stage 1 [8@32, 4@45, 4@45] a rank = global 16/8/8
+    assert '[Stage 1] stage 1/3, epochs 0-2: 4 frames x 32/45/45 px, global batch 16/8/8' in log
+    assert '[Stage 2] stage 2/3, epochs 3-4: 8 frames x 32/45/64 px, global batch 8/4/2' in log
+    assert '[Epoch 2, iter 3/3]' in log and '[Epoch 5, iter 6/6]' in log and log.count('training loader rebuilt') == 1
+    differences = [float(v) for v in __import__('re').findall(r'max trainable-parameter difference to rank 0 is (\S+)',
+                                                                log)]
+    assert len(differences) == 6 and max(differences) == 0.0
+    assert '[TRAIN] training finished' in log

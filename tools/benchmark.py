@@ -613,7 +613,7 @@ def time_train_step(engine: str, config: str, batch: int, repeats: int, threads:
         paddle.seed(0)
         model = build_model(cfg)
         model.train()
-        optimizer, _ = build_optimizer(cfg, model, steps_per_epoch=1000)
+        optimizer, _ = build_optimizer(cfg, model)
         forward = paddle.jit.to_static(model) if engine == 'to_static' else model
         inputs, target = [paddle.to_tensor(c) for c in clips], paddle.to_tensor(labels)
 

@@ -1,0 +1,121 @@
+"""Time to accuracy with and without multigrid training, measured side by side: the demo network (slowfast-demo.yaml)
+trained on one demo set by train.py, once per variant, one after the other on this machine, each to the end of its
+schedule, then scored by eval.py (10 x 3 views). Reports the training wall time, epochs, iterations and multi-view
+top-1 of each variant and the time ratio to the plain recipe.
+
+    python tools/benchmark_multigrid.py --out output/bench_multigrid --json docs/multigrid.json
+
+Variants (``--variants``):
+  plain      slowfast-demo.yaml as shipped: 25 epochs, warmup + cosine
+  steps      the same 25 epochs with the step LR multigrid cuts its stages from (the LR policy alone)
+  multigrid  that step recipe with the long and short cycles (MULTIGRID section below): 25 x epoch_factor epochs
+Only the wall time of train.py counts (its start-up, training, precise BN and one validation at the end); the demo
+data is made once, before.
+"""
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import time
+from typing import Dict, List, Sequence
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from benchmark import machine_info  # noqa: E402  (tools/benchmark.py, beside this file)
+from config_utils import setup_logging  # noqa: E402
+
+logger = logging.getLogger('benchmark_multigrid')
+
+# The demo recipe's steps for the step-LR variants: 0.1 x at epochs 15 and 21 of 25 (PaddleVideo's 94 / 154 of
+# 196 in proportion, then a shorter last step).
+STEPS = ['TRAIN.lr_policy=steps', 'TRAIN.lr_steps=[0, 15, 21]']
+# The demo clip is 8 frames of 32 pixels with alpha 4: a stage may halve the frames (4, slow pathway 1 frame), not
+# quarter them. PaddleVideo's crop factors; the batch grows as the clip shrinks (x4, x2, x1).
+MULTIGRID = STEPS + ['MULTIGRID.long_cycle=True', 'MULTIGRID.short_cycle=True',
+                     'MULTIGRID.long_cycle_factors=[[0.5, 0.7071], [0.5, 1], [1, 1]]', 'MULTIGRID.bn_base_size=8']
+VARIANTS = {'plain': [], 'steps': STEPS, 'multigrid': MULTIGRID}
+
+
+def run(command: List[str], log_path: str) -> float:
+    """Run ``command`` (its output to ``log_path``); its wall time in seconds. Exits on failure, naming the log."""
+    start = time.perf_counter()
+    with open(log_path, 'w') as log:
+        status = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT).returncode
+    if status:
+        sys.exit(f'{" ".join(command[:3])} ... failed with status {status}: see {log_path}')
+    return time.perf_counter() - start
+
+
+def bench_variant(name: str, args, data: str) -> Dict:
+    folder = os.path.join(args.out, name)
+    os.makedirs(folder, exist_ok=True)
+    flags = ['--config', os.path.join(ROOT, 'slowfast-demo.yaml'), '--use_gpu', 'False', '-o', 'MODEL.num_classes=4',
+             '-o', f'DATA.label_map={data}/classes.txt', '-o', f'TRAIN.filelist={data}/train.txt', '-o',
+             f'VALID.filelist={data}/val.txt', '-o', f'TEST.filelist={data}/val.txt']
+    flags += [a for o in VARIANTS[name] + args.override for a in ('-o', o)]
+    logger.info('%s: training (%s)', name, ' '.join(VARIANTS[name] + args.override) or 'slowfast-demo.yaml as is')
+    seconds = run([sys.executable, 'train.py', *flags, '--save_dir', os.path.join(folder, 'checkpoints'),
+                   '--log_interval', '100', '--valid_interval', '100000', '--seed', str(args.seed)],
+                  os.path.join(folder, 'train.log'))
+    log = open(os.path.join(folder, 'train.log')).read()
+    epochs = len(re.findall(r'\[Epoch \d+ end\]', log))
+    iterations = sum(int(n) for n in re.findall(r'\[Epoch \d+, iter (\d+)/\1\]', log))
+    weights = os.path.join(folder, 'checkpoints', f'slowfast_epoch{epochs - 1}')
+    run([sys.executable, 'eval.py', *flags, '--weights', weights, '--save_path', os.path.join(folder, 'eval')],
+        os.path.join(folder, 'eval.log'))
+    top1 = json.load(open(os.path.join(folder, 'eval', 'eval_result.json')))['top1']
+    row = dict(variant=name, seconds=round(seconds, 1), epochs=epochs, iterations=iterations, top1=top1,
+               overrides=VARIANTS[name] + args.override)
+    logger.info('%s: %.0f s, %d epochs, %d iterations, 10x3-view top-1 %.3f', name, seconds, epochs, iterations, top1)
+    return row
+
+
+def table(result: Dict) -> str:
+    rows = result['rows']
+    base = next((r for r in rows if r['variant'] == 'plain'), rows[0])
+    lines = [f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Paddle "
+             f"{result['machine']['paddle']}, OMP_NUM_THREADS {result['machine']['OMP_NUM_THREADS']}, "
+             f"{result['machine']['date']}; demo set: {result['videos']}",
+             '',
+             '| variant | epochs | iterations | training wall time | vs plain | 10x3-view top-1 |',
+             '|---|---:|---:|---:|---:|---:|']
+    for r in rows:
+        lines.append(f"| {r['variant']} | {r['epochs']} | {r['iterations']} | {r['seconds']:.0f} s | "
+                     f"{r['seconds'] / base['seconds']:.2f}x | {r['top1']:.3f} |")
+    return '\n'.join(lines)
+
+
+def main(argv: Sequence[str] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument('--out', default=os.path.join(ROOT, 'output', 'bench_multigrid'))
+    parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument('--train-per-class', type=int, default=60)
+    parser.add_argument('--val-per-class', type=int, default=10)
+    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
+                        help='a config override for every variant (e.g. TRAIN.epoch=10 for a quick look)')
+    parser.add_argument('--json', help='also write the results here')
+    args = parser.parse_args(argv)
+    setup_logging()
+    os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count()))
+    data = os.path.join(args.out, 'data')
+    from make_demo_data import main as make_demo_data  # tools/make_demo_data.py
+    make_demo_data(['--out', data, '--train-per-class', str(args.train_per_class), '--val-per-class',
+                    str(args.val_per_class), '--frames', '48'])
+    rows = [bench_variant(name, args, os.path.abspath(data)) for name in args.variants]
+    result = dict(machine=machine_info(), rows=rows,
+                  videos=f'{4 * args.train_per_class} training and {4 * args.val_per_class} validation videos, '
+                         '96x128, 48 frames')
+    print(table(result))
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
