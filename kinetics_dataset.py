@@ -301,8 +301,8 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
     (``MODEL.num_frames``, ``TRAIN.target_size``); with fewer frames each clip draws its frame stride from
     ``sampling_rate`` to ``sampling_rate x num_frames / frames`` (PySlowFast's long-cycle sampling rate). An item
     ``(index, crop)`` (the short cycle's sampler) is cut at ``crop`` pixels. A crop other than the recipe's scales
-    the jitter's smallest short side by ``crop / TRAIN.target_size`` (a coarser sampling grid; PySlowFast and
-    PaddleVideo keep the largest).
+    the jitter's short sides by ``crop / TRAIN.target_size``: the recipe's field of view on a coarser sampling grid
+    (the paper's; PySlowFast and PaddleVideo scale only the smallest side, so small crops also zoom in).
     """
 
     def __init__(self, cfg: AttrDict, mode: str, seed: int = 0, shape: Optional[Tuple[int, int]] = None):
@@ -354,8 +354,9 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         train = self.mode == 'train'
         low, high = self.sampling_rates
         rate = int(rng.integers(low, high + 1)) if high > low else low  # drawn only when there is a choice
-        min_size = int(round(self.min_size * crop / self.default_size))
-        short_side = int(round(rng.uniform(min_size, self.max_size))) if train else self.min_size
+        scale = crop / self.default_size  # a smaller crop: the same field of view on a coarser grid
+        min_size, max_size = int(round(self.min_size * scale)), int(round(self.max_size * scale))
+        short_side = int(round(rng.uniform(min_size, max_size))) if train else self.min_size
         with self.open_video(path, self.target_fps) as video:
             _, frames = video.read_sampled(  # [T, H, W, 3]
                 lambda length, fps: clip_frame_indices(length, self.num_frames * rate * fps / self.target_fps,

@@ -54,10 +54,10 @@ class SubBatchNorm3D(nn.BatchNorm3D):
         if n % k:
             raise ValueError(f'a batch of {n} clips does not split into {k} BN sub-batches')
         means, variances = paddle.zeros([k * c]), paddle.ones([k * c])  # the sub-batches' statistics, filled in
-        y = F.batch_norm(x.reshape([n // k, k * c] + list(x.shape[2:])), means, variances, training=True,
-                         momentum=0.0, epsilon=self._epsilon, data_format='NCDHW')
-        shape = [1, c, 1, 1, 1]
-        y = y.reshape(x.shape) * self.weight.reshape(shape) + self.bias.reshape(shape)
+        # [N, C, ...] -> [N / k, k C, ...]: channel b C + c is channel c of sub-batch b, whose affine is channel c's
+        y = F.batch_norm(x.reshape([n // k, k * c] + list(x.shape[2:])), means, variances,
+                         weight=paddle.tile(self.weight, [k]), bias=paddle.tile(self.bias, [k]), training=True,
+                         momentum=0.0, epsilon=self._epsilon, data_format='NCDHW').reshape(x.shape)
         with paddle.no_grad():  # whole-batch statistics: the mean of the means, the variance by the law of total
             means, variances = means.reshape([k, c]), variances.reshape([k, c])
             mean = means.mean(axis=0)
