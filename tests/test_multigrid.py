@@ -322,3 +322,24 @@ def test_two_cpu_ranks_train_through_the_stage_changes(mg_lists, tmp_path):
                                                                 log)]
     assert len(differences) == 6 and max(differences) == 0.0
     assert '[TRAIN] training finished' in log
+
+
+def test_benchmark_multigrid_trains_scores_and_tabulates_each_variant(tmp_path):
+    """tools/benchmark_multigrid.py at toy scale: 64 demo videos (a stage-1 batch of 64 needs them), 2 recipe
+    epochs; each variant's epochs and iterations are the ones its training logged, its top-1 eval.py's."""
+    import json
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'tools', 'benchmark_multigrid.py'), '--out', str(tmp_path / 'b'),
+         '--train-per-class', '16', '--val-per-class', '1', '--crop', '32', '--variants', 'plain', 'multigrid',
+         '-o', 'TRAIN.epoch=2', '-o', 'TRAIN.lr_steps=[0, 1]', '-o', 'TEST.num_ensemble_views=2',
+         '--json', str(tmp_path / 'b.json')], capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = {row['variant']: row for row in json.loads((tmp_path / 'b.json').read_text())['rows']}
+    assert rows['plain']['epochs'] == 2 and rows['plain']['iterations'] == 2 * 8  # 64 videos / batch 8
+    assert rows['multigrid']['epochs'] == 3  # 2 x epoch_factor 1.5
+    mg_log = (tmp_path / 'b' / 'multigrid' / 'train.log').read_text()
+    assert '3 stages' in mg_log or 'stages, 3 epochs' in mg_log
+    for name, row in rows.items():
+        scored = json.loads((tmp_path / 'b' / name / 'eval' / 'eval_result.json').read_text())
+        assert row['top1'] == scored['top1'] and 0.0 <= row['top1'] <= 1.0
+    assert '| plain | 2 | 16 |' in result.stdout and '| multigrid | 3 |' in result.stdout and '1.00x' in result.stdout

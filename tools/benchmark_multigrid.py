@@ -3,7 +3,8 @@ trained on one demo set by train.py, once per variant, one after the other on th
 schedule, then scored by eval.py (10 x 3 views). Reports the training wall time, epochs, iterations and multi-view
 top-1 of each variant and the time ratio to the plain recipe.
 
-    python tools/benchmark_multigrid.py --out output/bench_multigrid --json docs/multigrid.json
+    python tools/benchmark_multigrid.py --out output/bench_multigrid --json multigrid.json
+    python tools/benchmark_multigrid.py --step-costs      # what one iteration of each stage's shape costs here
 
 Variants (``--variants``):
   plain      slowfast-demo.yaml as shipped: 25 epochs, warmup + cosine
@@ -86,6 +87,65 @@ def bench_variant(name: str, args, data: str) -> Dict:
     return row
 
 
+def step_costs(args) -> List[Dict]:
+    """Seconds per training iteration (forward, loss, backward, SGD step; random clips; median of ``--repeats``
+    rounds over all shapes after a warm-up round) at the recipe's shape and at each (frames, batch, crop) the
+    multigrid variant trains, with and without its BN sub-batches: multigrid assumes they all cost about the same."""
+    import numpy as np
+    import paddle
+    import paddle.nn.functional as F
+
+    from config_utils import parse_config
+    from distributed import tune_cpu_blas
+    from model import build_model
+    from model_utils import set_bn_splits
+    from multigrid import bn_splits, stage_batches, training_plan
+
+    tune_cpu_blas()  # as train.py on a CPU
+    paddle.set_device('cpu')
+    cfg = parse_config(os.path.join(ROOT, 'slowfast-demo.yaml'), crop_overrides(args.crop) + MULTIGRID + args.override)
+    paddle.seed(0)
+    model = build_model(cfg)
+    model.train()
+    model.head.global_pool_in_training = True
+    optimizer = paddle.optimizer.Momentum(learning_rate=0.01, momentum=0.9, parameters=model.parameters())
+    shapes = {(stage.frames, batch, crop) for stage in training_plan(cfg).stages
+              for batch, crop in stage_batches(cfg, stage, cfg.TRAIN.batch_size)}
+    shapes = sorted(shapes, key=lambda s: (-s[0] * s[2] ** 2, s[1]))  # the recipe's first
+    cases = [(frames, batch, crop, splits) for frames, batch, crop in shapes
+             for splits in sorted({1, bn_splits(batch, cfg.MULTIGRID.bn_base_size)})]
+    seconds = {case: [] for case in cases}
+    for _ in range(args.repeats + 1):  # rounds over every shape, so the machine's drift touches them alike
+        for frames, batch, crop, splits in cases:
+            set_bn_splits(model, splits)
+            clips = [paddle.randn([batch, 3, frames // cfg.MODEL.alpha, crop, crop]),
+                     paddle.randn([batch, 3, frames, crop, crop])]
+            labels = paddle.randint(0, cfg.MODEL.num_classes, [batch])
+            start = time.perf_counter()
+            F.cross_entropy(model(clips), labels).backward()
+            optimizer.step()
+            optimizer.clear_grad()
+            seconds[frames, batch, crop, splits].append(time.perf_counter() - start)
+    rows = []
+    for (frames, batch, crop, splits), times in seconds.items():
+        rows.append(dict(frames=frames, batch=batch, crop=crop, bn_splits=splits,
+                         pixels=batch * frames * crop * crop, seconds=float(np.median(times[1:]))))  # round 1: warm-up
+        logger.info('%d clips of %d x %d px, %d BN sub-batches: %.3f s', batch, frames, crop, splits,
+                    rows[-1]['seconds'])
+    return rows
+
+
+def step_table(rows: List[Dict]) -> str:
+    base = rows[0]
+    lines = ['| clips x frames x crop | BN sub-batches | pixels vs recipe | s per iteration | vs recipe |',
+             '|---|---:|---:|---:|---:|']
+    for r in rows:
+        lines.append(f"| {r['batch']} x {r['frames']} x {r['crop']}² | {r['bn_splits']} | "
+                     f"{r['pixels'] / base['pixels']:.2f} | {r['seconds']:.3f} | "
+                     f"{r['seconds'] / base['seconds']:.2f}x |")
+    return '\n'.join(lines)
+
+
 def table(result: Dict) -> str:
     rows = result['rows']
     base = next((r for r in rows if r['variant'] == 'plain'), rows[0])
@@ -114,9 +174,19 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
                         help='a config override for every variant (e.g. TRAIN.epoch=10 for a quick look)')
     parser.add_argument('--json', help='also write the results here')
+    parser.add_argument('--step-costs', action='store_true', help='only time one training iteration per shape the '
+                        'multigrid variant trains (random clips; no data, no training run)')
+    parser.add_argument('--repeats', type=int, default=5, help='--step-costs: timed iterations per shape')
     args = parser.parse_args(argv)
     setup_logging()
     os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count()))
+    if args.step_costs:
+        rows = step_costs(args)
+        print(step_table(rows))
+        if args.json:
+            with open(args.json, 'w') as f:
+                json.dump(dict(machine=machine_info(), crop=args.crop, rows=rows), f, indent=1)
+        return
     data = os.path.join(args.out, 'data')
     from make_demo_data import main as make_demo_data  # tools/make_demo_data.py
     make_demo_data(['--out', data, '--train-per-class', str(args.train_per_class), '--val-per-class',
