@@ -58,7 +58,7 @@ class SubBatchNorm3D(nn.BatchNorm3D):
         y = F.batch_norm(x.reshape([n // k, k * c] + list(x.shape[2:])), means, variances,
                          weight=paddle.tile(self.weight, [k]), bias=paddle.tile(self.bias, [k]), training=True,
                          momentum=0.0, epsilon=self._epsilon, data_format='NCDHW').reshape(x.shape)
-        with paddle.no_grad():  # whole-batch statistics: the mean of the means, the variance by the law of total
+        with paddle.no_grad():  # whole-batch statistics: the mean of the means; variance: law of total variance
             means, variances = means.reshape([k, c]), variances.reshape([k, c])
             mean = means.mean(axis=0)
             variance = variances.mean(axis=0) + ((means - mean) ** 2).mean(axis=0)

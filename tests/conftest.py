@@ -65,15 +65,20 @@ def videos(tmp_path_factory):
     return out
 
 
-@pytest.fixture(scope='session')
-def demo_lists(tmp_path_factory):
-    """A tiny motion-only dataset from tools/make_demo_data.py: 4 classes, 4 train and 2 val videos each."""
+def small_demo_lists(out, train_per_class: int):
+    """``(train list, val list)`` of a small motion-only set from tools/make_demo_data.py in ``out``: 4 classes,
+    ``train_per_class`` train and 2 val videos each, 24 frames of 72x96."""
     from make_demo_data import main as make_demo_data
 
-    out = tmp_path_factory.mktemp('demo')
-    make_demo_data(['--out', str(out), '--train-per-class', '4', '--val-per-class', '2', '--frames', '24',
-                    '--height', '72', '--width', '96'])
+    make_demo_data(['--out', str(out), '--train-per-class', str(train_per_class), '--val-per-class', '2',
+                    '--frames', '24', '--height', '72', '--width', '96'])
     return str(out / 'train.txt'), str(out / 'val.txt')
+
+
+@pytest.fixture(scope='session')
+def demo_lists(tmp_path_factory):
+    """A tiny motion-only dataset: 4 classes, 4 train and 2 val videos each."""
+    return small_demo_lists(tmp_path_factory.mktemp('demo'), 4)
 
 
 def tiny_train_overrides(train_list, val_list, epochs=2):

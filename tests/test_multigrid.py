@@ -15,7 +15,7 @@ from config_utils import ConfigError, parse_config
 from multigrid import (ShortCycleBatchSampler, Stage, bn_splits, cycle_iterations, long_cycle_schedule,
                        sampling_rates, short_cycle, stage_at, stage_batches, step_lr, training_plan)
 
-from conftest import ROOT, tiny_train_overrides
+from conftest import ROOT, small_demo_lists, tiny_train_overrides
 
 LONG = [[0.25, 0.7071], [0.5, 0.7071], [0.5, 1], [1, 1]]
 SHORT = [0.5, 0.7071]
@@ -208,17 +208,14 @@ def test_bn_splits_keep_at_least_the_base_size():
 ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
 # 32 videos, micro-batch 2: stage 1 (epochs 0-2) 4 frames x 45 px, batch factor 4, short cycle [16@32, 8@45, 8@45]:
 # 3 iterations; stages 2-3 (epochs 3-5) the full 8 x 64, [8@32, 4@45, 2@64]: 6 iterations.
-MULTIGRID = ['TRAIN.lr_policy=steps', 'TRAIN.lr_steps=[0, 3]', 'MULTIGRID.long_cycle=True', 'MULTIGRID.short_cycle=True',
-             'MULTIGRID.long_cycle_factors=[[0.5, 0.7071], [1, 1]]', 'MULTIGRID.bn_base_size=2']
+MULTIGRID = ['TRAIN.lr_policy=steps', 'TRAIN.lr_steps=[0, 3]', 'MULTIGRID.long_cycle=True',
+             'MULTIGRID.short_cycle=True', 'MULTIGRID.long_cycle_factors=[[0.5, 0.7071], [1, 1]]',
+             'MULTIGRID.bn_base_size=2']
 
 
 @pytest.fixture(scope='module')
 def mg_lists(tmp_path_factory):
-    from make_demo_data import main as make_demo_data
-    out = tmp_path_factory.mktemp('mg_demo')
-    make_demo_data(['--out', str(out), '--train-per-class', '8', '--val-per-class', '2', '--frames', '24',
-                    '--height', '72', '--width', '96'])
-    return str(out / 'train.txt'), str(out / 'val.txt')
+    return small_demo_lists(tmp_path_factory.mktemp('mg_demo'), 8)
 
 
 def mg_overrides(lists, *extra):
@@ -255,7 +252,8 @@ def test_a_multigrid_run_logs_its_stages_rebuilds_on_shape_changes_and_trains_at
     assert '3 stages, 6 epochs (TRAIN.epoch 4 x epoch_factor 1.5)' in log
     assert 'LR x base_lr [4.0, 1.0, 1.0, 0.1] from epochs [0, 3, 5, 5]' in log
     assert ('[Stage 1] stage 1/3, epochs 0-2: 4 frames x 32/45/45 px, global batch 16/8/8, BN statistics over 2/2/2 '
-            'clips, 3 iterations per epoch; expected time per epoch 3 iterations (time per iteration not measured') in log
+            'clips, 3 iterations per epoch; expected time per epoch 3 iterations (time per iteration not '
+            'measured') in log
     assert '[Stage 2] stage 2/3, epochs 3-4: 8 frames x 32/45/64 px, global batch 8/4/2' in log
     assert '[Stage 3] stage 3/3, epochs 5-5' in log
     assert 'expected time per epoch ~' in log.split('[Stage 2]')[1].splitlines()[0]  # measured in stage 1
@@ -300,7 +298,7 @@ def test_resume_at_a_stage_change_and_inside_a_short_cycle_epoch(mg_lists, mg_st
     assert meta['epoch'] == 1 and meta['stage'] == [4, [[16, 32], [8, 45], [8, 45]]]
     # the same checkpoint under another short cycle: its remaining batches do not exist there
     log = mg_train(mg_lists, inside, '--resume', overrides=['MULTIGRID.short_cycle_factors=[0.5, 0.5]'], expect=5)
-    assert f'stopped inside epoch 1, trained at 4 frames with [batch, crop] per iteration' in log
+    assert 'stopped inside epoch 1, trained at 4 frames with [batch, crop] per iteration' in log
     log = mg_train(mg_lists, inside, '--resume')
     assert f'at iteration {meta["iteration"]} of 3' in log and '[Epoch 1, iter 1/3]' not in log
     assert max_difference(straight / 'slowfast_epoch5.pdparams', inside / 'slowfast_epoch5.pdparams') <= 1e-5
