@@ -47,7 +47,7 @@ class SubBatchNorm3D(nn.BatchNorm3D):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if self.num_splits > 1 and self.training and not self._use_global_stats:
             return self.sub_batch_forward(x)
-        return super().forward(x)
+        return nn.BatchNorm3D.forward(self, x)  # not super(): Paddle 2.6's jit.to_static rewrites this function
 
     def sub_batch_forward(self, x: paddle.Tensor) -> paddle.Tensor:
         k, (n, c) = self.num_splits, x.shape[:2]
