@@ -28,6 +28,7 @@ import paddle
 
 from config_utils import PATHWAYS, AttrDict
 from errors import ListError
+from multigrid import sampling_rates
 from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader
 
 logger = logging.getLogger(__name__)
@@ -315,8 +316,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         self.default_size, self.sampling_rates = section.target_size, (self.model.sampling_rate,) * 2
         if shape is not None and mode == 'train':
             self.num_frames, self.target_size = shape
-            self.sampling_rates = (self.model.sampling_rate,
-                                   self.model.sampling_rate * (self.model.num_frames // self.num_frames))
+            self.sampling_rates = sampling_rates(cfg, self.num_frames)
         self.num_retries = cfg.DATA.num_retries
         self.random_flip = mode == 'train' and cfg.TRAIN.random_flip
 

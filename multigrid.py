@@ -83,6 +83,11 @@ def stage_index(schedule: Sequence[Stage], epoch: int) -> int:
     return next((k for k, stage in enumerate(schedule) if epoch < stage.end_epoch), len(schedule) - 1)
 
 
+def stage_start(schedule: Sequence[Stage], k: int) -> int:
+    """The first epoch of stage ``k`` (the previous stage's end; a stage may round to no epochs)."""
+    return schedule[k - 1].end_epoch if k else 0
+
+
 def stage_at(schedule: Sequence[Stage], epoch: int) -> Stage:
     """The stage epoch ``epoch`` trains in (the last one after the schedule's end)."""
     return schedule[stage_index(schedule, epoch)]

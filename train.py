@@ -35,7 +35,8 @@ from mixup import MixUp, soft_cross_entropy
 from model import build_model, freeze, model_summary
 from model_utils import set_bn_splits
 from multigrid import (Plan, ShortCycleBatchSampler, Stage, bn_splits, cycle_iterations, expected_epoch_seconds,
-                       is_multigrid, stage_at, stage_batches, stage_index, training_plan)
+                       is_multigrid, stage_at, stage_batches, stage_index, stage_start,
+                       training_plan)
 from preemption import ResumableBatchSampler, StopRequest, StoppableDataLoader
 
 logger = logging.getLogger('train')
@@ -398,7 +399,7 @@ def log_plan(run: Run, data: Data, num_videos: int) -> None:
                 run.cfg.TRAIN.epoch, g.epoch_factor, '' if g.long_cycle else ', steps stretched alike',
                 [round(v, 6) for v in plan.lr_values], plan.lr_boundaries)
     for k, stage in enumerate(plan.stages):
-        if stage.end_epoch > (plan.stages[k - 1].end_epoch if k else 0):  # a stage may round to no epochs
+        if stage.end_epoch > stage_start(plan.stages, k):  # a stage may round to no epochs
             logger.info('  %s', describe_stage(run, data, k, num_videos))
 
 
@@ -406,7 +407,7 @@ def describe_stage(run: Run, data: Data, k: int, num_videos: int) -> str:
     stages = run.plan.stages
     stage = stages[k]
     cycle = data.cycle(stage)
-    first = stages[k - 1].end_epoch if k else 0
+    first = stage_start(stages, k)
     return (f'stage {k + 1}/{len(stages)}, epochs {first}-{stage.end_epoch - 1}: {stage.frames} frames x '
             f'{"/".join(str(crop) for _, crop in cycle)} px, global batch '
             f'{"/".join(str(batch * run.world) for batch, _ in cycle)}, BN statistics over '
@@ -418,7 +419,7 @@ def enter_stage(run: Run, data: Data, progress: Progress, epoch: int) -> None:
     """Train ``epoch`` at its stage's shape; a new stage is logged with its expected time per epoch."""
     k = stage_index(run.plan.stages, epoch)
     stage = run.plan.stages[k]
-    starts = epoch == (run.plan.stages[k - 1].end_epoch if k else 0)
+    starts = epoch == stage_start(run.plan.stages, k)
     rebuilt = data.enter(stage)
     if is_multigrid(run.cfg) and (starts or rebuilt or progress.seconds_per_iteration == 0.0):
         logger.info('[Stage %d] %s; expected time per epoch %s', k + 1,
