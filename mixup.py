@@ -5,8 +5,9 @@ axis. Mixup (Zhang et al. 2018): ``x = lam * x + (1 - lam) * x[::-1]`` with ``la
 CutMix (Yun et al. 2019): a box of about ``1 - lam`` of the frame, the same in every frame and every pathway, is
 pasted from ``x[::-1]``, and ``lam`` becomes the area actually kept. Targets mix the same way:
 ``y = lam * smooth(onehot(label)) + (1 - lam) * smooth(onehot(label[::-1]))``, with
-``smooth(t) = (1 - label_smoothing) * t + label_smoothing / K``. Every draw comes from the generator given (train.py:
-``(seed, epoch, iteration)``), so a resumed run mixes as the uninterrupted one did.
+``smooth(t) = (1 - label_smoothing) * t + label_smoothing / K``. A CutMix box of zero height or width (``lam`` close
+to 1) leaves the batch as it is, with ``lam`` 1, as PySlowFast's empty slice does. Every draw comes from the
+generator given (train.py: ``(seed, epoch, iteration)``), so a resumed run mixes as the uninterrupted one did.
 """
 from typing import List, Sequence, Tuple
 
@@ -69,6 +70,8 @@ class MixUp:
         if cutmix:
             height, width = clips[0].shape[-2:]
             y0, y1, x0, x1 = cutmix_box(height, width, lam, rng)
+            if y0 == y1 or x0 == x1:  # lam close to 1: an empty box pastes nothing (PySlowFast: lam 1, unmixed)
+                return list(clips), targets, 1.0
             mixed = []
             for x in clips:  # [N, C, T, H, W]: the same box in every frame of every pathway
                 pasted = x.flip(0)[:, :, :, y0:y1, x0:x1]

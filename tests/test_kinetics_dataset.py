@@ -254,6 +254,42 @@ def test_train_samples_shapes_ranges_and_labels(cfg, videos, tmp_path):
         assert np.array_equal(slow, fast[:, [0, 10, 20, 31]])
 
 
+class ExtremeDraws:
+    """A generator that draws every value at one end of its range: ``ends`` says which, draw by draw (cycled): 'low'
+    gives ``low``, 'high' the largest value the real draw can give (``high - 1`` for integers)."""
+
+    def __init__(self, ends):
+        self.ends, self.count = ends, 0
+
+    def _high(self):
+        self.count += 1
+        return self.ends[(self.count - 1) % len(self.ends)] == 'high'
+
+    def uniform(self, low=0.0, high=1.0):
+        return float(np.nextafter(high, low)) if self._high() else float(low)
+
+    def integers(self, low, high=None):
+        low, high = (0, low) if high is None else (low, high)
+        return high - 1 if self._high() else low
+
+
+@pytest.mark.parametrize('ends', [['low'], ['high'], ['low', 'high'], ['high', 'low']])
+def test_training_clips_at_the_extreme_draws_of_every_random_transform(cfg, videos, tmp_path, ends):
+    """Stride, scale, clip start, crop position and flip all at the ends of their ranges, at the recipe's shape and
+    at multigrid's smaller ones (fewer frames: a stride range; smaller crops: scaled jitter), on a landscape, a
+    portrait and a 20-frame video: every clip has its shape; clip starts keep every frame inside the video."""
+    use_list(cfg, write_list(tmp_path, [f'{videos[k]} 0' for k in ('mp4', 'portrait', 'short')]), 'TRAIN')
+    for frames, crop in [(32, 64), (16, 45), (8, 32), (8, 23), (8, 6)]:
+        dataset = KineticsDataset(cfg, 'train', shape=(frames, crop))
+        for path, _ in dataset.samples:
+            slow, fast = dataset.load_clip(path, ExtremeDraws(ends), crop)
+            assert fast.shape == (3, frames, crop, crop) and slow.shape == (3, frames // 8, crop, crop), (path, crop)
+    for length in (1, 20, 64, 65, 300):  # a clip starting at either end of its range stays inside the video
+        for span in (8.0, 64.0, 128.0):
+            indices = clip_frame_indices(length, span, 32, None, ExtremeDraws(ends))
+            assert 0 <= indices.min() and indices.max() < length and np.all(np.diff(indices) >= 0)
+
+
 def test_model_inputs_normalise_a_uint8_batch_on_the_device(cfg, videos, tmp_path):
     use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 0']), 'TRAIN')
     slow, fast = KineticsDataset(cfg, 'train')[0][:2]

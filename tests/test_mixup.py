@@ -70,3 +70,42 @@ def test_switch_and_mix_probabilities_and_the_draws_are_reproducible():
     unmixed, targets, lam = MixUp(4, mixup_alpha=0.4, mix_prob=0.0)(clips, labels, np.random.default_rng(0))
     assert lam == 1.0 and np.array_equal(unmixed[0].numpy(), clips[0].numpy())
     assert np.array_equal(targets.numpy(), soft_targets(labels, 4).numpy())
+
+
+class ForcedBeta:
+    """A generator whose Beta draw is ``lam`` (CutMix's box follows from it); every other draw is ``rng``'s."""
+
+    def __init__(self, lam, seed=0):
+        self.lam, self.rng = lam, np.random.default_rng(seed)
+
+    def beta(self, a, b):
+        return self.lam
+
+    def __getattr__(self, name):
+        return getattr(self.rng, name)
+
+
+@pytest.mark.parametrize('size, lam', [(32, 0.999), (224, 0.99995), ((32, 224), 0.9995)])
+def test_an_empty_cutmix_box_leaves_the_batch_unmixed_with_lam_one(size, lam):
+    """lam so close to 1 that ``int(side * sqrt(1 - lam)) // 2 == 0`` on a side: PySlowFast's slice assignment pastes
+    nothing and its lam is 1.0; the targets are the (smoothed) one-hot labels."""
+    height, width = (size, size) if isinstance(size, int) else size
+    assert int(height * np.sqrt(1 - lam)) // 2 == 0 or int(width * np.sqrt(1 - lam)) // 2 == 0
+    rng = np.random.default_rng(0)
+    clips = [paddle.to_tensor(rng.standard_normal([3, 3, t, height, width]).astype('float32')) for t in (1, 4)]
+    labels = paddle.to_tensor([[0], [1], [2]])
+    for seed in range(5):  # any box centre
+        mixed, targets, got = MixUp(4, cutmix_alpha=1.0, label_smoothing=0.1)(clips, labels, ForcedBeta(lam, seed))
+        assert got == 1.0
+        assert all(np.array_equal(x.numpy(), y.numpy()) for x, y in zip(clips, mixed))
+        assert np.array_equal(targets.numpy(), soft_targets(labels, 4, 0.1).numpy())
+
+
+def test_the_smallest_cutmix_box_is_still_pasted_and_weighed():
+    """Just above the empty box: a 2 x 2 box of a 32 x 32 frame (lam 0.995) is pasted and lam is its kept area."""
+    labels = paddle.to_tensor([[0], [1]])
+    clips = [paddle.to_tensor(np.random.default_rng(1).standard_normal([2, 3, t, 32, 32]).astype('float32'))
+             for t in (2, 8)]
+    mixed, targets, lam = MixUp(4, cutmix_alpha=1.0)(clips, labels, ForcedBeta(0.995, seed=3))
+    changed = ~np.isclose(mixed[1].numpy(), clips[1].numpy()).all(axis=(0, 1, 2))
+    assert changed.sum() == 4 and lam == pytest.approx(1 - 4 / 1024)

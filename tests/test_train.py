@@ -393,6 +393,19 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
     assert 'head.projection.weight' in moved and any(n.startswith(('s4.', 's5.', 's4_fuse.')) for n in moved)
 
 
+def test_cutmix_trains_through_iterations_whose_box_comes_out_empty(demo_lists, tmp_path):
+    """CutMix at alpha 0.05 draws lam near 0 or 1: at the tiny 64-pixel crop some iterations' boxes are empty (an
+    empty box once crashed training at that iteration, and again on every resume)."""
+    from mixup import MixUp
+
+    clips, labels = [paddle.zeros([4, 3, 2, 64, 64])], paddle.to_tensor([[0], [1], [2], [3]])
+    mixer = MixUp(4, cutmix_alpha=0.05)
+    lams = [mixer(clips, labels, np.random.default_rng([0, 0, it, 1]))[2] for it in range(4)]  # train.py's draws
+    assert 1.0 in lams and min(lams) < 1.0  # empty boxes and real ones in the epoch
+    run_train(demo_lists, tmp_path, '-o', 'TRAIN.cutmix_alpha=0.05', epochs=1)
+    assert (tmp_path / 'slowfast_epoch0.pdparams').exists()
+
+
 def test_gradient_accumulation_keeps_the_schedule_of_the_effective_batch(demo_lists, videos, tmp_path):
     # the val list also holds two broken videos: validation skips, counts and names them, never substitutes
     val = [line for line in open(demo_lists[1]).read().splitlines() if line.strip()]
