@@ -19,8 +19,10 @@ import hashlib
 import logging
 import math
 import os
+import _compat_pickle
+import pickle
 import re
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import numpy as np
 import paddle
@@ -32,6 +34,103 @@ logger = logging.getLogger(__name__)
 
 PREFIX = 'slowfast_epoch'
 Position = Tuple[int, Optional[int]]  # (epoch, iterations done in it); iteration None: the epoch is complete
+
+
+# ---- reading Paddle's files without running code -------------------------------------------------------------------
+# paddle.load is pickle.load underneath: a .pdparams / .pdopt from the internet or a shared disk could run any code.
+# What paddle.save writes for a state dict, an optimizer state or a checkpoint's meta needs only these globals.
+
+SAFE_GLOBALS = frozenset({
+    ('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),  # arrays (numpy 1, 2)
+    ('numpy', 'ndarray'), ('numpy', 'dtype'),
+    ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),  # numpy numbers
+    ('builtins', 'tuple'),  # a Tensor inside a container: (tuple, ((name, array),)), paddle.framework.io
+    ('builtins', 'list'), ('builtins', 'dict'), ('builtins', 'set'), ('builtins', 'frozenset'),
+    ('builtins', 'complex'), ('builtins', 'bytearray'), ('collections', 'OrderedDict'),
+    ('_codecs', 'encode'),  # protocol-2 pickles store bytes through it
+})
+
+
+class RefusedPickle(pickle.UnpicklingError):
+    """A pickled file asked for something a Paddle state file never holds (the message names it)."""
+
+
+def _dense_tensor(expression: Any, namespace: Any = None) -> np.ndarray:
+    """What ``builtins.eval`` may do in a Paddle file: Paddle pickles a DenseTensor as ``eval('data', {'data':
+    array})`` (paddle.framework.io ``reduce_DenseTensor``, 2.6 and 3.x); that expression gives the array, any other is
+    refused."""
+    if (expression == 'data' and isinstance(namespace, dict) and list(namespace) == ['data']
+            and isinstance(namespace['data'], np.ndarray)):
+        return namespace['data']
+    raise RefusedPickle(f'builtins.eval({str(expression)[:80]!r}, ...)')
+
+
+class _StateUnpickler(pickle.Unpickler):
+    """Rebuilds containers, strings, numbers and numpy arrays (SAFE_GLOBALS) and refuses every other global."""
+
+    def find_class(self, module: str, name: str):
+        # Python 2's names (protocol 2: __builtin__, copy_reg), mapped as pickle's own find_class maps them
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+        if (module, name) == ('builtins', 'eval'):
+            return _dense_tensor
+        if (module, name) in SAFE_GLOBALS:
+            return super().find_class(module, name)
+        raise RefusedPickle(f'{module}.{name}')
+
+    def persistent_load(self, pid):
+        raise RefusedPickle('a persistent id')
+
+
+def restricted_unpickle(path: str) -> Any:
+    """``pickle.load`` of ``path`` with only SAFE_GLOBALS (and Paddle's DenseTensor rebuild); RefusedPickle names
+    anything else, before it is called."""
+    with open(path, 'rb') as f:
+        return _StateUnpickler(f, encoding='latin1').load()
+
+
+def _named_array(value: Any) -> bool:
+    """paddle.save's form of a Tensor inside a container: ``(name, array)``."""
+    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str) and isinstance(
+        value[1], np.ndarray)
+
+
+def _arrays_of(value: Any) -> Any:
+    """``value`` with every ``(name, array)`` Tensor replaced by its array, as ``paddle.load(return_numpy=True)``."""
+    if _named_array(value):
+        return value[1]
+    if isinstance(value, dict):
+        return type(value)((k, _arrays_of(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_arrays_of(v) for v in value)
+    return value
+
+
+def load_paddle_file(path: str, allow_pickle: bool = False, error: Type[Exception] = WeightsError) -> Any:
+    """What ``paddle.save`` wrote to ``path`` (a state dict, an optimizer state, a checkpoint's ``.pdopt``), tensors
+    as numpy arrays, as ``paddle.load(path, return_numpy=True)`` gives it, but read without running code: a file
+    that asks for any other object is refused with ``error`` naming the file and what it asked for. Tensors that
+    paddle.save split (over 1 GiB, pickle protocol 2 or 3) are joined again. ``allow_pickle``: ``paddle.load`` itself,
+    for a file the user trusts."""
+    if allow_pickle:
+        return paddle.load(path, return_numpy=True)
+    try:
+        obj = restricted_unpickle(path)
+    except RefusedPickle as refused:
+        raise error(f'{path}: refusing to load it: it asks for {refused}, which a file written by paddle.save for '
+                    'weights or a checkpoint never holds, and loading it could run code. If you trust the file, '
+                    'pass --allow_pickle') from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
+            MemoryError) as broken:
+        raise error(f'{path}: not a file written by paddle.save ({type(broken).__name__}: '
+                    f'{str(broken)[:200]})') from None
+    if isinstance(obj, dict):
+        split = obj.pop('UnpackBigParamInfor@@', {})  # paddle.framework.io_utils._unpack_saved_dict's layout
+        for key, info in split.items():
+            obj[key] = np.concatenate([obj.pop(part) for part in info['slices']]).reshape(info['OriginShape'])
+        if obj.pop('StructuredToParameterName@@', None) is not None:  # a state dict: its values are arrays already
+            return obj
+    return _arrays_of(obj)
 
 
 def atomic_save(obj, path: str) -> None:
@@ -129,12 +228,14 @@ def file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
-def check_resumable(prefix: str, model_config: Dict) -> Dict:
+def check_resumable(prefix: str, model_config: Dict, allow_pickle: bool = False) -> Dict:
     """The checkpoint's ``.pdopt`` contents (``meta`` and the states ``load_checkpoint`` restores) after checking
     that its two files belong together (the ``.pdopt`` records the ``.pdparams`` digest: a crash between the renames,
     or files of two runs, are refused) and that it was trained with the same ``MODEL`` keys as ``model_config``;
-    CheckpointError naming what differs."""
-    state = paddle.load(prefix + '.pdopt')
+    CheckpointError naming what differs. ``allow_pickle``: see ``load_paddle_file``."""
+    state = load_paddle_file(prefix + '.pdopt', allow_pickle, CheckpointError)
+    if not isinstance(state, dict) or not isinstance(state.get('meta'), dict):
+        raise CheckpointError(f'{prefix}.pdopt is not a checkpoint\'s state (no meta)')
     meta = state['meta']
     recorded = meta.get('weights_sha256')
     if recorded is not None and recorded != file_digest(prefix + '.pdparams'):
@@ -153,12 +254,13 @@ def check_resumable(prefix: str, model_config: Dict) -> Dict:
 
 def load_checkpoint(prefix: str, model: paddle.nn.Layer, optimizer: paddle.optimizer.Optimizer,
                     scaler: Optional[paddle.amp.GradScaler] = None, rank: int = 0,
-                    state: Optional[Dict] = None) -> Dict:
+                    state: Optional[Dict] = None, allow_pickle: bool = False) -> Dict:
     """Restore model, optimizer (with its LR scheduler) and the float16 loss scaler from a checkpoint, and, from a
     mid-epoch checkpoint of several ranks, this ``rank``'s own BN statistics (the caller checks that the ranks are
-    the same); returns its ``meta``. ``state``: the ``.pdopt`` contents when already read (``check_resumable``)."""
-    model.set_state_dict(paddle.load(prefix + '.pdparams'))
-    state = state if state is not None else paddle.load(prefix + '.pdopt')
+    the same); returns its ``meta``. ``state``: the ``.pdopt`` contents when already read (``check_resumable``).
+    ``allow_pickle``: see ``load_paddle_file``."""
+    model.set_state_dict(load_paddle_file(prefix + '.pdparams', allow_pickle, CheckpointError))
+    state = state if state is not None else load_paddle_file(prefix + '.pdopt', allow_pickle, CheckpointError)
     optimizer.set_state_dict(state['optimizer'])
     if scaler is not None and state.get('scaler'):
         scaler.load_state_dict(state['scaler'])
@@ -174,27 +276,29 @@ def weights_path(path: str) -> str:
     return path + '.pdparams'
 
 
-def read_weights(path: str) -> Dict[str, np.ndarray]:
-    """A ``.pdparams`` state dict (the extension may be left out); WeightsError naming the file."""
+def read_weights(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarray]:
+    """A ``.pdparams`` state dict (the extension may be left out), read by ``load_paddle_file``; WeightsError naming
+    the file."""
     full = weights_path(path)
     if not os.path.isfile(full):
         raise WeightsError(f'weights not found: {full}')
-    state = paddle.load(full)
-    if not isinstance(state, dict):
+    state = load_paddle_file(full, allow_pickle)
+    if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
         raise WeightsError(f'{full} is not a state dict of named tensors')
     return state
 
 
-def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True) -> Tuple[List[str], List[str], List[str]]:
+def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True,
+                 allow_pickle: bool = False) -> Tuple[List[str], List[str], List[str]]:
     """Load ``path`` into ``model``; returns ``(loaded, skipped, reinitialised)`` key lists.
 
     strict (evaluation): every model key must be in the file with its shape, else WeightsError naming the keys.
     Not strict (fine-tuning): matching keys load; keys of the file the model lacks are skipped; head keys missing
     from the file or of another shape (a new class count) keep their fresh initialisation. Every backbone key must
     load: WeightsError otherwise (an unconverted PySlowFast/pytorchvideo/PaddleVideo file matches almost nothing,
-    and training from scratch by mistake costs the whole run).
+    and training from scratch by mistake costs the whole run). ``allow_pickle``: see ``load_paddle_file``.
     """
-    state = read_weights(path)
+    state = read_weights(path, allow_pickle)
     own = model.state_dict()
     loaded = [k for k in own if k in state and list(state[k].shape) == list(own[k].shape)]
     reinitialised = [k for k in own if k not in loaded]

@@ -467,13 +467,17 @@ _FLAGS: Dict[str, Tuple[dict, Dict[str, Tuple[str, ...]]]] = {
     'weights': (dict(help='weights to load (.pdparams; the extension may be left out)'),
                 {'eval': ('TEST.weights',), 'infer': ('INFER.weights',)}),
     'save_path': (dict(help='output folder'), {'infer': ('INFER.save_path',)}),
+    'allow_pickle': (dict(type=str2bool, default=False,
+                          help='load weights and checkpoints with paddle.load, which unpickles any object and so can '
+                               'run code from the file: only for a file you trust that the default safe reader '
+                               'refuses'), {}),
 }
 
 MODE_FLAGS = {
     'train': ('use_gpu', 'use_data_parallel', 'epoch', 'batch_size', 'save_dir', 'resume', 'resume_epoch',
-              'use_visualdl', 'vd_logdir', 'log_interval', 'valid_interval', 'weights', 'seed'),
-    'eval': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path'),
-    'infer': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path'),
+              'use_visualdl', 'vd_logdir', 'log_interval', 'valid_interval', 'weights', 'seed', 'allow_pickle'),
+    'eval': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path', 'allow_pickle'),
+    'infer': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path', 'allow_pickle'),
 }
 
 

@@ -56,7 +56,7 @@ def setup(use_gpu: Optional[bool], use_data_parallel: bool) -> Tuple[str, int, i
         if tune_cpu_blas():
             logger.info('AMD CPU: MKL_DEBUG_CPU_TYPE=5 (MKL\'s AVX2 code path for the CPU GEMMs)')
     paddle.set_device(device)
-    if world > 1:
+    if world > 1 and not dist.is_initialized():  # once per process (a script's main may run more than once)
         dist.init_parallel_env()
     return device, dist.get_rank() if world > 1 else 0, world
 

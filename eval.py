@@ -54,17 +54,17 @@ def main() -> int:
     log_config(cfg, 'Test')
     t = cfg.TEST
     batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
-    model, source = build_scoring_model(cfg, t.weights, t.target_size, device)
+    model, source = build_scoring_model(cfg, t.weights, t.target_size, device, args.allow_pickle)
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
     dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)
     logger.info('evaluating %s on %d videos x %d views, %d ranks', source, len(dataset.samples),
                 dataset.num_views, world)
 
-    sums, counts, _ = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
-                                cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world)
+    scores = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch, cfg.DATA.num_workers,
+                          cfg.MODEL.num_classes, rank, world)
     if rank != 0:
         return 0
-    ok = counts == dataset.num_views
+    sums, ok = scores.sums, ~scores.failed
     labels = np.array([label for _, label in dataset.samples])
     report = classification_report(sums[ok], labels[ok], cfg.MODEL.num_classes)
     failed = [dataset.samples[i][0] for i in np.flatnonzero(~ok)]

@@ -111,7 +111,13 @@ class InferenceModel:
             config.set_cpu_math_library_num_threads(threads or int(os.environ.get('OMP_NUM_THREADS', 0))
                                                     or os.cpu_count() or 1)
         config.disable_glog_info()
-        self.predictor = inference.create_predictor(config)
+        try:  # Paddle Inference parses the program and reads raw tensors: no pickle, so nothing in them runs
+            self.predictor = inference.create_predictor(config)
+        except Exception as error:  # the C++ reader's errors come as RuntimeError, ValueError, UnicodeDecodeError
+            reason = (str(error).strip().splitlines() or [''])[-1][:200]
+            raise WeightsError(f'{model_dir}: Paddle Inference cannot load this exported model '
+                               f'({type(error).__name__}: {reason}); export it again with tools/export_model.py'
+                               ) from None
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
         logger.info('Paddle Inference model %s (%s, %s): clips of %d frames at %d px, %d classes', model_dir,

@@ -4,10 +4,13 @@ Lists: one video per line, ``path label`` (whitespace) or ``path,label`` (CSV); 
 ``DATA.path_prefix`` or else the list file's folder; infer lists may hold paths only.
 
     KineticsDataset(cfg, 'train' | 'valid')        map-style; items (*pathways, label [1], index [1])
-    KineticsMultiViewDataset(cfg, 'test' | 'infer') iterable; every video decoded once, its
+    KineticsMultiViewDataset(cfg, 'test' | 'infer') map-style over videos; every video decoded once, its
                                                    num_ensemble_views x num_spatial_crops views cut from that decode;
-                                                   items (*pathways, label [1], view_id [1]),
+                                                   items (*pathways [V, ...], label [1], view_ids [V]),
                                                    view_id = video_index * num_views + view
+    SlidingWindowDataset(cfg, samples, stride)     iterable; windows along long videos (predict.py --timeline)
+
+The two scoring datasets give the model's batches through ``view_batches(batch_size, num_workers)``.
 
 The pathways are the model's (``MODEL.name``): SlowFast ``slow [3, T/alpha, S, S], fast [3, T, S, S]``; Slow-only
 ``slow [3, T, S, S]``; RGB uint8. ``model_inputs`` turns a batch's pathways into the model's normalised float32
@@ -236,9 +239,11 @@ class DecodeFailures:
     Lives in shared memory created before the DataLoader forks its workers, so workers' records reach the trainer.
     """
 
-    def __init__(self, num_videos: int):
+    def __init__(self, num_videos: int, where: str = ''):
+        self.num_videos = num_videos
         self._flags = multiprocessing.RawArray('b', max(num_videos, 1))
         self._events = multiprocessing.Value('q', 0)
+        self.where = where  # 'rank N: ' in the log lines of a run of several ranks
 
     def record(self, index: int, error: VideoError) -> None:
         first = not self._flags[index]
@@ -246,11 +251,15 @@ class DecodeFailures:
         with self._events.get_lock():
             self._events.value += 1
         if first:  # the first failure of each video is logged with its reason
-            logger.warning('cannot decode video %s: %s', error.path, error.reason)
+            logger.warning('%scannot decode video %s: %s', self.where, error.path, error.reason)
+
+    def flags(self) -> np.ndarray:
+        """``[num_videos]`` bool: which videos failed so far."""
+        return np.frombuffer(self._flags, dtype=np.int8)[:self.num_videos].astype(bool)
 
     def indices(self) -> List[int]:
         """Indices (into the list) of every video that failed so far."""
-        return np.flatnonzero(np.frombuffer(self._flags, dtype=np.int8)).tolist()
+        return np.flatnonzero(self.flags()).tolist()
 
     def take_count(self) -> int:
         """Failures since the last call (per epoch, when called once an epoch)."""
@@ -265,12 +274,12 @@ class DecodeFailures:
 class _VideoDataset:
     """What both datasets share: the list, the clip length and the record of decode failures."""
 
-    def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]]):
+    def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], rank: int = 0, world_size: int = 1):
         m = self.model = cfg.MODEL
         self.samples = samples
         self.num_frames, self.alpha, self.pathways = m.num_frames, m.alpha, PATHWAYS[m.name]
         self.target_fps = m.target_fps
-        self.failures = DecodeFailures(len(self.samples))
+        self.failures = DecodeFailures(len(self.samples), f'rank {rank}: ' if world_size > 1 else '')
 
     def crop_views(self, frames: np.ndarray, size: int, num_crops: int) -> Iterator[Tuple[np.ndarray, ...]]:
         """One clip's BGR frames ``[T, H, W, 3]`` -> its ``num_crops`` views (``crop_offset``), as pathways."""
@@ -368,15 +377,23 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         return pack_pathways(channels_first(frames), self.alpha, self.pathways)
 
 
-class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
+class KineticsMultiViewDataset(_VideoDataset, paddle.io.Dataset):
     """Test (``mode='test'``, labelled list ``TEST.filelist``) or prediction (``'infer'``, ``INFER.filelist``,
     labels optional) views: per video ``num_ensemble_views`` uniformly spaced clips x ``num_spatial_crops`` crops at
     short side ``target_size``.
 
-    Each video is decoded once; frames are resized as they decode and only the clips' frames are kept, so memory
-    is at most ``num_ensemble_views * T`` resized uint8 frames per worker. Views are uint8 (see
-    ``normalize_batch``). Videos are split over ranks (``rank::world_size``, no padding), then over DataLoader
-    workers. An undecodable video yields no view and is recorded in ``failures`` (shared with the workers).
+    Videos are split over ranks (``rank::world_size``, no padding). Item ``i`` is every view of this rank's ``i``-th
+    video, ``video_indices[i]``, from one decode: ``(*pathways [V, 3, T, S, S] uint8, label [1], view_ids [V])`` with
+    ``view_id = video_index * num_views + view`` (see ``normalize_batch``); frames are resized as they decode and only
+    the clips' frames are kept. An undecodable video is recorded in ``failures`` (shared with the DataLoader workers)
+    and its item is a placeholder of one ``UNDECODABLE`` view id (``view_batches`` drops it). ``view_batches`` turns
+    the items into the model's batches.
+
+    A map-style dataset of videos: Paddle's DataLoader (2.6 and 3.x) splits the videos over its workers and ends when
+    they are done. The iterable form this replaced split the videos inside each worker, and Paddle's multi-worker
+    loader of an IterableDataset loses batches when its workers run out at different times (a worker's last,
+    discarded batch is counted off twice: ``_DataLoaderIterMultiProcess._get_data``), so a rank with fewer videos than
+    workers, or the tail of a list, lost a video's views and reported it undecodable.
     """
 
     def __init__(self, cfg: AttrDict, mode: str, rank: int = 0, world_size: int = 1,
@@ -387,7 +404,7 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
         if samples is None:  # predict.py passes videos given on its command line instead
             samples = read_video_list(section.filelist, cfg.MODEL.num_classes, cfg.DATA.path_prefix,
                                       labels_required=mode == 'test')
-        super().__init__(cfg, samples)
+        super().__init__(cfg, samples, rank, world_size)
         self.mode = mode
         self.target_size = section.target_size
         self.num_ensemble_views, self.num_spatial_crops = section.num_ensemble_views, section.num_spatial_crops
@@ -395,6 +412,11 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
         self.video_indices = list(range(rank, len(self.samples), world_size))
 
     def __len__(self) -> int:
+        """Videos of this rank."""
+        return len(self.video_indices)
+
+    @property
+    def views_here(self) -> int:
         """Views this rank yields when every video decodes."""
         return len(self.video_indices) * self.num_views
 
@@ -404,19 +426,54 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
     def num_rows(self) -> int:
         return len(self.samples)
 
-    def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
-        worker = paddle.io.get_worker_info()
-        videos = self.video_indices if worker is None else self.video_indices[worker.id::worker.num_workers]
-        for video_index in videos:
-            path, label = self.samples[video_index]
-            try:
-                views = self.load_views(path)
-            except VideoError as error:
-                self.failures.record(video_index, error)
+    @property
+    def row_videos(self) -> np.ndarray:
+        """``[num_rows]``: the video of each row."""
+        return np.arange(len(self.samples))
+
+    def __getitem__(self, i: int) -> Tuple[np.ndarray, ...]:
+        video_index = self.video_indices[i]
+        path, label = self.samples[video_index]
+        try:
+            views = list(self.load_views(path))
+        except VideoError as error:
+            self.failures.record(video_index, error)
+            placeholder = np.zeros((1, 3, 1, 1, 1), np.uint8)  # never shown to the model; a size-0 array would
+            return (*[placeholder] * self.pathways, np.array([label], np.int64),  # not pass through shared memory
+                    np.array([UNDECODABLE], np.int64))
+        pathways = [np.stack(clips) for clips in zip(*views)]  # the one copy of each crop
+        return (*pathways, np.array([label], np.int64),
+                video_index * self.num_views + np.arange(self.num_views, dtype=np.int64))
+
+    def views(self) -> Iterator[Tuple[np.ndarray, ...]]:
+        """Every view of this rank, in order, one at a time, in this process: ``(*pathways [3, T, S, S], label [1],
+        view_id [1])``."""
+        for i in range(len(self)):
+            *pathways, label, view_ids = self[i]
+            for n, view_id in enumerate(view_ids):
+                if view_id != UNDECODABLE:
+                    yield (*[p[n] for p in pathways], label, view_ids[n:n + 1])
+
+    def view_batches(self, batch_size: int, num_workers: int) -> Iterator[Tuple[List[paddle.Tensor], np.ndarray]]:
+        """This rank's views as the model's batches ``(pathways [B, 3, T, S, S] uint8 tensors, view_ids [B])`` of
+        ``batch_size`` views (the last may be smaller), videos decoded by ``num_workers`` DataLoader workers, each
+        holding at most one video's views in flight."""
+        if not self.video_indices:  # a rank with no video
+            return
+        loader = paddle.io.DataLoader(self, batch_size=None, num_workers=num_workers, prefetch_factor=1)
+        pending: List[Tuple[List[paddle.Tensor], np.ndarray]] = []
+        held = 0
+        for *pathways, _, view_ids in loader:
+            ids = view_ids.numpy()
+            if ids[0] == UNDECODABLE:
                 continue
-            label = np.array([label], dtype=np.int64)
-            for view, clips in enumerate(views):
-                yield (*clips, label, np.array([video_index * self.num_views + view], dtype=np.int64))
+            pending.append((list(pathways), ids))
+            held += len(ids)
+            while held >= batch_size:
+                yield _take_views(pending, batch_size)
+                held -= batch_size
+        if held:
+            yield _take_views(pending, held)
 
     def load_views(self, path: str) -> Iterator[Tuple[np.ndarray, ...]]:
         """Decode ``path`` once and return a generator of its uint8 pathway views in the original's clip
@@ -436,6 +493,24 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.IterableDataset):
             for indices in clips:
                 yield from self.crop_views(decoded[np.searchsorted(union, indices)], size, self.num_spatial_crops)
         return views()
+
+
+def _take_views(pending: List[Tuple[List[paddle.Tensor], np.ndarray]],
+                count: int) -> Tuple[List[paddle.Tensor], np.ndarray]:
+    """The first ``count`` views of the ``pending`` videos' views (removed from it), as one batch."""
+    parts, ids = [], []
+    while count:
+        pathways, view_ids = pending[0]
+        n = min(count, len(view_ids))
+        parts.append([x[:n] for x in pathways])
+        ids.append(view_ids[:n])
+        if n == len(view_ids):
+            pending.pop(0)
+        else:
+            pending[0] = ([x[n:] for x in pathways], view_ids[n:])
+        count -= n
+    batch = [part[0] if len(parts) == 1 else paddle.concat(list(part)) for part in zip(*parts)]
+    return batch, np.concatenate(ids)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -475,14 +550,14 @@ class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
     converted and kept, and only until the last window that needs them is out, so memory stays at about one window's
     frames whatever the length. Items ``(*pathways, label [1], view_id [1])`` with ``view_id = row * num_views +
     view``; ``row`` numbers the windows of all videos in order (``rows(video)``). Every rank opens every video (the
-    packet index: its length and fps) to know the rows; videos go to ranks by their window counts, balanced, then to
-    DataLoader workers. A video that does not open has no rows and is recorded in ``failures``; one that stops
-    decoding part-way yields the windows before that point only.
+    packet index: its length and fps) to know the rows; videos go to ranks by their window counts, balanced, and are
+    read by one DataLoader worker (``view_batches``). A video that does not open has no rows and is recorded in
+    ``failures``; one that stops decoding part-way yields the windows before that point only.
     """
 
     def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], stride: str, window: Optional[str] = None,
                  clips_per_window: int = 1, num_crops: int = 1, rank: int = 0, world_size: int = 1):
-        super().__init__(cfg, samples)
+        super().__init__(cfg, samples, rank, world_size)
         self.target_size = cfg.INFER.target_size
         self.clips_per_window, self.num_crops = clips_per_window, num_crops
         self.num_views = clips_per_window * num_crops
@@ -519,9 +594,33 @@ class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
     def rows(self, video_index: int) -> slice:
         return slice(int(self.offsets[video_index]), int(self.offsets[video_index + 1]))
 
-    def __len__(self) -> int:
+    @property
+    def row_videos(self) -> np.ndarray:
+        """``[num_rows]``: the video of each row (window)."""
+        return np.repeat(np.arange(len(self.samples)), np.diff(self.offsets))
+
+    @property
+    def views_here(self) -> int:
         """Views this rank yields when every video decodes."""
         return sum(self.rows(i).stop - self.rows(i).start for i in self.video_indices) * self.num_views
+
+    def __len__(self) -> int:
+        return self.views_here
+
+    def view_batches(self, batch_size: int, num_workers: int) -> Iterator[Tuple[List[paddle.Tensor], np.ndarray]]:
+        """This rank's views as the model's batches ``(pathways [B, 3, T, S, S] uint8 tensors, view_ids [B])``.
+
+        At most one DataLoader worker, decoding with a thread per core: a long video is one sequential decode, which
+        more workers would not share, and Paddle's multi-worker loader of an IterableDataset loses batches when its
+        workers run out at different times (see ``KineticsMultiViewDataset``)."""
+        if not self.video_indices:  # a rank with no window
+            return
+        loader = paddle.io.DataLoader(self, batch_size=batch_size, num_workers=min(num_workers, 1))
+        for *pathways, _, view_ids in loader:
+            yield list(pathways), view_ids.numpy().reshape(-1)
+
+    def open_video(self, path: str, fallback_fps: float) -> VideoReader:
+        return VideoReader(path, fallback_fps)  # the only worker: FFmpeg's threads fill the cores
 
     def clip_indices(self, layout: WindowLayout) -> np.ndarray:
         """``[windows, clips_per_window, T]`` source-frame indices of every clip of every window."""
@@ -530,9 +629,7 @@ class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
         return np.minimum(layout.starts[:, None, None] + clips[None], layout.num_frames - 1)
 
     def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
-        worker = paddle.io.get_worker_info()
-        videos = self.video_indices if worker is None else self.video_indices[worker.id::worker.num_workers]
-        for video_index in videos:
+        for video_index in self.video_indices:  # in one process (view_batches: one worker at most)
             path, label = self.samples[video_index]
             label = np.array([label], dtype=np.int64)
             first_row = self.rows(video_index).start

@@ -7,14 +7,12 @@ and the paper's Slow-only baseline.
 fully-convolutional head, averaged over positions).
 """
 import logging
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import paddle
 import paddle.nn as nn
 
-from checkpoint import load_weights
 from config_utils import STAGE_DEPTHS, AttrDict, input_shapes
-from errors import WeightsError
 from model_utils import (FuseFastToSlow, ResNetBasicHead, ResStage, VideoModelStem, count_flops,
                          count_parameters)
 
@@ -183,19 +181,6 @@ def freeze(model: nn.Layer, frozen_stages: int = 0, freeze_bn: bool = False) -> 
     for layer in layers:
         layer._use_global_stats = True  # Paddle's BatchNorm option, read by every forward
     return frozen, len(layers)
-
-
-def build_eval_model(cfg: AttrDict, weights: Optional[str]) -> VideoNetwork:
-    """The network of ``cfg`` with ``weights`` loaded strictly, in eval mode (eval.py, predict.py).
-
-    Raises WeightsError for missing weights or naming the keys that do not fit.
-    """
-    if not weights:
-        raise WeightsError('no weights: give --weights (or TEST.weights / INFER.weights)')
-    model = build_model(cfg)
-    load_weights(model, weights, strict=True)
-    model.eval()
-    return model
 
 
 def model_summary(model: nn.Layer, cfg: AttrDict, sizes: Sequence[int] = ()) -> str:

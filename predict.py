@@ -98,7 +98,7 @@ def main() -> int:
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
     samples, ids = collect_inputs(args.filelist or (None if args.video else i.filelist), args.video, cfg)
     batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
-    model, source = build_scoring_model(cfg, i.weights, i.target_size, device)
+    model, source = build_scoring_model(cfg, i.weights, i.target_size, device, args.allow_pickle)
     if args.timeline:
         dataset = SlidingWindowDataset(cfg, samples, args.stride, args.window, args.window_clips, args.window_crops,
                                        rank, world)
@@ -108,10 +108,10 @@ def main() -> int:
         dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
         logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, source)
 
-    sums, counts, features = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
-                                          cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world,
-                                          features=('view' if args.features_per_view else 'video')
-                                          if args.features else None)
+    sums, counts, features, _ = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,
+                                             cfg.DATA.num_workers, cfg.MODEL.num_classes, rank, world,
+                                             features=('view' if args.features_per_view else 'video')
+                                             if args.features else None)
     if rank != 0:
         return 0
     done = counts == dataset.num_views  # per row: a video, or a window
@@ -193,8 +193,7 @@ def write_features(path: str, features: np.ndarray, counts: np.ndarray, dataset,
     """The clip features (``ensemble_scores``'s, a row per video or window) as FILE.npy (mean over views; NaN rows
     for the ``failed`` videos), FILE_views.npy with ``per_view``, and FILE.json saying what each row is."""
     windows = isinstance(dataset, SlidingWindowDataset)
-    video_of_row = np.repeat(np.arange(len(ids)), np.diff(dataset.offsets)) if windows else np.arange(len(ids))
-    ok = ~failed[video_of_row] & (counts == dataset.num_views)
+    ok = ~failed[dataset.row_videos] & (counts == dataset.num_views)
     if per_view:
         views = np.where(ok[:, None, None], features, np.nan).astype(np.float32)
         means = views.mean(axis=1)

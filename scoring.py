@@ -3,23 +3,39 @@ model run by Paddle Inference) and the multi-view ensemble over a dataset and it
 views' softmax, the original's), with the clip features before the classifier when asked.
 """
 import logging
-from typing import Optional, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import paddle
 from tqdm import tqdm
 
 import distributed
+from checkpoint import load_weights
 from config_utils import AttrDict
-from model import build_eval_model
+from errors import WeightsError
+from model import VideoNetwork, build_model
 
 logger = logging.getLogger(__name__)
 
 
-def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device: str):
+def build_eval_model(cfg: AttrDict, weights: Optional[str], allow_pickle: bool = False) -> VideoNetwork:
+    """The network of ``cfg`` with ``weights`` loaded strictly (``checkpoint.load_weights``), in eval mode.
+
+    Raises WeightsError for missing weights or naming the keys that do not fit.
+    """
+    if not weights:
+        raise WeightsError('no weights: give --weights (or TEST.weights / INFER.weights)')
+    model = build_model(cfg)
+    load_weights(model, weights, strict=True, allow_pickle=allow_pickle)
+    model.eval()
+    return model
+
+
+def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device: str, allow_pickle: bool = False):
     """What eval.py and predict.py score views with, and its name for the logs: with ``INFER.use_inference`` the
     exported model in ``INFER.model_dir`` run by Paddle Inference on ``device`` (``'cpu'`` or ``'gpu:N'``; checked
-    against ``cfg`` and the view ``size``), else the network of ``cfg`` with ``weights``. Returns ``(model, source)``.
+    against ``cfg`` and the view ``size``), else the network of ``cfg`` with ``weights`` (``build_eval_model``).
+    Returns ``(model, source)``.
     """
     if cfg.INFER.use_inference:
         from inference import InferenceModel
@@ -28,17 +44,18 @@ def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device
         model = InferenceModel(cfg.INFER.model_dir, gpu_id=gpu_id, use_tensorrt=cfg.INFER.use_tensorrt)
         model.check(cfg, size)
         return model, cfg.INFER.model_dir
-    return build_eval_model(cfg, weights), weights
+    return build_eval_model(cfg, weights, allow_pickle), weights
 
 
-def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, num_classes: int,
+def ensemble_scores(model, batches, to_inputs, num_videos: int, num_views: int, num_classes: int,
                     progress: Optional[object] = None, features: Optional[str] = None
                     ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """Run ``model`` (eval mode: probabilities) over every view of the loader; per video (or any row the views'
-    ``view_id // num_views`` names: predict.py's windows), the sum of its views' probabilities ``[num_videos, K]``
-    (float64), how many views it got ``[num_videos]`` and the clip features (``model.scores_and_features``: one pass
-    gives both): with ``features='video'`` their sum over each video's views ``[num_videos, C]`` (float64), with
-    ``'view'`` each view's ``[num_videos, num_views, C]`` (float32, zeros for views not seen), else None.
+    """Run ``model`` (eval mode: probabilities) over ``batches`` of views ``(pathways, view_ids)``; per video (or any
+    row the views' ``view_id // num_views`` names: predict.py's windows), the sum of its views' probabilities
+    ``[num_videos, K]`` (float64), how many views it got ``[num_videos]`` and the clip features
+    (``model.scores_and_features``: one pass gives both): with ``features='video'`` their sum over each video's views
+    ``[num_videos, C]`` (float64), with ``'view'`` each view's ``[num_videos, num_views, C]`` (float32, zeros for
+    views not seen), else None.
 
     ``to_inputs(pathways)`` makes the model input from a batch's pathways; ``progress`` (a tqdm bar) is advanced
     per view.
@@ -49,15 +66,15 @@ def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, n
     shape = {'video': (num_videos, width), 'view': (num_videos, num_views, width)}.get(features)
     found = np.zeros(shape, dtype=np.float64 if features == 'video' else np.float32) if shape else None
     with paddle.no_grad():
-        for *clips, _, view_ids in loader:
-            videos = view_ids.numpy().reshape(-1) // num_views
+        for clips, view_ids in batches:
+            videos = view_ids // num_views
             if features:
                 probs, feats = (x.numpy() for x in model.scores_and_features(to_inputs(clips)))
                 probs = probs.astype(np.float64)
                 if features == 'video':
                     np.add.at(found, videos, feats.astype(np.float64))
                 else:
-                    found[videos, view_ids.numpy().reshape(-1) % num_views] = feats
+                    found[videos, view_ids % num_views] = feats
             else:
                 probs = model(to_inputs(clips)).numpy().astype(np.float64)
             np.add.at(sums, videos, probs)
@@ -68,17 +85,35 @@ def ensemble_scores(model, loader, to_inputs, num_videos: int, num_views: int, n
     return sums, counts, found
 
 
+class Scores(NamedTuple):
+    """Every row's (video's or window's) summed view probabilities ``[rows, K]``, view count ``[rows]`` and clip
+    features (``ensemble_scores``), and which videos did not decode ``[videos]``, over all ranks."""
+    sums: np.ndarray
+    counts: np.ndarray
+    features: Optional[np.ndarray]
+    failed: np.ndarray
+
+
 def score_videos(model, dataset, to_inputs, batch_size: int, num_workers: int, num_classes: int, rank: int,
-                 world: int, features: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-    """``ensemble_scores`` over a multi-view dataset split over ranks, summed over ranks: every rank gets the
-    summed view probabilities ``[num_videos, K]``, view counts and the clip features (``features`` as there) of
-    every video (each view is scored on one rank). Progress bar on rank 0."""
-    loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=num_workers)
-    bar = tqdm(total=len(dataset), desc=f'views of {dataset.num_rows} {dataset.row_name}', unit='view',
+                 world: int, features: Optional[str] = None) -> Scores:
+    """``ensemble_scores`` over a multi-view dataset split over ranks (its ``view_batches``), summed over ranks:
+    every rank gets the scores of every video (each view is scored on one rank) and the decode failures of every
+    rank. A row of a video that decoded but lacks views is a defect, not a broken video: RuntimeError. Progress bar
+    on rank 0."""
+    bar = tqdm(total=dataset.views_here, desc=f'views of {dataset.num_rows} {dataset.row_name}', unit='view',
                disable=rank != 0, mininterval=5)
-    sums, counts, found = ensemble_scores(model, loader, to_inputs, dataset.num_rows, dataset.num_views,
-                                          num_classes, bar, features)
+    sums, counts, found = ensemble_scores(model, dataset.view_batches(batch_size, num_workers), to_inputs,
+                                          dataset.num_rows, dataset.num_views, num_classes, bar, features)
     bar.close()
     if features:
         found = distributed.all_reduce_sum(found, world).astype(found.dtype)
-    return distributed.all_reduce_sum(sums, world), distributed.all_reduce_sum(counts, world).astype(np.int64), found
+    sums = distributed.all_reduce_sum(sums, world)
+    counts = distributed.all_reduce_sum(counts, world).astype(np.int64)
+    failed = distributed.all_reduce_sum(dataset.failures.flags().astype(np.float64), world) > 0
+    lost = (counts != dataset.num_views) & ~failed[dataset.row_videos]
+    if lost.any():
+        row = int(np.flatnonzero(lost)[0])
+        raise RuntimeError(f'{int(lost.sum())} {dataset.row_name} got {counts[row]} of {dataset.num_views} views '
+                           f'without a decode failure (first: {dataset.samples[dataset.row_videos[row]][0]}, row '
+                           f'{row}): views were lost between the loader and the scores')
+    return Scores(sums, counts, found, failed)

@@ -115,7 +115,8 @@ def plot_timeline(probs: np.ndarray, times: np.ndarray, duration: float, segment
     bar.set_ylim(0, 1)
     bar.set_yticks([])
     bar.set_title(title, fontsize=10)
-    image = heat.pcolormesh(window_edges(times, duration), np.arange(len(shown) + 1), probs[:, shown].T, cmap='viridis', vmin=0, vmax=1)
+    image = heat.pcolormesh(window_edges(times, duration), np.arange(len(shown) + 1), probs[:, shown].T,
+                            cmap='viridis', vmin=0, vmax=1)
     heat.set_yticks(np.arange(len(shown)) + 0.5)
     heat.set_yticklabels([class_name(k, names) for k in shown], fontsize=8)
     heat.invert_yaxis()

@@ -318,7 +318,7 @@ def main() -> int:
     prefix = agree_on_resume(args, rank, world)
     resumed = None
     if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
-        resumed = check_resumable(prefix, cfg.MODEL)  # the .pdopt, read once: restored below
+        resumed = check_resumable(prefix, cfg.MODEL, args.allow_pickle)  # the .pdopt, read once: restored below
         check_layout(resumed['meta'], prefix, run.layout)
         run.seed = resumed['meta'].get('seed', args.seed)
         if run.seed != args.seed:
@@ -439,7 +439,8 @@ def build_trainee(run: Run) -> Trainee:
     if run.rank == 0:
         logger.info(model_summary(model, cfg))
     if run.args.weights:
-        loaded, skipped, reinitialised = load_weights(model, run.args.weights, strict=False)
+        loaded, skipped, reinitialised = load_weights(model, run.args.weights, strict=False,
+                                                      allow_pickle=run.args.allow_pickle)
         logger.info('--weights %s: loaded %d tensors; re-initialised %d (%s); skipped %d from the file (%s)',
                     run.args.weights, len(loaded), len(reinitialised), ', '.join(reinitialised) or '-', len(skipped),
                     ', '.join(skipped) or '-')
@@ -461,7 +462,8 @@ def build_trainee(run: Run) -> Trainee:
 def restore(run: Run, prefix: str, resumed: Dict, trainee: Trainee) -> Tuple[Progress, int, int]:
     """Load the checkpoint ``prefix`` (its .pdopt already read: ``resumed``) into the trainee; returns the progress
     it holds, the epoch to start and, inside that epoch, the first iteration not trained on."""
-    meta = load_checkpoint(prefix, trainee.model, trainee.optimizer, trainee.scaler, run.rank, state=resumed)
+    meta = load_checkpoint(prefix, trainee.model, trainee.optimizer, trainee.scaler, run.rank, state=resumed,
+                           allow_pickle=run.args.allow_pickle)
     progress = Progress(meta['global_step'], meta['best_err1'])
     start_epoch, first_iteration = meta['epoch'] + 1, 0
     if 'iteration' in meta:  # inside an epoch: its meters go on from where they were

@@ -145,3 +145,197 @@ def test_a_mid_epoch_checkpoint_gives_each_rank_its_own_bn_statistics(tiny_cfg, 
         assert np.all(other.state_dict()[mean].numpy() == rank)
         weight = 's1.pathway0_stem._conv.weight'
         assert np.array_equal(other.state_dict()[weight].numpy(), model.state_dict()[weight].numpy())
+
+
+# ---- reading Paddle's files without running code ------------------------------------------------------------------
+
+def assert_same(a, b, where='file'):
+    """Equal structure, types and values, arrays bit for bit (dtype and shape included)."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        assert isinstance(a, np.ndarray) and isinstance(b, np.ndarray), where
+        assert a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes(), where
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and list(a) == list(b), where
+        for key in a:
+            assert_same(a[key], b[key], f'{where}[{key!r}]')
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), where
+        for n, (x, y) in enumerate(zip(a, b)):
+            assert_same(x, y, f'{where}[{n}]')
+    else:
+        assert type(a) is type(b) and a == b, where
+
+
+def test_every_file_the_project_writes_reads_as_paddle_load_gives_it(tiny_cfg, tmp_path):
+    """Weights, a mid-epoch checkpoint of 2 ranks (optimizer, LR scheduler, loss scaler, BN statistics, meta with
+    the config) and a PaddleVideo-style state dict, written by this Paddle: the safe reader gives exactly what
+    paddle.load(return_numpy=True) gives, and the checkpoint resumes."""
+    from checkpoint import load_paddle_file
+    from lr_policy import EpochLR
+
+    model = build_model(tiny_cfg)
+    opt = paddle.optimizer.Momentum(learning_rate=EpochLR(tiny_cfg), parameters=model.parameters(),
+                                    use_nesterov=True, weight_decay=1e-4)
+    model.train()
+    x = [paddle.randn([2, 3, 2, 64, 64]), paddle.randn([2, 3, 8, 64, 64])]
+    model(x).sum().backward()
+    opt.step()
+    statistics = {k: v.numpy() for k, v in model.state_dict().items() if k.endswith('_mean')}
+    scaler = paddle.amp.GradScaler(init_loss_scaling=1024.0)
+    meta = {'global_step': 7, 'config': {s: dict(k) for s, k in tiny_cfg.items()}, 'np_value': np.float32(0.5)}
+    prefix = save_checkpoint(str(tmp_path), 3, model, opt, meta,
+                             scaler=scaler, iteration=5, rank_state=[statistics, statistics])
+    paddle.save({'backbone.' + k: v for k, v in model.state_dict().items()}, str(tmp_path / 'paddlevideo.pdparams'))
+    for path in (prefix + '.pdparams', prefix + '.pdopt', str(tmp_path / 'paddlevideo.pdparams')):
+        assert_same(load_paddle_file(path), paddle.load(path, return_numpy=True), path)
+    other = build_model(tiny_cfg)
+    opt2 = paddle.optimizer.Momentum(learning_rate=EpochLR(tiny_cfg), parameters=other.parameters(),
+                                     use_nesterov=True, weight_decay=1e-4)
+    meta = load_checkpoint(prefix, other, opt2)
+    assert meta['global_step'] == 7 and meta['iteration'] == 5 and meta['np_value'] == np.float32(0.5)
+    for key, value in model.state_dict().items():
+        assert np.array_equal(value.numpy(), other.state_dict()[key].numpy()), key
+
+
+def test_files_paddle_2_6_wrote_read_as_paddle_load_gives_them():
+    """tests/data/paddle26 (tests/data/make_paddle26_files.py; numpy 1's module names): a checkpoint, a
+    PaddleVideo-style state dict and DenseTensors (pickled by Paddle through ``eval('data', ...)``)."""
+    from checkpoint import load_paddle_file
+
+    folder = os.path.join(ROOT, 'tests', 'data', 'paddle26')
+    names = sorted(os.listdir(folder))
+    assert names == ['dense_tensor.pdparams', 'paddlevideo.pdparams', 'slowfast_epoch0_iter1.pdopt',
+                     'slowfast_epoch0_iter1.pdparams']
+    for name in names:
+        path = os.path.join(folder, name)
+        assert_same(load_paddle_file(path), paddle.load(path, return_numpy=True), name)
+    dense = load_paddle_file(os.path.join(folder, 'dense_tensor.pdparams'))
+    assert np.array_equal(dense['w'], np.arange(6, dtype=np.float32).reshape(2, 3)) and len(dense['nested']) == 1
+    meta = load_paddle_file(os.path.join(folder, 'slowfast_epoch0_iter1.pdopt'))['meta']
+    assert meta['stage'] == [8, [[4, 64]]] and meta['np_number'] == 0.25 and len(meta['weights_sha256']) == 64
+
+
+class _Payload:
+    """Unpickling it runs ``command`` (what a crafted checkpoint does)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+class _Eval:
+    def __init__(self, expression):
+        self.expression = expression
+
+    def __reduce__(self):
+        return eval, (self.expression,)
+
+
+class _Reconstructed:
+    """Pickled through copyreg._reconstructor (protocol < 2's way of rebuilding an instance)."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        import copyreg
+        return copyreg._reconstructor, (_Payload, object, None)
+
+
+def hostile_files(folder, marker):
+    """``{name: path}`` of pickles that run ``touch marker`` (or try to) when paddle.load reads them."""
+    import pickle
+
+    touch = f'touch {marker}'
+    weight = np.ones((2, 2), np.float32)
+    objects = {
+        'reduce_os_system': _Payload(touch),
+        'nested_in_a_state_dict': {'w': weight, 'StructuredToParameterName@@': {'w': 'w'},
+                                   'meta': {'x': [1, (2, _Payload(touch))]}},
+        'builtins_eval': {'w': _Eval(f"__import__('os').system('{touch}')")},
+        'paddle_eval_form_with_code': {'w': _Eval("__import__('os').system('true') or data")},
+        'copyreg_reconstructor': {'w': _Reconstructed(touch)},
+    }
+    paths = {}
+    for name, obj in objects.items():
+        for protocol in (2, 4):
+            path = os.path.join(folder, f'{name}_p{protocol}.pdparams')
+            with open(path, 'wb') as f:
+                pickle.dump(obj, f, protocol=protocol)
+            paths[f'{name}_p{protocol}'] = path
+    return paths
+
+
+def test_hostile_pickles_are_refused_before_anything_in_them_runs(tmp_path):
+    from checkpoint import load_paddle_file
+
+    marker = tmp_path / 'marker'
+    for name, path in hostile_files(str(tmp_path), marker).items():
+        with pytest.raises(WeightsError, match=r'refusing to load it: it asks for (posix\.system|builtins\.eval|'
+                                               r'copyreg\._reconstructor).*--allow_pickle') as error:
+            load_paddle_file(path)
+        assert path in str(error.value), name
+        assert not marker.exists(), name
+    with pytest.raises(CheckpointError, match='not a file written by paddle.save'):
+        (tmp_path / 'text.pdopt').write_text('hello')
+        load_paddle_file(str(tmp_path / 'text.pdopt'), error=CheckpointError)
+    # --allow_pickle is paddle.load itself: it runs the file's code (why it is for trusted files only)
+    load_paddle_file(os.path.join(tmp_path, 'reduce_os_system_p4.pdparams'), allow_pickle=True)
+    assert marker.exists()
+
+
+@pytest.mark.slow
+def test_a_tensor_paddle_save_splits_is_joined_again(tmp_path):
+    """paddle.save with pickle protocol 2 or 3 cuts an array over 1 GiB into slices (UnpackBigParamInfor@@)."""
+    from checkpoint import load_paddle_file
+
+    big = np.arange((1 << 30) + 7, dtype=np.uint8)
+    path = str(tmp_path / 'big.pdparams')
+    paddle.save({'big': big, 'small': np.ones(3, np.float32)}, path, protocol=2)
+    del big
+    loaded = load_paddle_file(path)
+    assert list(loaded) == ['big', 'small'] and loaded['big'].shape == ((1 << 30) + 7,)
+    assert_same(loaded, paddle.load(path, return_numpy=True))
+
+
+@pytest.mark.slow
+def test_every_entry_point_refuses_a_crafted_file_and_runs_none_of_it(demo_lists, tmp_path):
+    """The crafted .pdparams / .pdopt given to each script and tool that reads Paddle's files: the weights (or
+    checkpoint) error naming the file and the refused global, and the payload never ran."""
+    from conftest import tiny_train_overrides
+
+    marker = tmp_path / 'marker'
+    evil = hostile_files(str(tmp_path), marker)['nested_in_a_state_dict_p4']
+    flags = [a for o in tiny_train_overrides(*demo_lists) for a in ('-o', o)] + ['-o', 'MODEL.num_classes=4']
+    config = ['--config', os.path.join(ROOT, 'slowfast-single.yaml')]
+    video = os.path.join(os.path.dirname(demo_lists[1]), open(demo_lists[1]).read().split()[0])
+    ck = tmp_path / 'ck'
+    ck.mkdir()
+    for ext in ('.pdparams', '.pdopt'):  # a --resume folder someone else can write to
+        with open(evil, 'rb') as src, open(ck / f'slowfast_epoch0{ext}', 'wb') as dst:
+            dst.write(src.read())
+    commands = {
+        'train.py --weights': (['train.py', *config, '--weights', evil, '--save_dir', str(tmp_path / 'a')], 4, evil),
+        'train.py --resume': (['train.py', *config, '--resume', '--save_dir', str(ck)], 5, 'slowfast_epoch0.pdopt'),
+        'eval.py': (['eval.py', *config, '--weights', evil, '-o', f'TEST.filelist={demo_lists[1]}'], 4, evil),
+        'predict.py': (['predict.py', *config, '--weights', evil, '--video', video], 4, evil),
+        'export_model.py': (['tools/export_model.py', *config, '--weights', evil, '--save_dir',
+                             str(tmp_path / 'export')], 4, evil),
+        'gradcam.py': (['tools/gradcam.py', *config, '--weights', evil, '--video', video], 4, evil),
+        'convert_weights.py': (['tools/convert_weights.py', *config, '--src', evil, '--dst',
+                                str(tmp_path / 'out.pdparams')], 4, evil),
+    }
+    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
+    for name, (command, status, named) in commands.items():
+        extra = flags if name != 'convert_weights.py' else flags[:-2]
+        if name not in ('export_model.py', 'convert_weights.py'):
+            extra = extra + ['--use_gpu', 'False']
+        result = subprocess.run([sys.executable, os.path.join(ROOT, command[0])] + command[1:] + extra,
+                                capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
+        log = result.stdout + result.stderr
+        assert result.returncode == status, (name, log[-3000:])
+        assert named in log and 'refusing to load it: it asks for posix.system' in log, (name, log[-3000:])
+        assert not marker.exists(), name
+    assert not (tmp_path / 'out.pdparams').exists() and not (tmp_path / 'export').exists()

@@ -16,7 +16,8 @@ from config_utils import STAGE_DEPTHS, parse_config
 from convert_weights import FAMILY
 from convert_weights import main as convert_main
 from errors import exit_on_user_error
-from model import build_eval_model, build_model
+from model import build_model
+from scoring import build_eval_model
 
 TINY = ['MODEL.num_classes=5', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
         'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', 'TEST.target_size=96', 'INFER.target_size=96']

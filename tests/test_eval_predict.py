@@ -152,7 +152,7 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     give the dygraph run's results."""
     from inference import InferenceModel
     from config_utils import input_shapes
-    from model import build_eval_model
+    from scoring import build_eval_model
 
     model_dir = tmp_path / 'inference'
     log = run([sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'), '--config',
@@ -208,6 +208,15 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     log = run(predict_command(setup, tmp_path / 'old_out', '--video', video, '--features', str(tmp_path / 'o.npy'),
                               *old_flags), expect=4)
     assert 'this exported model has no clip features output' in log and str(old) in log
+
+    # an export folder whose files were replaced by a pickle that runs code: Paddle Inference does not unpickle
+    from test_checkpoint import hostile_files
+    poisoned, marker = tmp_path / 'poisoned', tmp_path / 'marker'
+    shutil.copytree(model_dir, poisoned)
+    shutil.copy(hostile_files(str(tmp_path), marker)['reduce_os_system_p4'], poisoned / 'slowfast.pdiparams')
+    log = run(predict_command(setup, tmp_path / 'poisoned_out', '--video', video, '-o', 'INFER.use_inference=True',
+                              '-o', f'INFER.model_dir={poisoned}'), expect=4)
+    assert f'{poisoned}: Paddle Inference cannot load this exported model' in log and not marker.exists()
 
     run(eval_command(setup, tmp_path / 'eval_dy'), expect=1)
     run(eval_command(setup, tmp_path / 'eval_pi', *inference), expect=1)
@@ -272,3 +281,131 @@ def test_every_shipped_model_takes_a_training_step_and_exports_to_paddle_inferen
     with paddle.no_grad():
         expected = model([paddle.to_tensor(v) for v in views]).numpy()
     assert np.abs(InferenceModel(str(tmp_path / 'exported'))(views).numpy() - expected).max() <= 1e-4
+
+
+# ---- any list length over any number of ranks ---------------------------------------------------------------------
+
+SWEEP = '''
+import json, os, sys
+sys.path.insert(0, {root!r})
+import eval as eval_script, predict
+from config_utils import setup_logging
+
+def main_status(module, argv):
+    sys.argv = [module.__file__] + argv
+    return module.main()
+
+out, common, lists = {out!r}, {common!r}, {lists!r}
+statuses = {{}}
+for n, listing in lists.items():
+    folder = os.path.join(out, str(n))
+    statuses[n] = [
+        main_status(eval_script, common + ['--save_path', folder + '/eval', '-o', 'TEST.filelist=' + listing]),
+        main_status(predict, common + ['--filelist', listing, '--save_path', folder + '/predict', '--features',
+                                       folder + '/predict/f.npy']),
+        main_status(predict, common + ['--filelist', listing, '--save_path', folder + '/timeline', '--timeline',
+                                       folder + '/timeline/tl', '--stride', '4f', '--features', folder + '/tl_f.npy']),
+    ]
+if int(os.environ.get('PADDLE_TRAINER_ID', '0')) == 0:
+    with open(os.path.join(out, 'statuses.json'), 'w') as f:
+        json.dump(statuses, f)
+'''
+
+
+def sweep_outputs(folder, n):
+    """What a user reads of the sweep's runs for the list of ``n`` videos."""
+    root = folder / str(n)
+    evaluated = json.loads((root / 'eval' / 'eval_result.json').read_text())
+    timelines = {p.name: json.loads(p.read_text())['windows'] for p in (root / 'timeline' / 'tl').glob('*.json')}
+    return {'eval': {k: evaluated[k] for k in ('top1', 'top5', 'num_videos', 'num_failed', 'failed',
+                                               'mean_class_acc', 'per_class_acc')},
+            'scores': np.load(root / 'eval' / 'video_scores.npy'),
+            'predict': json.loads((root / 'predict' / 'result.json').read_text()),
+            'features': np.load(root / 'predict' / 'f.npy'),
+            'timeline': json.loads((root / 'timeline' / 'result.json').read_text()),
+            'timelines': timelines, 'window_features': np.load(root / 'tl_f.npy')}
+
+
+def assert_same_outputs(one, many, where):
+    assert one['eval'].keys() == many['eval'].keys()
+    for key in one['eval']:
+        assert one['eval'][key] == pytest.approx(many['eval'][key], abs=1e-9), (where, key)
+    for key in ('scores', 'features', 'window_features'):
+        assert one[key].shape == many[key].shape and np.allclose(one[key], many[key], atol=1e-5), (where, key)
+    for key in ('predict', 'timeline'):
+        assert [r['video_id'] for r in one[key]] == [r['video_id'] for r in many[key]], (where, key)
+        for a, b in zip(one[key], many[key]):
+            assert 'error' not in a and 'error' not in b and a['top5_indices'] == b['top5_indices'], (where, key)
+            assert np.allclose(a['top5_values'], b['top5_values'], atol=1e-6), (where, key)
+    assert one['timelines'].keys() == many['timelines'].keys()
+    for name in one['timelines']:
+        a, b = one['timelines'][name], many['timelines'][name]
+        assert [w['start'] for w in a] == [w['start'] for w in b], (where, name)
+        assert np.allclose([w['top_k_values'] for w in a], [w['top_k_values'] for w in b], atol=1e-5), (where, name)
+
+
+@pytest.mark.slow
+def test_every_list_length_on_two_and_three_ranks_gives_the_one_rank_results(setup, demo_lists, tmp_path):
+    """Lists of 1 to 3 x ranks + 1 good videos (a rank may get none), 8 DataLoader workers per rank (more than its
+    videos), 30 views: eval.py, predict.py with --features and predict.py --timeline with --features give the 1-rank
+    outputs on 2 and 3 CPU ranks, every video evaluated. (Paddle's multi-worker IterableDataset loader lost the views
+    of a rank's only video, or of the tail of a list: the video was reported undecodable.)"""
+    train_list, val_list = demo_lists
+    folder = os.path.dirname(val_list)
+    good = [os.path.join(folder, line) for line in open(val_list).read().splitlines()]
+    good += [os.path.join(folder, line) for line in open(train_list).read().splitlines()[:2]]
+    lists = {}
+    for n in range(1, 11):
+        lists[n] = str(tmp_path / f'list{n}.txt')
+        with open(lists[n], 'w') as f:
+            f.write('\n'.join(good[:n]) + '\n')
+    common = ['--config', os.path.join(ROOT, 'slowfast-single.yaml'), '--use_gpu', 'False', '--weights',
+              setup['weights']] + setup['flags'] + ['-o', 'DATA.num_workers=8', '-o', 'TEST.num_ensemble_views=10',
+                                                    '-o', 'INFER.num_ensemble_views=10', '-o', 'TEST.batch_size=6',
+                                                    '-o', 'INFER.batch_size=6']
+    outputs = {}
+    for ranks in (1, 2, 3):
+        out = tmp_path / f'ranks{ranks}'
+        out.mkdir()
+        chosen = {n: path for n, path in lists.items() if ranks == 1 or n <= 3 * ranks + 1}
+        script = tmp_path / f'sweep{ranks}.py'
+        script.write_text(SWEEP.format(root=ROOT, out=str(out), common=common, lists=chosen))
+        launch = [] if ranks == 1 else ['-m', 'paddle.distributed.launch', '--nproc_per_node', str(ranks),
+                                        '--log_dir', str(out / 'logs')]
+        result = subprocess.run([sys.executable] + launch + [str(script)], capture_output=True, text=True,
+                                timeout=1200, cwd=ROOT, env=dict(ENV, OMP_NUM_THREADS='1'))
+        logs = ''.join(p.read_text() for p in sorted((out / 'logs').glob('workerlog.*'))) if ranks > 1 else ''
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:] + logs[-4000:]
+        statuses = json.loads((out / 'statuses.json').read_text())
+        assert all(s == [0, 0, 0] for s in statuses.values()), statuses  # nothing failed, nothing undecodable
+        outputs[ranks] = {n: sweep_outputs(out, n) for n in chosen}
+    for ranks in (2, 3):
+        for n, got in outputs[ranks].items():
+            assert got['eval']['num_videos'] == n and got['eval']['num_failed'] == 0
+            assert_same_outputs(outputs[1][n], got, f'{n} videos on {ranks} ranks')
+
+
+def test_one_video_on_two_ranks_through_the_scripts_and_the_rank_of_a_failure_is_logged(setup, tmp_path):
+    """The multi-GPU scripts on CPU ranks with a single video (rank 1 has none) and default workers: evaluated and
+    predicted; a list of a good and a missing video: the missing one is undecodable, rank 1's log says so and why."""
+    video = os.path.join(setup['folder'], setup['val_lines'][0].split()[0])
+    (tmp_path / 'one.txt').write_text(f'{video} 0\n')
+    (tmp_path / 'two.txt').write_text(f'{video} 0\n{setup["videos"]["missing"]} 1\n')
+    env = dict(ENV, USE_GPU='False', NPROC='2', CONFIG='slowfast-single.yaml', WEIGHTS=setup['weights'])
+    views = ['-o', 'DATA.num_workers=8', '-o', 'TEST.num_ensemble_views=10', '-o', 'INFER.num_ensemble_views=10']
+    run(['bash', os.path.join(ROOT, 'run_eval_multi.sh'), '--save_path', str(tmp_path / 'eval'), '-o',
+         f'TEST.filelist={tmp_path / "one.txt"}'] + setup['flags'] + views, env=dict(env, LOG_DIR=str(tmp_path / 'l1')))
+    result = json.loads((tmp_path / 'eval' / 'eval_result.json').read_text())
+    assert result['num_videos'] == 1 and result['num_failed'] == 0 and result['views_per_video'] == 30
+    run(['bash', os.path.join(ROOT, 'run_infer_multi.sh'), '--save_path', str(tmp_path / 'predict'), '--video', video]
+        + setup['flags'] + views, env=dict(env, LOG_DIR=str(tmp_path / 'l2')))
+    [entry] = json.loads((tmp_path / 'predict' / 'result.json').read_text())
+    assert entry['video_id'] == video and 'error' not in entry
+
+    run(['bash', os.path.join(ROOT, 'run_eval_multi.sh'), '--save_path', str(tmp_path / 'eval2'), '-o',
+         f'TEST.filelist={tmp_path / "two.txt"}'] + setup['flags'] + views, env=dict(env, LOG_DIR=str(tmp_path / 'l3')),
+        expect=1)
+    result = json.loads((tmp_path / 'eval2' / 'eval_result.json').read_text())
+    assert result['num_videos'] == 1 and result['failed'] == [setup['videos']['missing']]
+    rank1 = (tmp_path / 'l3' / 'workerlog.1').read_text()
+    assert f'rank 1: cannot decode video {setup["videos"]["missing"]}: ' in rank1

@@ -135,8 +135,8 @@ def test_scale_and_crop_positions():
 def test_test_views_show_the_spec_frames_in_every_container(cfg, videos, tmp_path, container):
     use_list(cfg, write_list(tmp_path, [f'{videos[container]} 3']), 'TEST')
     dataset = KineticsMultiViewDataset(cfg, 'test')
-    views = list(dataset)
-    assert len(views) == len(dataset) == 30
+    views = list(dataset.views())
+    assert len(views) == dataset.views_here == 30 and len(dataset) == 1
     offsets = list(range(0, 62, 2)) + [63]
     for view, (slow, fast, label, view_id) in enumerate(views):
         assert view_id.tolist() == [view] and label.tolist() == [3]
@@ -152,7 +152,7 @@ def test_test_views_show_the_spec_frames_in_every_container(cfg, videos, tmp_pat
 def test_test_crops_are_cut_from_the_decoded_frame(cfg, videos, tmp_path):
     """Left/centre/right crops at short side 256-equivalent and RGB order, checked pixel by pixel."""
     use_list(cfg, write_list(tmp_path, [f'{videos["avi"]} 0']), 'TEST')
-    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    views = list(KineticsMultiViewDataset(cfg, 'test').views())
     with VideoReader(videos['avi'], 30) as video:
         frame = video.read([0])[0][:, :, ::-1]  # BGR -> RGB, 96x128: already at short side 96
     for spatial, x in enumerate((0, 16, 32)):
@@ -161,7 +161,7 @@ def test_test_crops_are_cut_from_the_decoded_frame(cfg, videos, tmp_path):
 
 def test_portrait_video_crops_top_centre_bottom(cfg, videos, tmp_path):
     use_list(cfg, write_list(tmp_path, [f'{videos["portrait"]} 0']), 'TEST')
-    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    views = list(KineticsMultiViewDataset(cfg, 'test').views())
     with VideoReader(videos['portrait'], 30) as video:
         frame = video.read([0])[0][:, :, ::-1]  # 128 x 96
     for spatial, y in enumerate((0, 16, 32)):
@@ -171,7 +171,7 @@ def test_portrait_video_crops_top_centre_bottom(cfg, videos, tmp_path):
 def test_fps_is_normalised_and_short_videos_repeat_their_last_frame(cfg, videos, tmp_path):
     cfg.TEST.num_ensemble_views, cfg.TEST.num_spatial_crops = 2, 1
     use_list(cfg, write_list(tmp_path, [f'{videos["fps15"]} 0', f'{videos["short"]} 1']), 'TEST')
-    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    views = list(KineticsMultiViewDataset(cfg, 'test').views())
     assert [v[3].item() for v in views] == [0, 1, 2, 3]
     # 15 fps: a 32-frame clip at stride 2 of 30 fps spans 32 source frames; 150 frames -> clip 1 starts at 59
     assert shown_indices(views[0][1]) == list(range(32))
@@ -192,7 +192,7 @@ def test_each_video_is_decoded_once_and_one_crop_works(cfg, videos, tmp_path, mo
     monkeypatch.setattr(kinetics_dataset, 'VideoReader', CountingReader)
     cfg.TEST.num_spatial_crops = 1
     use_list(cfg, write_list(tmp_path, [f'{videos["mp4"]} 0', f'{videos["webm"]} 1']), 'TEST')
-    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    views = list(KineticsMultiViewDataset(cfg, 'test').views())
     assert len(views) == 20 and opened == [videos['mp4'], videos['webm']]
     for view in range(10):  # the single crop is the centre crop
         assert shown_indices(views[view][1])[0] == int(np.ceil(236 * view / 10))
@@ -205,9 +205,11 @@ def test_views_split_over_ranks_and_workers_without_padding(cfg, videos, tmp_pat
     ids = []
     for rank in range(2):
         dataset = KineticsMultiViewDataset(cfg, 'test', rank=rank, world_size=2)
-        loader = paddle.io.DataLoader(dataset, batch_size=4, num_workers=2)
-        got = [int(i) for batch in loader for i in batch[3].numpy().ravel()]
-        assert len(got) == len(dataset) == len(dataset.video_indices) * 6
+        batches = list(dataset.view_batches(4, num_workers=2))
+        assert [len(view_ids) for _, view_ids in batches[:-1]] == [4] * (len(batches) - 1)  # across videos
+        got = [int(i) for _, view_ids in batches for i in view_ids]
+        assert len(got) == dataset.views_here == len(dataset.video_indices) * 6
+        assert all(pathways[1].shape[0] == len(view_ids) for pathways, view_ids in batches)
         ids += got
     assert sorted(ids) == list(range(30))  # every view of every video exactly once
 
@@ -217,7 +219,7 @@ def test_undecodable_videos_yield_no_views_in_test(cfg, videos, tmp_path):
     names = ['mp4', 'zero', 'garbage', 'truncated_mp4', 'missing', 'avi']
     use_list(cfg, write_list(tmp_path, [f'{videos[k]}' for k in names]), 'INFER')
     dataset = KineticsMultiViewDataset(cfg, 'infer')
-    views = list(dataset)
+    views = list(dataset.views())
     assert [v[3].item() for v in views] == [0, 1, 10, 11]
     assert [v[2].item() for v in views] == [NO_LABEL] * 4
     assert dataset.failures.indices() == [1, 2, 3, 4]
@@ -233,7 +235,7 @@ def test_a_video_cut_short_is_used_with_the_frames_it_holds(cfg, videos, tmp_pat
         assert video.num_frames == decodable
     cfg.TEST.num_ensemble_views, cfg.TEST.num_spatial_crops = 2, 1
     use_list(cfg, write_list(tmp_path, [f'{videos["truncated_mkv"]} 0']), 'TEST')
-    views = list(KineticsMultiViewDataset(cfg, 'test'))
+    views = list(KineticsMultiViewDataset(cfg, 'test').views())
     offsets = list(range(0, 62, 2)) + [63]
     start = int(np.ceil((decodable - 64) / 2))
     assert shown_indices(views[1][1]) == [start + o for o in offsets]
@@ -445,7 +447,7 @@ def test_every_view_and_clip_of_real_world_videos_holds_the_recipes_frames(cfg, 
         return real_crop(height, width, size, spatial_idx, num_crops, rng)
 
     monkeypatch.setattr(kinetics_dataset, 'crop_offset', centre_for_training)
-    test_views = list(KineticsMultiViewDataset(cfg, 'test'))
+    test_views = list(KineticsMultiViewDataset(cfg, 'test').views())
     train, valid = KineticsDataset(cfg, 'train'), KineticsDataset(cfg, 'valid')
     assert len(test_views) == 30 * len(cases)
     m = cfg.MODEL
@@ -491,7 +493,7 @@ def test_sliding_windows_of_real_world_videos_hold_the_full_decodes_frames_from_
     m = cfg.MODEL
     items = list(dataset)
     assert seeks == [None] * len(cases)  # one decode from the start per video, no other seek
-    assert len(items) == dataset.num_rows == len(dataset)
+    assert len(items) == dataset.num_rows == dataset.views_here
     for video, case in enumerate(cases):
         path, truth = real_world[case]
         clip_size = m.num_frames * m.sampling_rate * expected_fps(path) / m.target_fps

@@ -358,10 +358,14 @@ def decoder_table(rows: List[Dict]) -> str:
 # Measuring
 
 def items_per_second(dataset, workers: int, batch_size: int = 1) -> float:
-    """Iterate a DataLoader over the whole dataset; items per second, worker start-up included."""
-    loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+    """Iterate a DataLoader over the whole dataset (a multi-view dataset: its ``view_batches``, as eval.py does);
+    items (clips or views) per second, worker start-up included."""
     start = time.perf_counter()
-    count = sum(batch[0].shape[0] for batch in loader)
+    if hasattr(dataset, 'view_batches'):
+        count = sum(len(view_ids) for _, view_ids in dataset.view_batches(batch_size, workers))
+    else:
+        loader = paddle.io.DataLoader(dataset, batch_size=batch_size, num_workers=workers, shuffle=False)
+        count = sum(batch[0].shape[0] for batch in loader)
     return count / (time.perf_counter() - start)
 
 

@@ -18,7 +18,9 @@ The source format is detected from the file:
 Every tensor is mapped (BN running statistics renamed, the classifier transposed, ``num_batches_tracked`` and
 Caffe2 optimizer blobs dropped) and checked against the model the config builds: any unmapped, missing or
 mis-shaped tensor stops the conversion with its name, and nothing is written. torch is needed only for ``.pyth``.
-``.pyth`` files are read with ``torch.load(weights_only=True)``; ``--allow-pickle`` lifts that for a file you trust.
+No file is unpickled with code: ``.pyth`` files are read with ``torch.load(weights_only=True)``, ``.pdparams`` and
+``.pkl`` by ``checkpoint.load_paddle_file``'s reader (arrays, numbers, strings and containers only);
+``--allow_pickle`` lifts that for a file you trust.
 """
 import argparse
 import logging
@@ -32,7 +34,7 @@ import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from checkpoint import atomic_save  # noqa: E402
+from checkpoint import RefusedPickle, atomic_save, load_paddle_file, restricted_unpickle  # noqa: E402
 from config_utils import STAGE_DEPTHS, parse_config, setup_logging  # noqa: E402
 from errors import WeightsError, exit_on_user_error  # noqa: E402
 from model import build_model  # noqa: E402
@@ -54,20 +56,6 @@ class ConversionError(WeightsError):
 
 
 # ---- reading ------------------------------------------------------------------------------------------------------
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Rebuilds dicts, lists, strings, numbers and numpy arrays, and refuses anything else (no code runs)."""
-
-    ALLOWED = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'),
-               ('numpy', 'ndarray'), ('numpy', 'dtype'), ('numpy.core.multiarray', 'scalar'),
-               ('numpy._core.multiarray', 'scalar'), ('collections', 'OrderedDict'),
-               ('_codecs', 'encode')}  # protocol-2 pickles (Python 2's Caffe2) store array bytes through it
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f'refusing to load {module}.{name}: a Caffe2 .pkl holds only numpy arrays')
-
 
 def _strip_prefix(state: Dict, prefixes=('module.', 'model.')) -> Dict:
     for prefix in prefixes:
@@ -102,20 +90,22 @@ def read_checkpoint(path: str, allow_pickle: bool = False) -> Tuple[str, Dict[st
         raise ConversionError(f'checkpoint not found: {path}')
     ext = os.path.splitext(path)[1].lower()
     if ext == '.pkl':
-        with open(path, 'rb') as f:
-            try:
-                obj = _ArrayUnpickler(f, encoding='latin1').load()
-            except (pickle.UnpicklingError, EOFError, ValueError) as error:
-                raise ConversionError(f'{path}: not a Caffe2 checkpoint ({error})') from None
+        try:  # a Caffe2 .pkl holds only numpy arrays: read by the unpickler Paddle files are read with
+            obj = restricted_unpickle(path)
+        except RefusedPickle as refused:
+            raise ConversionError(f'{path}: refusing to load {refused}: a Caffe2 .pkl holds only numpy '
+                                  'arrays') from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
+            raise ConversionError(f'{path}: not a Caffe2 checkpoint ({error})') from None
         blobs = obj.get('blobs') if isinstance(obj, dict) else None
         if not isinstance(blobs, dict):
             raise ConversionError(f'{path}: no "blobs" dict (not a PySlowFast Caffe2 checkpoint)')
         return 'caffe2', {k: np.asarray(v) for k, v in blobs.items()}
     if ext in ('.pdparams', ''):
-        state = paddle.load(path if ext else path + '.pdparams')
+        state = load_paddle_file(path if ext else path + '.pdparams', allow_pickle, ConversionError)
         if not isinstance(state, dict):
             raise ConversionError(f'{path}: not a state dict')
-        state = {k: np.asarray(v.numpy() if hasattr(v, 'numpy') else v) for k, v in state.items()}
+        state = {k: np.asarray(v) for k, v in state.items()}
         return ('paddlevideo' if any(k.startswith('backbone.') for k in state) else 'paddle'), state
     if ext in ('.pyth', '.pth', '.pt'):
         state = _read_torch(path, allow_pickle)
@@ -328,8 +318,9 @@ def main(argv=None) -> int:
     parser.add_argument('--config', help='config whose MODEL the weights must fit (default: recognised from the '
                         'weights among the shipped ones; slowfast.yaml with --arch)')
     parser.add_argument('--format', default='auto', choices=('auto',) + FORMATS, help='source format (detected)')
-    parser.add_argument('--allow-pickle', action='store_true',
-                        help='read a .pyth holding non-tensor objects (runs pickled code: trusted files only)')
+    parser.add_argument('--allow_pickle', '--allow-pickle', action='store_true',
+                        help='read a .pyth or .pdparams holding objects other than tensors with torch.load / '
+                             'paddle.load, which can run code from the file (trusted files only)')
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value')
     args = parser.parse_args(argv)
     setup_logging()

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from config_utils import input_shapes, parse_config, setup_logging  # noqa: E402
 from errors import exit_on_user_error  # noqa: E402
 from inference import NAME, InferenceModel, export, model_files  # noqa: E402
-from model import build_eval_model  # noqa: E402
+from scoring import build_eval_model  # noqa: E402
 
 logger = logging.getLogger('export_model')
 TOLERANCE = 1e-4
@@ -48,6 +48,9 @@ def main(argv=None) -> int:
     parser.add_argument('--save_dir', help='output folder (default: INFER.model_dir)')
     parser.add_argument('--size', type=int, help='view size in pixels (default: INFER.target_size)')
     parser.add_argument('--onnx', action='store_true', help='also export slowfast.onnx (needs paddle2onnx)')
+    parser.add_argument('--allow_pickle', action='store_true',
+                        help='read the weights with paddle.load, which can run code from the file (trusted files '
+                             'only)')
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value')
     args = parser.parse_args(argv)
     setup_logging()
@@ -58,7 +61,7 @@ def main(argv=None) -> int:
         parser.error(f'--size {size} is smaller than MODEL.crop_size {cfg.MODEL.crop_size}')
 
     paddle.set_device('cpu')
-    model = build_eval_model(cfg, args.weights)
+    model = build_eval_model(cfg, args.weights, args.allow_pickle)
     export(model, cfg, size, save_dir, weights=args.weights)
 
     rng = np.random.default_rng(0)

@@ -31,7 +31,8 @@ from config_utils import AttrDict, build_parser, parse_args, setup_logging  # no
 from errors import ConfigError, exit_on_user_error  # noqa: E402
 from kinetics_dataset import (channels_first, clip_frame_indices, clip_span, collect_inputs,  # noqa: E402
                               file_stems, model_inputs, pack_pathways, read_label_map)
-from model import VideoNetwork, build_eval_model  # noqa: E402
+from model import VideoNetwork  # noqa: E402
+from scoring import build_eval_model  # noqa: E402
 from video_io import VideoError, VideoReader  # noqa: E402
 
 logger = logging.getLogger('gradcam')
@@ -174,7 +175,7 @@ def main() -> int:
         raise ConfigError(f'--class_index {class_index} is outside [0, {cfg.MODEL.num_classes})')
     samples, _ = collect_inputs(None, args.video, cfg)
     paths = [path for path, _ in samples]
-    model = build_eval_model(cfg, cfg.INFER.weights)
+    model = build_eval_model(cfg, cfg.INFER.weights, args.allow_pickle)
     save_path = args.save_path or os.path.join(cfg.INFER.save_path, 'gradcam')
     os.makedirs(save_path, exist_ok=True)
     failed, stems = 0, file_stems(paths)
