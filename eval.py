@@ -54,9 +54,9 @@ def main() -> int:
     log_config(cfg, 'Test')
     t = cfg.TEST
     batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
-    model, source = build_scoring_model(cfg, t.weights, t.target_size, device, args.allow_pickle)
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
-    dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)
+    dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)  # checks that the files exist: before the model
+    model, source = build_scoring_model(cfg, t.weights, t.target_size, device, args.allow_pickle)
     logger.info('evaluating %s on %d videos x %d views, %d ranks', source, len(dataset.samples),
                 dataset.num_views, world)
 

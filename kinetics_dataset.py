@@ -24,13 +24,14 @@ import logging
 import math
 import multiprocessing
 import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
 
 from config_utils import PATHWAYS, AttrDict
-from errors import ListError
+from errors import ListError, WorkerErrors, checked
 from multigrid import sampling_rates
 from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader
 
@@ -81,6 +82,27 @@ def parse_video_list(list_path: str, num_classes: int, path_prefix: str = '',
                             f'got {line!r}')
         entries.append(ListEntry(os.path.join(root, os.path.expanduser(path)), label, n, line, path))
     return entries
+
+
+def check_listed_files(samples: Sequence[Tuple[str, int]], source: str, path_prefix: str) -> None:
+    """Stat every listed video before anything heavy starts (threads: a network filesystem answers many requests at
+    once; 250k local entries take about a second, docs/BENCHMARKS.md). When more than half of them are missing, most
+    likely ``DATA.path_prefix`` or the list is wrong: ListError naming how many, the first as resolved and the
+    prefix. When fewer are missing, a warning with the count (they are then skipped or substituted as undecodable)."""
+    paths = list(dict.fromkeys(path for path, _ in samples))
+    threads = min(32, len(paths))
+    with ThreadPoolExecutor(max_workers=threads) as pool:  # a share each (one task per path costs more than a stat)
+        shares = list(pool.map(lambda share: [p for p in share if not os.path.isfile(p)],
+                               [paths[i::threads] for i in range(threads)]))
+    missing = sorted((p for share in shares for p in share), key={p: i for i, p in enumerate(paths)}.get)
+    if not missing:
+        return
+    what = f'{source}: {len(missing)} of {len(paths)} listed videos do not exist (the first: {missing[0]})'
+    prefix = (f'DATA.path_prefix is {path_prefix!r}' if path_prefix
+              else "DATA.path_prefix is '' (relative paths resolve against the list's folder)")
+    if 2 * len(missing) > len(paths):
+        raise ListError(f'{what}; {prefix}: check it and the list')
+    logger.warning('%s; they will be reported as undecodable (%s)', what, prefix)
 
 
 def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
@@ -274,12 +296,15 @@ class DecodeFailures:
 class _VideoDataset:
     """What both datasets share: the list, the clip length and the record of decode failures."""
 
-    def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], rank: int = 0, world_size: int = 1):
+    def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], source: str, rank: int = 0,
+                 world_size: int = 1):
+        check_listed_files(samples, source, cfg.DATA.path_prefix)
         m = self.model = cfg.MODEL
         self.samples = samples
         self.num_frames, self.alpha, self.pathways = m.num_frames, m.alpha, PATHWAYS[m.name]
         self.target_fps = m.target_fps
         self.failures = DecodeFailures(len(self.samples), f'rank {rank}: ' if world_size > 1 else '')
+        self.errors = WorkerErrors()  # any other error while making items, for the loop (errors.checked)
 
     def crop_views(self, frames: np.ndarray, size: int, num_crops: int) -> Iterator[Tuple[np.ndarray, ...]]:
         """One clip's BGR frames ``[T, H, W, 3]`` -> its ``num_crops`` views (``crop_offset``), as pathways."""
@@ -319,7 +344,8 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         if mode not in ('train', 'valid'):
             raise ValueError(f"mode must be 'train' or 'valid', got {mode!r}")
         section = cfg.TRAIN if mode == 'train' else cfg.VALID
-        super().__init__(cfg, read_video_list(section.filelist, cfg.MODEL.num_classes, cfg.DATA.path_prefix))
+        super().__init__(cfg, read_video_list(section.filelist, cfg.MODEL.num_classes, cfg.DATA.path_prefix),
+                         section.filelist)
         self.mode, self.seed, self.epoch = mode, seed, 0
         self.min_size, self.max_size, self.target_size = section.min_size, section.max_size, section.target_size
         self.default_size, self.sampling_rates = section.target_size, (self.model.sampling_rate,) * 2
@@ -337,6 +363,20 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
 
     def __getitem__(self, index):
         index, crop = (int(index[0]), int(index[1])) if np.ndim(index) else (int(index), self.target_size)
+        try:
+            return self.sample(index, crop)
+        except Exception as error:  # to the loop through ``errors`` (raised here, Paddle's loader hangs or hides it)
+            self.errors.record(error)
+            return self.placeholder(index, crop)
+
+    def placeholder(self, index: int, crop: int) -> Tuple[np.ndarray, ...]:
+        """An all-zero item labelled ``UNDECODABLE``, of the shape of the others."""
+        clips = pack_pathways(np.zeros((3, self.num_frames, crop, crop), np.uint8), self.alpha, self.pathways)
+        return (*clips, np.array([UNDECODABLE], dtype=np.int64), np.array([index], dtype=np.int64))
+
+    def sample(self, index: int, crop: int) -> Tuple[np.ndarray, ...]:
+        """Item ``index`` at ``crop`` pixels: its clip; for training, after a decode failure, another video drawn from
+        the same stream (ListError after ``DATA.num_retries`` replacements in a row)."""
         rng = np.random.default_rng([self.seed, self.epoch, index])
         if self.mode == 'valid':
             path, label = self.samples[index]
@@ -344,9 +384,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
                 clips = self.load_clip(path, rng, crop)
             except VideoError as error:
                 self.failures.record(index, error)
-                size, label = self.target_size, UNDECODABLE
-                clips = pack_pathways(np.zeros((3, self.num_frames, size, size), np.uint8), self.alpha,
-                                      self.pathways)
+                return self.placeholder(index, self.target_size)
             return (*clips, np.array([label], dtype=np.int64), np.array([index], dtype=np.int64))
         for _ in range(self.num_retries + 1):
             path, label = self.samples[index]
@@ -357,7 +395,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
                 self.failures.record(index, error)
                 index = int(rng.integers(0, len(self.samples)))
         raise ListError(f'{self.num_retries + 1} videos in a row failed to decode (last: {path}); check the list '
-                           'and DATA.path_prefix, or clean the list with tools/check_videos.py')
+                        'and DATA.path_prefix, or clean the list with tools/check_videos.py')
 
     def load_clip(self, path: str, rng: np.random.Generator, crop: int) -> Tuple[np.ndarray, ...]:
         train = self.mode == 'train'
@@ -397,14 +435,15 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.Dataset):
     """
 
     def __init__(self, cfg: AttrDict, mode: str, rank: int = 0, world_size: int = 1,
-                 samples: Optional[List[Tuple[str, int]]] = None):
+                 samples: Optional[List[Tuple[str, int]]] = None, source: str = 'the inputs'):
         if mode not in ('test', 'infer'):
             raise ValueError(f"mode must be 'test' or 'infer', got {mode!r}")
         section = cfg.TEST if mode == 'test' else cfg.INFER
+        source = section.filelist if samples is None else source  # what the check of the files names
         if samples is None:  # predict.py passes videos given on its command line instead
             samples = read_video_list(section.filelist, cfg.MODEL.num_classes, cfg.DATA.path_prefix,
                                       labels_required=mode == 'test')
-        super().__init__(cfg, samples, rank, world_size)
+        super().__init__(cfg, samples, source, rank, world_size)
         self.mode = mode
         self.target_size = section.target_size
         self.num_ensemble_views, self.num_spatial_crops = section.num_ensemble_views, section.num_spatial_crops
@@ -436,8 +475,11 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.Dataset):
         path, label = self.samples[video_index]
         try:
             views = list(self.load_views(path))
-        except VideoError as error:
-            self.failures.record(video_index, error)
+        except Exception as error:
+            if isinstance(error, VideoError):
+                self.failures.record(video_index, error)
+            else:  # to the loop through ``errors`` (raised here, Paddle's loader hangs or hides it)
+                self.errors.record(error)
             placeholder = np.zeros((1, 3, 1, 1, 1), np.uint8)  # never shown to the model; a size-0 array would
             return (*[placeholder] * self.pathways, np.array([label], np.int64),  # not pass through shared memory
                     np.array([UNDECODABLE], np.int64))
@@ -460,7 +502,8 @@ class KineticsMultiViewDataset(_VideoDataset, paddle.io.Dataset):
         holding at most one video's views in flight."""
         if not self.video_indices:  # a rank with no video
             return
-        loader = paddle.io.DataLoader(self, batch_size=None, num_workers=num_workers, prefetch_factor=1)
+        loader = checked(paddle.io.DataLoader(self, batch_size=None, num_workers=num_workers, prefetch_factor=1),
+                         self.errors)
         pending: List[Tuple[List[paddle.Tensor], np.ndarray]] = []
         held = 0
         for *pathways, _, view_ids in loader:
@@ -556,8 +599,9 @@ class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
     """
 
     def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], stride: str, window: Optional[str] = None,
-                 clips_per_window: int = 1, num_crops: int = 1, rank: int = 0, world_size: int = 1):
-        super().__init__(cfg, samples, rank, world_size)
+                 clips_per_window: int = 1, num_crops: int = 1, rank: int = 0, world_size: int = 1,
+                 source: str = 'the inputs'):
+        super().__init__(cfg, samples, source, rank, world_size)
         self.target_size = cfg.INFER.target_size
         self.clips_per_window, self.num_crops = clips_per_window, num_crops
         self.num_views = clips_per_window * num_crops
@@ -616,7 +660,7 @@ class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
         if not self.video_indices:  # a rank with no window
             return
         loader = paddle.io.DataLoader(self, batch_size=batch_size, num_workers=min(num_workers, 1))
-        for *pathways, _, view_ids in loader:
+        for *pathways, _, view_ids in checked(loader, self.errors):
             yield list(pathways), view_ids.numpy().reshape(-1)
 
     def open_video(self, path: str, fallback_fps: float) -> VideoReader:
@@ -640,6 +684,9 @@ class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
                         yield (*clips, label, np.array([row * self.num_views + view], dtype=np.int64))
             except VideoError as error:
                 self.failures.record(video_index, error)
+            except Exception as error:  # to the loop through ``errors`` (raised here, Paddle's loader hangs)
+                self.errors.record(error)
+                return
 
     def window_views(self, path: str, layout: WindowLayout) -> Iterator[Iterator[Tuple[np.ndarray, ...]]]:
         """Per window, in order, its views; the frames come from one forward decode."""

@@ -96,16 +96,20 @@ def main() -> int:
     log_config(cfg, 'Infer')
     i = cfg.INFER
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
-    samples, ids = collect_inputs(args.filelist or (None if args.video else i.filelist), args.video, cfg)
+    listing = args.filelist or (None if args.video else i.filelist)
+    samples, ids = collect_inputs(listing, args.video, cfg)
+    inputs_name = listing if listing and not args.video else 'the inputs'  # what the check of the files names
     batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
+    if args.timeline:  # the datasets check that the files exist: before the model is loaded
+        dataset = SlidingWindowDataset(cfg, samples, args.stride, args.window, args.window_clips, args.window_crops,
+                                       rank, world, inputs_name)
+    else:
+        dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples, source=inputs_name)
     model, source = build_scoring_model(cfg, i.weights, i.target_size, device, args.allow_pickle)
     if args.timeline:
-        dataset = SlidingWindowDataset(cfg, samples, args.stride, args.window, args.window_clips, args.window_crops,
-                                       rank, world)
         logger.info('predicting %d windows (%d videos, a window every %s) x %d views with %s', dataset.num_rows,
                     len(samples), args.stride, dataset.num_views, source)
     else:
-        dataset = KineticsMultiViewDataset(cfg, 'infer', rank, world, samples=samples)
         logger.info('predicting %d videos x %d views with %s', len(samples), dataset.num_views, source)
 
     sums, counts, features, _ = score_videos(model, dataset, lambda clips: model_inputs(clips, cfg), batch,

@@ -19,6 +19,8 @@ from typing import Callable, Iterator, List, Optional
 
 import paddle
 
+from errors import WorkerErrors, checked
+
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -68,15 +70,19 @@ class StoppableDataLoader(paddle.io.DataLoader):
     and unblock them in ``stop.worker_init_fn``: Paddle's worker start-up first installs a handler that dies on
     SIGTERM, so a signal in between would kill a worker under the step being finished."""
 
-    def __init__(self, *args, stop: StopRequest, **kwargs) -> None:
+    def __init__(self, *args, stop: StopRequest, errors: Optional[WorkerErrors] = None, **kwargs) -> None:
         super().__init__(*args, worker_init_fn=stop.worker_init_fn, **kwargs)
+        self.errors = errors
 
     def __iter__(self):
+        """The batches; the error the dataset recorded in ``errors`` (``errors.checked``) is raised instead of the
+        batch it spoiled."""
         previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            return super().__iter__()  # forks the workers
+            batches = super().__iter__()  # forks the workers
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        return checked(batches, self.errors)
 
 
 class ResumableBatchSampler(paddle.io.DistributedBatchSampler):

@@ -212,7 +212,8 @@ class Data:
         self.valid_set = KineticsDataset(cfg, 'valid', seed=run.seed)
         mine = paddle.io.Subset(self.valid_set, list(range(rank, len(self.valid_set), world)))  # no padding copies
         self.valid_loader = StoppableDataLoader(mine, batch_size=valid_batch, shuffle=False, drop_last=False,
-                                                num_workers=cfg.DATA.num_workers, stop=run.stop)
+                                                num_workers=cfg.DATA.num_workers, stop=run.stop,
+                                                errors=self.valid_set.errors)
         self.full_shape = (cfg.MODEL.num_frames, [(micro_batch, cfg.TRAIN.target_size)])
         self.train: Optional[TrainLoader] = None
         self._full: Optional[TrainLoader] = None
@@ -248,7 +249,7 @@ class Data:
             sampler = ResumableBatchSampler(dataset, batch_size=cycle[0][0], num_replicas=run.world, rank=run.rank,
                                             shuffle=True, drop_last=True)
         loader = StoppableDataLoader(dataset, batch_sampler=sampler, num_workers=run.cfg.DATA.num_workers,
-                                     stop=run.stop)
+                                     stop=run.stop, errors=dataset.errors)
         return TrainLoader(frames, cycle, dataset, sampler, loader)
 
 

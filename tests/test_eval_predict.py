@@ -409,3 +409,17 @@ def test_one_video_on_two_ranks_through_the_scripts_and_the_rank_of_a_failure_is
     assert result['num_videos'] == 1 and result['failed'] == [setup['videos']['missing']]
     rank1 = (tmp_path / 'l3' / 'workerlog.1').read_text()
     assert f'rank 1: cannot decode video {setup["videos"]["missing"]}: ' in rank1
+
+
+def test_a_list_of_missing_videos_stops_eval_and_predict_on_every_rank_with_the_list_error(setup, tmp_path):
+    listing = tmp_path / 'missing.txt'
+    listing.write_text(''.join(f'clips/v{i}.mp4 {i % 4}\n' for i in range(5)))
+    env = dict(ENV, USE_GPU='False', NPROC='2', CONFIG='slowfast-single.yaml', WEIGHTS=setup['weights'])
+    expected = f'{listing}: 5 of 5 listed videos do not exist (the first: {tmp_path / "clips" / "v0.mp4"})'
+    for script, flags in (('run_eval_multi.sh', ['-o', f'TEST.filelist={listing}']),
+                          ('run_infer_multi.sh', ['-o', f'INFER.filelist={listing}'])):
+        logs = tmp_path / script
+        run(['bash', os.path.join(ROOT, script), '--save_path', str(tmp_path / 'out')] + setup['flags'] + flags,
+            env=dict(env, LOG_DIR=str(logs)), expect=3)
+        for rank in (0, 1):
+            assert expected in (logs / f'workerlog.{rank}').read_text(), (script, rank)

@@ -129,6 +129,31 @@ def test_scale_and_crop_positions():
     assert {y for y, _ in draws} == set(range(9)) and {x for _, x in draws} == set(range(33))  # inclusive bounds
 
 
+def test_listed_files_are_stat_ed_up_front_most_missing_is_an_error_a_few_a_warning(cfg, videos, tmp_path, caplog):
+    from kinetics_dataset import check_listed_files
+
+    present = [videos[k] for k in ('mp4', 'webm', 'mkv', 'avi')]
+    gone = [str(tmp_path / f'gone{i}.mp4') for i in range(4)]
+    for missing in (gone, gone[:3] + present[:1], gone[:3] + present[:2]):  # none / most / 3 of 5 exist
+        with pytest.raises(ListError) as error:
+            check_listed_files([(p, 0) for p in missing + [missing[0]]], 'train.txt', '/data/k400')
+        count = sum(p in gone for p in missing)
+        assert str(error.value).startswith(f'train.txt: {count} of {len(missing)} listed videos do not exist '
+                                           f'(the first: {gone[0]}); DATA.path_prefix is \'/data/k400\'')
+    caplog.clear()
+    check_listed_files([(p, 0) for p in present + gone[:2]], 'val.txt', '')  # 2 of 6: go on, said once
+    assert [r.levelname for r in caplog.records] == ['WARNING']
+    assert 'val.txt: 2 of 6 listed videos do not exist' in caplog.text and "DATA.path_prefix is ''" in caplog.text
+    caplog.clear()
+    check_listed_files([(p, 0) for p in present], 'val.txt', '')
+    assert not caplog.records
+    use_list(cfg, write_list(tmp_path, [f'{p} 0' for p in gone]), 'TRAIN', 'TEST')  # every dataset checks
+    for make in (lambda: KineticsDataset(cfg, 'train'), lambda: KineticsMultiViewDataset(cfg, 'test'),
+                 lambda: SlidingWindowDataset(cfg, [(p, 0) for p in gone], stride='1s')):
+        with pytest.raises(ListError, match='4 of 4 listed videos do not exist'):
+            make()
+
+
 # ---- test / infer views ------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize('container', ['mp4', 'webm', 'mkv', 'avi'])
@@ -401,9 +426,13 @@ def test_first_failure_of_each_video_is_logged_with_its_reason(cfg, videos, tmp_
 
 
 def test_a_list_of_only_broken_videos_stops_with_a_clear_error(cfg, videos, tmp_path):
+    """The error goes to the loop (``errors``), the loader gets a placeholder of the items' shape."""
     use_list(cfg, write_list(tmp_path, [f'{videos["zero"]} 0', f'{videos["missing"]} 1']), 'TRAIN')
+    dataset = KineticsDataset(cfg, 'train')
+    slow, fast, label, _ = dataset[0]
+    assert fast.shape == (3, 32, 64, 64) and slow.shape == (3, 4, 64, 64) and label[0] == UNDECODABLE
     with pytest.raises(ListError, match='11 videos in a row failed to decode'):
-        KineticsDataset(cfg, 'train')[0]
+        dataset.errors.raise_if_any()
 
 
 def test_reader_returns_frames_in_the_asked_order_resized_on_decode(videos):
@@ -550,3 +579,91 @@ def test_sliding_windows_when_the_decode_ends_early_or_breaks(cfg, videos, monke
     monkeypatch.setattr(VideoReader, 'read_forward', broken)
     dataset = SlidingWindowDataset(cfg, [(videos['mp4'], NO_LABEL)], stride='32f')
     assert len(list(dataset)) == 2 and dataset.failures.indices() == [0]  # the windows before the break only
+
+
+# ---- errors while the loaders make items ----------------------------------------------------------------------------
+
+LOADER_ERRORS = '''
+import json, sys, time
+sys.path.insert(0, {root!r})
+import paddle
+import kinetics_dataset
+from config_utils import parse_config
+from errors import ListError
+from kinetics_dataset import KineticsDataset, KineticsMultiViewDataset, SlidingWindowDataset
+from preemption import ResumableBatchSampler, StopRequest, StoppableDataLoader
+
+cfg = parse_config({config!r}, {overrides!r})
+bad = {bad!r}
+
+def fail_on_bad(real):
+    def wrapped(self, path, *args, **kwargs):
+        if path == bad:
+            raise ListError('injected: ' + path)
+        return real(self, path, *args, **kwargs)
+    return wrapped
+
+kinetics_dataset._VideoDataset.load_clip = fail_on_bad(KineticsDataset.load_clip)
+KineticsDataset.load_clip = kinetics_dataset._VideoDataset.load_clip
+KineticsMultiViewDataset.load_views = fail_on_bad(KineticsMultiViewDataset.load_views)
+SlidingWindowDataset.window_views = fail_on_bad(SlidingWindowDataset.window_views)
+stop = StopRequest().install()  # as train.py: its workers end when this process exits
+
+def train(workers):
+    data = KineticsDataset(cfg, 'train')
+    sampler = ResumableBatchSampler(data, batch_size=2, shuffle=False, drop_last=True)
+    return StoppableDataLoader(data, batch_sampler=sampler, num_workers=workers, stop=stop, errors=data.errors)
+
+def valid(workers):
+    data = KineticsDataset(cfg, 'valid')
+    return StoppableDataLoader(paddle.io.Subset(data, list(range(len(data)))), batch_size=2, num_workers=workers,
+                               stop=stop, errors=data.errors)
+
+def views(workers):
+    return KineticsMultiViewDataset(cfg, 'test').view_batches(4, workers)
+
+def windows(workers):
+    samples = [(path, 0) for path in {paths!r}]
+    return SlidingWindowDataset(cfg, samples, stride='32f').view_batches(4, workers)
+
+results = []
+for name, make in (('train', train), ('valid', valid), ('test views', views), ('windows', windows)):
+    for workers in (0, 1, 3):
+        start, outcome = time.time(), 'no error'
+        try:
+            for _ in make(workers):
+                pass
+        except ListError as error:
+            outcome = 'ListError: ' + str(error)
+        results.append([name, workers, outcome, time.time() - start])
+        print(results[-1], flush=True)
+print(json.dumps(results))
+'''
+
+
+def test_an_error_while_any_loader_makes_items_reaches_the_loop_promptly(cfg, videos, tmp_path):
+    """A user error raised where items are made (training, validation and precise BN's loader, eval/predict views,
+    timeline windows), with 0, 1 and 3 DataLoader workers: raised in the loop with its class and message within
+    seconds (Paddle's own loader waits for ever with no worker, and hides the error's class with workers)."""
+    import json
+    import subprocess
+    import sys
+
+    names = ['mp4', 'webm', 'mkv', 'avi', 'fps15']
+    listing = write_list(tmp_path, [f'{videos[k]} {i}' for i, k in enumerate(names)])
+    overrides = ['MODEL.num_classes=5', 'MODEL.crop_size=64', 'TRAIN.min_size=72', 'TRAIN.max_size=80',
+                 'TRAIN.target_size=64', 'VALID.min_size=96', 'VALID.max_size=96', 'VALID.target_size=96',
+                 'TEST.target_size=96', 'TEST.num_ensemble_views=2', 'TEST.num_spatial_crops=1',
+                 'INFER.target_size=96'] + [f'{s}.filelist={listing}' for s in ('TRAIN', 'VALID', 'TEST')]
+    script = tmp_path / 'loaders.py'
+    script.write_text(LOADER_ERRORS.format(root=ROOT, config=os.path.join(ROOT, 'slowfast.yaml'),
+                                           overrides=overrides, bad=videos['mkv'],
+                                           paths=[videos[k] for k in names]))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600,
+                            env=dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1'))  # the limit: a hang
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(result.stdout.strip().splitlines()[-1])
+    assert len(results) == 12
+    for name, workers, outcome, seconds in results:
+        assert outcome == f'ListError: injected: {videos["mkv"]}', (name, workers, outcome)
+        assert seconds < 30, (name, workers, seconds)

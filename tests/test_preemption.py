@@ -110,3 +110,8 @@ def test_run_stoppable_reports_its_processes_status_and_ends_a_launcher_that_out
     assert time.time() - start < 20  # the stuck one killed about 2 s after both reported
     assert subprocess.run(['bash', str(script), 'echo 75 >> "$SLOWFAST_STATUS_FILE"; echo 0 >> '
                            '"$SLOWFAST_STATUS_FILE"; exit 3'], env=env, timeout=60).returncode == 3  # no agreement
+    # one rank's input error (a list error: 3), the other rank's crash on the lost peer (1): the input error's
+    assert subprocess.run(['bash', str(script), 'echo 3 >> "$SLOWFAST_STATUS_FILE"; echo 1 >> '
+                           '"$SLOWFAST_STATUS_FILE"; exit 1'], env=env, timeout=60).returncode == 3
+    assert subprocess.run(['bash', str(script), 'echo 1 >> "$SLOWFAST_STATUS_FILE"; exit 1'], env=env,
+                          timeout=60).returncode == 1

@@ -406,6 +406,69 @@ def test_cutmix_trains_through_iterations_whose_box_comes_out_empty(demo_lists, 
     assert (tmp_path / 'slowfast_epoch0.pdparams').exists()
 
 
+def audio_only_video(path):
+    """An .mp4 holding one AAC stream and no video."""
+    import av
+
+    with av.open(str(path), 'w') as container:
+        stream = container.add_stream('aac', rate=16000)
+        stream.layout = 'mono'
+        for i in range(4):
+            frame = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format='fltp', layout='mono')
+            frame.rate, frame.pts = 16000, i * 1024
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+def test_a_list_that_cannot_be_read_ends_training_at_once_with_the_list_error(demo_lists, videos, tmp_path):
+    """The most common first mistake, a wrong DATA.path_prefix: stopped before the network is built, naming how many
+    files are missing, the first as resolved and the prefix. Files that exist but are no videos (empty, random bytes,
+    text, audio only) fail in the DataLoader (0, 1 or 3 workers; 2 ranks): the list error and its status, promptly.
+    A few missing files only warn. (Paddle's loader hung on such an error.)"""
+    train_list, val_list = demo_lists
+    relative = [line.split()[0] for line in open(train_list).read().splitlines()]
+    (tmp_path / 'relative.txt').write_text(''.join(f'{p} 0\n' for p in relative))
+    start = time.time()
+    log = run_train(demo_lists, tmp_path / 'a', '-o', f'TRAIN.filelist={tmp_path / "relative.txt"}', '-o',
+                    'DATA.path_prefix=/data/k400', expect=3)
+    lists = {str(tmp_path / 'relative.txt'): relative[0],  # the first list checked names itself
+             val_list: open(val_list).read().split()[0]}
+    assert any(f'{path}: {n} of {n} listed videos do not exist (the first: /data/k400/{first}); DATA.path_prefix is '
+               f'\'/data/k400\'' in log for (path, first), n in zip(lists.items(), (len(relative), 8))), log[-2000:]
+    assert 'GFLOPs' not in log and time.time() - start < 60  # before the network was built
+
+    text = tmp_path / 'text.mp4'
+    text.write_text('not a video\n')
+    broken = [videos['zero'], videos['garbage'], str(text), audio_only_video(tmp_path / 'audio.mp4')]
+    (tmp_path / 'broken.txt').write_text(''.join(f'{p} {i % 4}\n' for i, p in enumerate(broken * 2)))
+    for workers in (0, 1, 3):
+        start = time.time()
+        log = run_train(demo_lists, tmp_path / f'w{workers}', '-o', f'TRAIN.filelist={tmp_path / "broken.txt"}',
+                        '-o', f'DATA.num_workers={workers}', expect=3)
+        assert 'ERROR' in log and '11 videos in a row failed to decode' in log and time.time() - start < 60
+        assert not list((tmp_path / f'w{workers}').glob('*.pdparams'))
+    start = time.time()
+    multi = subprocess.run(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir', str(tmp_path / 'm')] +
+                           [a for o in tiny_train_overrides(*demo_lists) for a in ('-o', o)] +
+                           ['-o', f'TRAIN.filelist={tmp_path / "broken.txt"}', '-o', 'DATA.num_workers=2'],
+                           capture_output=True, text=True, timeout=300, cwd=ROOT,
+                           env=dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs')))
+    assert multi.returncode == 3 and time.time() - start < 120, multi.stdout[-2000:] + multi.stderr[-2000:]
+    for rank in (0, 1):  # every rank ended with the list error
+        assert '11 videos in a row failed to decode' in (tmp_path / 'logs' / f'workerlog.{rank}').read_text()
+
+    lines = open(train_list).read().splitlines()
+    folder = os.path.dirname(train_list)
+    (tmp_path / 'few.txt').write_text(''.join(f'{os.path.join(folder, line)}\n' for line in lines) +
+                                      f'{videos["missing"]} 0\n')
+    log = run_train(demo_lists, tmp_path / 'few', '-o', f'TRAIN.filelist={tmp_path / "few.txt"}', epochs=1)
+    assert f'1 of {len(lines) + 1} listed videos do not exist (the first: {videos["missing"]})' in log
+    assert (tmp_path / 'few' / 'slowfast_epoch0.pdparams').exists()
+
+
 def test_gradient_accumulation_keeps_the_schedule_of_the_effective_batch(demo_lists, videos, tmp_path):
     # the val list also holds two broken videos: validation skips, counts and names them, never substitutes
     val = [line for line in open(demo_lists[1]).read().splitlines() if line.strip()]
