@@ -59,8 +59,9 @@ class VideoReader:
     by decoding it whole, and ``read`` raises ``IndexChanged``. Streams without usable timestamps are read as a
     sequential decode from the start (counted once on open).
 
-    ``fps``: the stream's declared average rate when it agrees with the frames' timestamps (within 1 %), else the
-    timestamps' average rate (variable frame rate), else ``fallback_fps``.
+    ``fps``: the stream's declared average rate when it agrees with the rate the frames' timestamps give (within
+    1 %; ``measured_rate``: robust to a few odd timestamps, the average only where durations genuinely vary), else
+    that measured rate, else ``fallback_fps``.
     ``threads``: FFmpeg decoding threads (None: one per core); 1 in DataLoader workers, where the workers already fill
     the cores.
     """
@@ -153,9 +154,9 @@ class VideoReader:
         return None
 
     def _set_fps(self) -> None:
-        declared, measured = self._declared_rate(), None
-        if self.pts is not None and len(self.pts) >= 2 and self.pts[-1] > self.pts[0]:
-            measured = float((len(self.pts) - 1) / (int(self.pts[-1] - self.pts[0]) * self.stream.time_base))
+        declared = self._declared_rate()
+        time_base = float(self.stream.time_base)
+        measured = measured_rate(np.diff(self.pts) * time_base, time_base) if self.pts is not None else None
         if declared and (measured is None or abs(declared / measured - 1.0) < 0.01):
             self.fps = declared
         elif measured and 1.0 <= measured <= 1000.0:
@@ -394,6 +395,21 @@ class _FrameSink:
 
 VIDEO_EXTENSIONS = ('.mp4', '.webm', '.mkv', '.avi', '.mov', '.m4v', '.flv', '.mpg', '.mpeg')
 CODECS = {'.mp4': 'libx264', '.mkv': 'libx264', '.webm': 'libvpx-vp9', '.avi': 'mpeg4'}
+
+
+def measured_rate(durations: np.ndarray, tick: float = 0.0) -> Optional[float]:
+    """Frames per second from the frames' durations (seconds, in presentation order). A constant rate unless more than
+    2 % of the durations are off their median by more than 1 % (or by more than ``tick``, the time base they were
+    rounded to): the mean of the regular durations, so a few odd timestamps (a re-mux can leave the last frame's
+    late) change nothing. Otherwise the stream's average (variable frame rate). None without a duration, or outside
+    [1, 1000]."""
+    durations = np.asarray(durations, dtype=np.float64)
+    if len(durations) == 0 or durations.sum() <= 0:
+        return None
+    median = float(np.median(durations))
+    regular = np.abs(durations - median) <= max(0.01 * median, tick) * (1 + 1e-9)
+    rate = 1.0 / float(durations[regular].mean()) if regular.mean() >= 0.98 else len(durations) / durations.sum()
+    return float(rate) if 1.0 <= rate <= 1000.0 else None
 
 
 def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 23) -> int:

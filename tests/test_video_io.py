@@ -16,8 +16,8 @@ from videos import (copy_packets, decoded_frames, decoded_indices, expected_fps,
 
 CASES = ['mp4 stream-copy cut (edit list)', 'mp4 stream-copy cut of open GOPs', 'mkv stream-copy cut',
          'mkv starting at 4.5 s', 'webm VP9 alt-ref cut, timestamps kept', 'webm live (no cues, no duration)',
-         'open-GOP B-pyramid H.264 mkv', 'audio track first (mp4)', '29.97 fps (mp4)', 'variable frame rate (mkv)',
-         'variable frame rate (mp4)']
+         'open-GOP B-pyramid H.264 mkv', 'audio track first (mp4)', '29.97 fps (mp4)', 'last timestamp late (mp4)',
+         'variable frame rate (mkv)', 'variable frame rate (mp4)']
 
 
 def shown(frames: np.ndarray) -> list:
@@ -50,6 +50,43 @@ def test_frames_and_length_are_those_of_a_full_sequential_decode(real_world, cas
         assert video.fps == pytest.approx(expected_fps(path), rel=1e-6)
         for indices in index_sets(len(truth), rng):
             assert shown(video.read(indices)) == [truth[i] for i in indices], (case, indices)
+
+
+@needs_ffmpeg
+def test_one_late_timestamp_keeps_a_constant_rate_stream_at_its_declared_rate(real_world):
+    """The ffmpeg tool's file: 30 fps, the last frame 0.3 s late. Its first-to-last average is more than 1 % off 30,
+    every other frame duration is 1/30 s: read at 30 fps (the 30 views of it are checked with the other cases in
+    test_kinetics_dataset). The variable-rate files keep their average rate."""
+    from videos import declared_fps, frame_times
+
+    path, truth = real_world['last timestamp late (mp4)']
+    times = frame_times(path)
+    assert len(truth) == 300 and abs((len(times) - 1) / (times[-1] - times[0]) / 30 - 1) > 0.01
+    with VideoReader(path, 25) as video:
+        assert video.fps == declared_fps(path) == 30.0
+    for case in ('variable frame rate (mkv)', 'variable frame rate (mp4)'):  # made from 30 fps, frames dropped
+        times = frame_times(real_world[case][0])
+        average = (len(times) - 1) / (times[-1] - times[0])
+        with VideoReader(real_world[case][0], 25) as video:
+            assert video.fps == pytest.approx(average, rel=0.01) and video.fps < 0.9 * 30
+
+
+def test_measured_rate_is_constant_unless_durations_genuinely_vary():
+    from video_io import measured_rate
+
+    regular = np.full(299, 1 / 30)
+    assert measured_rate(regular) == pytest.approx(30)
+    late = np.append(regular[:-1], 0.4)  # one odd duration
+    assert measured_rate(late) == pytest.approx(30)
+    dropped = regular.copy()
+    dropped[::60] = 2 / 30  # 5 dropped frames of 300 (< 2 %): still 30
+    assert measured_rate(dropped) == pytest.approx(30)
+    ms = np.round(np.arange(301) * 1000 / 30) / 1000  # timestamps rounded to a 1/1000 time base: 33/34 ms
+    assert measured_rate(np.diff(ms), tick=1e-3) == pytest.approx(30, rel=1e-3)
+    vfr = np.where(np.arange(300) % 30 == 0, 5 / 30, 1 / 30)  # 10 gaps of 300 (3 %): variable, the average
+    assert measured_rate(vfr) == pytest.approx(300 / vfr.sum())
+    assert measured_rate(np.zeros(3)) is None and measured_rate(np.array([])) is None
+    assert measured_rate(np.full(5, 2.0)) is None  # 0.5 fps: outside [1, 1000]
 
 
 @needs_ffmpeg

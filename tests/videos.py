@@ -75,20 +75,30 @@ def frame_times(path: str) -> List[float]:
     return [float(line.strip().strip(',')) for line in text.split() if line.strip().strip(',')]
 
 
-def declared_fps(path: str) -> float:
-    """The stream's average frame rate as ffprobe reads it from the container (0 when it declares none)."""
-    text = subprocess.run(['ffprobe', '-v', 'error', '-select_streams', 'v:0', '-show_entries',
-                           'stream=avg_frame_rate', '-of', 'csv=p=0', path], check=True, capture_output=True,
-                          text=True).stdout.strip()
+def stream_fraction(path: str, field: str) -> float:
+    """A stream field ffprobe gives as a fraction (``avg_frame_rate``, ``time_base``); 0 when it is absent."""
+    text = subprocess.run(['ffprobe', '-v', 'error', '-select_streams', 'v:0', '-show_entries', f'stream={field}',
+                           '-of', 'csv=p=0', path], check=True, capture_output=True, text=True).stdout.strip()
     num, _, den = text.partition('/')
     return float(num) / float(den) if den and float(den) else 0.0
 
 
+def declared_fps(path: str) -> float:
+    """The stream's average frame rate as ffprobe reads it from the container (0 when it declares none)."""
+    return stream_fraction(path, 'avg_frame_rate')
+
+
 def expected_fps(path: str) -> float:
-    """The rate the recipe must use, from ffprobe: the declared average rate when the frames' times agree with it
-    within 1 %, else the frames' own average rate (variable frame rate)."""
-    times, declared = frame_times(path), declared_fps(path)
-    measured = (len(times) - 1) / (times[-1] - times[0])
+    """The rate the recipe must use, from ffprobe: the frames' durations are a constant rate when at most 2 % of them
+    differ from their median by more than 1 % (or one tick of the time base), the mean of the others; else the
+    frames' average rate over the whole stream (variable frame rate). The declared rate when it agrees with that
+    within 1 %."""
+    times, declared = np.asarray(frame_times(path)), declared_fps(path)
+    durations = np.diff(times)
+    median = np.median(durations)
+    tolerance = max(0.01 * median, stream_fraction(path, 'time_base')) + 2e-6  # ffprobe prints microseconds
+    regular = np.abs(durations - median) <= tolerance
+    measured = 1 / durations[regular].mean() if regular.mean() >= 0.98 else len(durations) / (times[-1] - times[0])
     return declared if declared and abs(declared / measured - 1) < 0.01 else measured
 
 

@@ -54,6 +54,9 @@ def hard_videos(source: str, folder: str) -> Dict[str, str]:
         'audio track first (mp4)': (['-f', 'lavfi', '-i', 'sine=frequency=440:duration=10', '-i', gop,
                                      '-map', '0:a', '-map', '1:v', '-c:v', 'copy', '-c:a', 'aac'], 'audio_first.mp4'),
         '29.97 fps (mp4)': (['-i', frames, '-r', '30000/1001', '-c:v', 'libx264', '-crf', '18'], 'ntsc.mp4'),
+        # constant frame rate but the last frame 0.3 s late (as a re-mux with a longer audio track can leave it)
+        'last timestamp late (mp4)': (['-i', frames, '-vf', "setpts='if(eq(N,299),PTS+0.3/TB,PTS)'", '-fps_mode',
+                                       'passthrough', '-c:v', 'libx264', '-crf', '18'], 'late_last.mp4'),
         # frames dropped unevenly and kept at their times: variable frame rate
         'variable frame rate (mkv)': (['-i', frames, '-vf', "select='lt(mod(n,10),6)+gt(n,200)'", '-fps_mode', 'vfr',
                                        '-c:v', 'libx264', '-crf', '18'], 'vfr.mkv'),
