@@ -14,12 +14,12 @@ Each file is written to a temporary name and renamed; the ``.pdopt`` is renamed 
 ``.pdopt`` exists is complete, whatever moment the writer was killed at. A mid-epoch checkpoint is removed once a
 later checkpoint is written.
 """
+import _compat_pickle
 import glob
 import hashlib
 import logging
 import math
 import os
-import _compat_pickle
 import pickle
 import re
 from typing import Any, Dict, List, Optional, Tuple, Type
@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple, Type
 import numpy as np
 import paddle
 
+import distributed
 from atomic import atomic_path
 from errors import CheckpointError, WeightsError
 
@@ -267,6 +268,62 @@ def load_checkpoint(prefix: str, model: paddle.nn.Layer, optimizer: paddle.optim
     if state.get('rank_state'):
         model.set_state_dict({**model.state_dict(), **state['rank_state'][rank]})
     return state['meta']
+
+
+# ---- resuming a training run ---------------------------------------------------------------------------------------
+
+def agree_on_resume(save_dir: str, resume: bool, resume_epoch: Optional[int], rank: int, world: int) -> Optional[str]:
+    """The checkpoint every rank resumes from (None: from scratch). Rank 0 picks it (the newest complete one in
+    ``save_dir``, mid-epoch ones included, or the end of ``resume_epoch``) and tells the others, so no rank decides by
+    its own view of the folder; a rank that cannot read it stops every rank with CheckpointError naming the path
+    (``save_dir`` must be a folder every node sees)."""
+    if not (resume or resume_epoch is not None):
+        return None
+    position = [-1.0, -1.0]  # (epoch, iteration): from scratch
+    if rank == 0:
+        try:
+            epoch, iteration = checkpoint_position(find_resume_checkpoint(save_dir, resume_epoch))
+            position = [float(epoch), -1.0 if iteration is None else float(iteration)]
+        except CheckpointError as error:
+            if resume_epoch is not None:
+                position = [-2.0, -1.0]
+                logger.error('%s', error)
+            else:  # a restart loop may always pass --resume
+                logger.warning('%s: starting from scratch', error)
+    epoch, iteration = (int(v) for v in distributed.all_reduce_max(position if rank == 0 else [-3.0, -3.0], world))
+    if epoch == -2:
+        raise CheckpointError(f'--resume_epoch {resume_epoch}: no complete checkpoint in {save_dir} (as rank 0 sees '
+                              'it)')
+    if epoch < 0:
+        return None
+    prefix = checkpoint_prefix(save_dir, epoch, None if iteration < 0 else iteration)
+    readable = os.path.isfile(prefix + '.pdparams') and os.path.isfile(prefix + '.pdopt')
+    unreadable = distributed.all_reduce_max(0.0 if readable else rank + 1.0, world)
+    if unreadable:
+        raise CheckpointError(f'rank {int(unreadable) - 1} cannot read {os.path.basename(prefix)}.pdparams/.pdopt, '
+                              'which rank 0 resumes from' + ('' if readable else f', in {save_dir}') +
+                              ': --save_dir must be a folder every node sees (a shared file system)')
+    return prefix
+
+
+def check_mid_epoch(meta: Dict, prefix: str, layout: List[int], shape: List) -> None:
+    """A mid-epoch checkpoint continues its epoch's batches, which exist only for the ``layout`` ([ranks, micro-batch,
+    accumulation steps]) and the clip ``shape`` ([frames, [[batch, crop] per iteration]]: multigrid) it was written
+    with; CheckpointError naming both otherwise."""
+    if 'iteration' not in meta:
+        return
+    saved = meta.get('layout')
+    if saved != layout:
+        raise CheckpointError(
+            f'{prefix} stopped inside epoch {meta["epoch"]}, whose remaining batches are those of {saved[0]} ranks x '
+            f'{saved[1]} clips x {saved[2]} accumulation steps; this run has {layout[0]} x {layout[1]} x {layout[2]}:'
+            ' resume with the same number of ranks, TRAIN.batch_size and TRAIN.accumulate_steps, or resume the end '
+            f'of an earlier epoch with --resume_epoch')
+    saved = meta.get('stage')
+    if saved is not None and saved != shape:
+        raise CheckpointError(f'{prefix} stopped inside epoch {meta["epoch"]}, trained at {saved[0]} frames with '
+                              f'[batch, crop] per iteration {saved[1]}; this config gives that epoch {shape[0]} '
+                              f'frames and {shape[1]}: resume with the config it was written with')
 
 
 def weights_path(path: str) -> str:

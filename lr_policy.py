@@ -9,7 +9,8 @@ constant steps (``TRAIN.lr_policy: steps``; PySlowFast ``steps_with_relative_lrs
 
 ``e`` is fractional: ``epoch + iteration / iterations of that epoch``, so the LR changes every iteration, also when a
 multigrid stage changes the iterations per epoch. ``max_epoch``, the boundaries and the values come from
-``multigrid.training_plan`` (TRAIN.epoch, lr_steps and lr_gamma^k without multigrid).
+``multigrid.training_plan`` (TRAIN.epoch, lr_steps and lr_gamma^k without multigrid). ``build_optimizer``: the
+recipe's optimizer on this schedule.
 """
 import bisect
 import math
@@ -64,3 +65,17 @@ class EpochLR(paddle.optimizer.lr.LRScheduler):
 
     def get_lr(self) -> float:
         return lr_at_epoch(self.cfg, float(self.last_epoch), self.plan)
+
+
+def build_optimizer(cfg: AttrDict, model: paddle.nn.Layer):
+    """SGD with Nesterov momentum and L2 decay (BN parameters carry their own zero decay), LR stepped every
+    iteration; the classifier's parameters learn at ``TRAIN.head_lr_scale`` times the schedule's LR."""
+    t = cfg.TRAIN
+    scheduler = EpochLR(cfg)
+    for name, param in model.named_parameters():
+        if name.startswith('head.'):
+            param.optimize_attr['learning_rate'] = t.head_lr_scale
+    optimizer = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=t.momentum, use_nesterov=True,
+                                          weight_decay=paddle.regularizer.L2Decay(t.l2_weight_decay),
+                                          parameters=model.parameters())
+    return optimizer, scheduler

@@ -1,6 +1,7 @@
 """Classification metrics on score matrices ``[N, K]`` and integer labels ``[N]`` (NumPy only; scoring.py makes the
-scores)."""
-from typing import Dict, List, Sequence
+scores), and the training loop's running sums (``Meter``)."""
+import dataclasses
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 
@@ -35,3 +36,30 @@ def classification_report(scores: np.ndarray, labels: np.ndarray, num_classes: i
             'top5': float(topk_correct(scores, labels, 5).mean()) if len(labels) else 0.0,
             'mean_class_acc': float(np.mean(present)) if present else 0.0,
             'per_class_acc': per_class, 'confusion': matrix}
+
+
+@dataclasses.dataclass
+class Meter:
+    """One rank's sums over the iterations since it was made: loss x clips, top-1 and top-5 errors, clips; and the
+    time spent per batch and reading, over ``timed`` iterations of ``timed_clips`` clips."""
+    loss: float = 0.0
+    err1: float = 0.0
+    err5: float = 0.0
+    clips: float = 0.0
+    seconds: float = 0.0
+    reader_seconds: float = 0.0
+    timed: int = 0
+    timed_clips: int = 0
+
+    def update(self, loss: float, err1: float, err5: float, clips: int, seconds: float, reader_seconds: float):
+        self.loss, self.err1, self.err5, self.clips = (self.loss + loss * clips, self.err1 + err1, self.err5 + err5,
+                                                      self.clips + clips)
+        self.seconds, self.reader_seconds = self.seconds + seconds, self.reader_seconds + reader_seconds
+        self.timed, self.timed_clips = self.timed + 1, self.timed_clips + clips
+
+    def sums(self) -> List[float]:
+        """What a checkpoint keeps and the end of an epoch adds over ranks."""
+        return [self.loss, self.err1, self.err5, self.clips]
+
+    def averages(self) -> Tuple[float, float, float]:
+        return self.loss / self.clips, self.err1 / self.clips, self.err5 / self.clips

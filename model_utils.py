@@ -7,14 +7,16 @@ bottleneck), beta 0, no weight decay on BN, FC Normal(0, 0.01) with zero bias.
 
 Tensors are ``[N, C, T, H, W]`` throughout; a multi-pathway input is a list ``[slow, fast]``.
 The fast stem's convolution runs frame by frame on the CPU (``frame_conv.FrameConv3D``, a speed workaround).
+BN statistics: sub-batch BN for multigrid (``SubBatchNorm3D``) and precise BN after training epochs (``precise_bn``).
 """
-from typing import List, Optional, Sequence
+from typing import Iterable, List, Optional, Sequence
 
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
+import distributed
 from frame_conv import FrameConv3D
 
 BN_EPSILON = 1e-5
@@ -307,3 +309,30 @@ def count_flops(model: nn.Layer, input_shapes: Sequence[Sequence[int]]) -> int:
         if was_training:
             model.train()
     return total[0]
+
+
+@paddle.no_grad()
+def precise_bn(model: nn.Layer, inputs: Iterable[List[paddle.Tensor]], num_batches: int, world: int) -> int:
+    """Replace BN running statistics by their exact average over ``num_batches`` of the training ``inputs`` (model
+    inputs per batch; PySlowFast's precise BN), averaged over ranks. Returns the batches used."""
+    layers = [m for m in model.sublayers() if isinstance(m, nn.BatchNorm3D)]
+    momenta = [m._momentum for m in layers]
+    sums = [(paddle.zeros_like(m._mean), paddle.zeros_like(m._variance)) for m in layers]
+    for m in layers:
+        m._momentum = 0.0  # each forward overwrites the running statistics with the batch's
+    model.train()
+    used = 0
+    for batch in inputs:
+        model(batch)
+        for m, (mean, var) in zip(layers, sums):
+            mean.add_(m._mean)
+            var.add_(m._variance)
+        used += 1
+        if used == num_batches:
+            break
+    for m, momentum, (mean, var) in zip(layers, momenta, sums):
+        m._mean.set_value(mean / max(used, 1))
+        m._variance.set_value(var / max(used, 1))
+        m._momentum = momentum
+    distributed.average_buffers(model, world)
+    return used

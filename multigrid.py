@@ -15,6 +15,7 @@ epochs and the LR steps; ``ShortCycleBatchSampler`` yields a stage's batches of 
 ``bn_splits`` says how many sub-batches a batch's BN statistics are computed over (model_utils.SubBatchNorm3D).
 """
 import itertools
+import logging
 import math
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -22,6 +23,8 @@ import numpy as np
 
 from config_utils import AttrDict
 from preemption import ResumableBatchSampler
+
+logger = logging.getLogger(__name__)
 
 
 class Stage(NamedTuple):
@@ -204,3 +207,40 @@ def expected_epoch_seconds(iterations: int, seconds_per_iteration: Optional[floa
         return f'{iterations} iterations (time per iteration not measured yet)'
     seconds = iterations * seconds_per_iteration
     return f'~{math.ceil(seconds)} s ({iterations} iterations at {seconds_per_iteration:.3f} s)'
+
+
+def stage_shape(cfg: AttrDict, plan: Plan, epoch: int, micro_batch: int) -> List:
+    """What a checkpoint records of ``epoch``'s shape: frames and a rank's ``[batch, crop]`` per iteration of the
+    cycle."""
+    stage = stage_at(plan.stages, epoch)
+    return [stage.frames, [list(entry) for entry in stage_batches(cfg, stage, micro_batch)]]
+
+
+def stage_iterations(cfg: AttrDict, stage: Stage, micro_batch: int, world: int, num_videos: int) -> int:
+    """A rank's iterations per epoch in ``stage`` (its sampler's length, without building it)."""
+    return cycle_iterations(math.ceil(num_videos / world), [b for b, _ in stage_batches(cfg, stage, micro_batch)])
+
+
+def describe_stage(cfg: AttrDict, plan: Plan, k: int, micro_batch: int, world: int, num_videos: int) -> str:
+    """Stage ``k`` in one line: epochs, clip shape, global batch, BN sub-batch and iterations per epoch."""
+    stage = plan.stages[k]
+    cycle = stage_batches(cfg, stage, micro_batch)
+    return (f'stage {k + 1}/{len(plan.stages)}, epochs {stage_start(plan.stages, k)}-{stage.end_epoch - 1}: '
+            f'{stage.frames} frames x {"/".join(str(crop) for _, crop in cycle)} px, global batch '
+            f'{"/".join(str(batch * world) for batch, _ in cycle)}, BN statistics over '
+            f'{"/".join(str(batch // bn_splits(batch, cfg.MULTIGRID.bn_base_size)) for batch, _ in cycle)} '
+            f'clips, {stage_iterations(cfg, stage, micro_batch, world, num_videos)} iterations per epoch')
+
+
+def log_plan(cfg: AttrDict, plan: Plan, micro_batch: int, world: int, num_videos: int) -> None:
+    """The whole plan of a multigrid run, at its start (nothing without multigrid)."""
+    if not is_multigrid(cfg):
+        return
+    g = cfg.MULTIGRID
+    logger.info('multigrid (long cycle %s, short cycle %s): %d stages, %d epochs (TRAIN.epoch %d x epoch_factor %g%s); '
+                'LR x base_lr %s from epochs %s', g.long_cycle, g.short_cycle, len(plan.stages), plan.max_epoch,
+                cfg.TRAIN.epoch, g.epoch_factor, '' if g.long_cycle else ', steps stretched alike',
+                [round(v, 6) for v in plan.lr_values], plan.lr_boundaries)
+    for k, stage in enumerate(plan.stages):
+        if stage.end_epoch > stage_start(plan.stages, k):  # a stage may round to no epochs
+            logger.info('  %s', describe_stage(cfg, plan, k, micro_batch, world, num_videos))

@@ -1,18 +1,22 @@
-"""Scoring videos for eval.py and predict.py: the model the views go through (the dygraph network, or the exported
+"""Scoring videos: for eval.py and predict.py the model the views go through (the dygraph network, or the exported
 model run by Paddle Inference) and the multi-view ensemble over a dataset and its ranks (per video, the sum of its
-views' softmax, the original's), with the clip features before the classifier when asked.
+views' softmax, the original's), with the clip features before the classifier when asked; for train.py the
+validation of one centre view per video.
 """
 import logging
 from typing import NamedTuple, Optional, Tuple
 
 import numpy as np
 import paddle
+import paddle.nn.functional as F
 from tqdm import tqdm
 
 import distributed
 from checkpoint import load_weights
 from config_utils import AttrDict
 from errors import WeightsError
+from kinetics_dataset import UNDECODABLE
+from metrics import topk_errors
 from model import VideoNetwork, build_model
 
 logger = logging.getLogger(__name__)
@@ -117,3 +121,27 @@ def score_videos(model, dataset, to_inputs, batch_size: int, num_workers: int, n
                            f'without a decode failure (first: {dataset.samples[dataset.row_videos[row]][0]}, row '
                            f'{row}): views were lost between the loader and the scores')
     return Scores(sums, counts, found, failed)
+
+
+@paddle.no_grad()
+def validate(model: paddle.nn.Layer, loader, to_inputs, world: int) -> Tuple[float, float, float, int, int]:
+    """train.py's validation: loss and top-1/top-5 error of one centre view per val video (``loader``'s batches,
+    ``to_inputs`` making the model input), summed over ranks, and the number of val videos that did not decode
+    (dropped, never substituted; each is logged by the dataset with its reason)."""
+    model.eval()
+    loss_sum = err1 = err5 = count = skipped = 0.0
+    for *clips, labels, _ in loader:
+        decoded = np.flatnonzero(labels.numpy().ravel() != UNDECODABLE)
+        skipped += labels.shape[0] - len(decoded)
+        if len(decoded) == 0:
+            continue
+        if len(decoded) < labels.shape[0]:
+            keep = paddle.to_tensor(decoded)
+            clips, labels = [paddle.gather(x, keep) for x in clips], paddle.gather(labels, keep)
+        probs = model(to_inputs(clips))
+        loss_sum += F.nll_loss(paddle.log(probs.clip(min=1e-12)), labels.reshape([-1]), reduction='sum').item()
+        e1, e5 = topk_errors(probs.numpy(), labels.numpy())
+        err1, err5, count = err1 + e1, err5 + e5, count + probs.shape[0]
+    loss_sum, err1, err5, count, skipped = distributed.all_reduce_sum([loss_sum, err1, err5, count, skipped], world)
+    model.train()
+    return loss_sum / max(count, 1), err1 / max(count, 1), err5 / max(count, 1), int(count), int(skipped)

@@ -5,7 +5,7 @@
     python train.py --config slowfast.yaml --resume                    # continue from the newest checkpoint
     python train.py --weights converted.pdparams -o MODEL.num_classes=10   # fine-tune
 
-The story of a run (``main``): config -> device and ranks -> resume point -> the plan (``multigrid.training_plan``:
+The story of a run (``main``, last): config -> device and ranks -> resume point -> the plan (``multigrid.training_plan``:
 shape stages, epochs, LR steps) -> data -> network, optimizer and LR (``build_trainee``) -> restore -> for each
 epoch: its stage's loader (``Data.enter``: rebuilt only when the shape changes), ``train_epoch`` (forward, loss,
 backward, step, LR step, logs; after a step, a stop signal writes a mid-epoch checkpoint and ends the run with status
@@ -24,49 +24,22 @@ import paddle
 import paddle.nn.functional as F
 
 import distributed
-from checkpoint import (check_resumable, checkpoint_position, checkpoint_prefix, find_resume_checkpoint,
-                        load_checkpoint, load_weights, save_checkpoint)
+from checkpoint import agree_on_resume, check_mid_epoch, check_resumable, load_checkpoint, load_weights, save_checkpoint
 from config_utils import AttrDict, log_config, parse_args, setup_logging
-from errors import STOPPED, CheckpointError, ConfigError, DivergedError, exit_on_user_error
-from kinetics_dataset import UNDECODABLE, KineticsDataset, model_inputs
-from lr_policy import EpochLR
-from metrics import topk_errors
+from errors import STOPPED, ConfigError, DivergedError, exit_on_user_error
+from kinetics_dataset import KineticsDataset, model_inputs
+from lr_policy import EpochLR, build_optimizer
+from metrics import Meter, topk_errors
 from mixup import MixUp, soft_cross_entropy
 from model import build_model, freeze, model_summary
-from model_utils import set_bn_splits
-from multigrid import (Plan, ShortCycleBatchSampler, Stage, bn_splits, cycle_iterations, expected_epoch_seconds,
-                       is_multigrid, stage_at, stage_batches, stage_index, stage_start,
-                       training_plan)
+from model_utils import precise_bn, set_bn_splits
+from multigrid import (Plan, ShortCycleBatchSampler, Stage, bn_splits, describe_stage, expected_epoch_seconds,
+                       is_multigrid, log_plan, stage_at, stage_batches, stage_index, stage_iterations, stage_shape,
+                       stage_start, training_plan)
 from preemption import ResumableBatchSampler, StopRequest, StoppableDataLoader
+from scoring import validate
 
 logger = logging.getLogger('train')
-
-
-@dataclasses.dataclass
-class Meter:
-    """One rank's sums over the iterations since it was made: loss x clips, top-1 and top-5 errors, clips; and the
-    time spent per batch and reading, over ``timed`` iterations of ``timed_clips`` clips."""
-    loss: float = 0.0
-    err1: float = 0.0
-    err5: float = 0.0
-    clips: float = 0.0
-    seconds: float = 0.0
-    reader_seconds: float = 0.0
-    timed: int = 0
-    timed_clips: int = 0
-
-    def update(self, loss: float, err1: float, err5: float, clips: int, seconds: float, reader_seconds: float):
-        self.loss, self.err1, self.err5, self.clips = (self.loss + loss * clips, self.err1 + err1, self.err5 + err5,
-                                                      self.clips + clips)
-        self.seconds, self.reader_seconds = self.seconds + seconds, self.reader_seconds + reader_seconds
-        self.timed, self.timed_clips = self.timed + 1, self.timed_clips + clips
-
-    def sums(self) -> List[float]:
-        """What a checkpoint keeps and the end of an epoch adds over ranks."""
-        return [self.loss, self.err1, self.err5, self.clips]
-
-    def averages(self) -> Tuple[float, float, float]:
-        return self.loss / self.clips, self.err1 / self.clips, self.err5 / self.clips
 
 
 def log_scalars(writer, section: str, values: Dict[str, float], step: int) -> None:
@@ -79,116 +52,6 @@ def iteration_seed(seed: int, epoch: int, iteration: int) -> int:
     """The seed of dropout's draws in one iteration: from ``(seed, epoch, iteration)`` only, like the clips, so a run
     resumed in the middle of an epoch draws what the uninterrupted run drew."""
     return int(np.random.SeedSequence([seed, epoch, iteration]).generate_state(1)[0])
-
-
-def build_optimizer(cfg: AttrDict, model: paddle.nn.Layer):
-    """SGD with Nesterov momentum and L2 decay (BN parameters carry their own zero decay), LR stepped every
-    iteration; the classifier's parameters learn at ``TRAIN.head_lr_scale`` times the schedule's LR."""
-    t = cfg.TRAIN
-    scheduler = EpochLR(cfg)
-    for name, param in model.named_parameters():
-        if name.startswith('head.'):
-            param.optimize_attr['learning_rate'] = t.head_lr_scale
-    optimizer = paddle.optimizer.Momentum(learning_rate=scheduler, momentum=t.momentum, use_nesterov=True,
-                                          weight_decay=paddle.regularizer.L2Decay(t.l2_weight_decay),
-                                          parameters=model.parameters())
-    return optimizer, scheduler
-
-
-@paddle.no_grad()
-def precise_bn(model: paddle.nn.Layer, loader, num_batches: int, world: int, cfg: AttrDict) -> int:
-    """Replace BN running statistics by their exact average over ``num_batches`` training batches (PySlowFast's
-    precise BN), averaged over ranks. Returns the batches used."""
-    layers = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm3D)]
-    momenta = [m._momentum for m in layers]
-    sums = [(paddle.zeros_like(m._mean), paddle.zeros_like(m._variance)) for m in layers]
-    for m in layers:
-        m._momentum = 0.0  # each forward overwrites the running statistics with the batch's
-    model.train()
-    used = 0
-    for batch in loader:
-        model(model_inputs(batch[:-2], cfg))  # (*pathways, labels, indices)
-        for m, (mean, var) in zip(layers, sums):
-            mean.add_(m._mean)
-            var.add_(m._variance)
-        used += 1
-        if used == num_batches:
-            break
-    for m, momentum, (mean, var) in zip(layers, momenta, sums):
-        m._mean.set_value(mean / max(used, 1))
-        m._variance.set_value(var / max(used, 1))
-        m._momentum = momentum
-    distributed.average_buffers(model, world)
-    return used
-
-
-@paddle.no_grad()
-def validate(model: paddle.nn.Layer, loader, world: int, cfg: AttrDict):
-    """Loss and top-1/top-5 error of one centre view per val video, summed over ranks, and the number of val videos
-    that did not decode (dropped, never substituted; each is logged by the dataset with its reason)."""
-    model.eval()
-    loss_sum = err1 = err5 = count = skipped = 0.0
-    for *clips, labels, _ in loader:
-        decoded = np.flatnonzero(labels.numpy().ravel() != UNDECODABLE)
-        skipped += labels.shape[0] - len(decoded)
-        if len(decoded) == 0:
-            continue
-        if len(decoded) < labels.shape[0]:
-            keep = paddle.to_tensor(decoded)
-            clips, labels = [paddle.gather(x, keep) for x in clips], paddle.gather(labels, keep)
-        probs = model(model_inputs(clips, cfg))
-        loss_sum += F.nll_loss(paddle.log(probs.clip(min=1e-12)), labels.reshape([-1]), reduction='sum').item()
-        e1, e5 = topk_errors(probs.numpy(), labels.numpy())
-        err1, err5, count = err1 + e1, err5 + e5, count + probs.shape[0]
-    loss_sum, err1, err5, count, skipped = distributed.all_reduce_sum([loss_sum, err1, err5, count, skipped], world)
-    model.train()
-    return loss_sum / max(count, 1), err1 / max(count, 1), err5 / max(count, 1), int(count), int(skipped)
-
-
-def agree_on_resume(args, rank: int, world: int) -> Optional[str]:
-    """The checkpoint every rank resumes from (None: from scratch). Rank 0 picks it (the newest complete one in
-    ``--save_dir``, mid-epoch ones included, or the end of ``--resume_epoch``) and tells the others, so no rank
-    decides by its own view of the folder; a rank that cannot read it stops every rank with CheckpointError naming
-    the path (``--save_dir`` must be a folder every node sees)."""
-    if not (args.resume or args.resume_epoch is not None):
-        return None
-    position = [-1.0, -1.0]  # (epoch, iteration): from scratch
-    if rank == 0:
-        try:
-            epoch, iteration = checkpoint_position(find_resume_checkpoint(args.save_dir, args.resume_epoch))
-            position = [float(epoch), -1.0 if iteration is None else float(iteration)]
-        except CheckpointError as error:
-            if args.resume_epoch is not None:
-                position = [-2.0, -1.0]
-                logger.error('%s', error)
-            else:  # a restart loop may always pass --resume
-                logger.warning('%s: starting from scratch', error)
-    epoch, iteration = (int(v) for v in distributed.all_reduce_max(position if rank == 0 else [-3.0, -3.0], world))
-    if epoch == -2:
-        raise CheckpointError(f'--resume_epoch {args.resume_epoch}: no complete checkpoint in {args.save_dir} '
-                              '(as rank 0 sees it)')
-    if epoch < 0:
-        return None
-    prefix = checkpoint_prefix(args.save_dir, epoch, None if iteration < 0 else iteration)
-    readable = os.path.isfile(prefix + '.pdparams') and os.path.isfile(prefix + '.pdopt')
-    unreadable = distributed.all_reduce_max(0.0 if readable else rank + 1.0, world)
-    if unreadable:
-        raise CheckpointError(f'rank {int(unreadable) - 1} cannot read {os.path.basename(prefix)}.pdparams/.pdopt, '
-                              'which rank 0 resumes from' + ('' if readable else f', in {args.save_dir}') +
-                              ': --save_dir must be a folder every node sees (a shared file system)')
-    return prefix
-
-
-def check_layout(meta: Dict, prefix: str, layout: List[int]) -> None:
-    """A mid-epoch checkpoint continues its epoch's batches, which exist only for the ranks, micro-batch and
-    accumulation steps it was written with; CheckpointError naming both layouts otherwise."""
-    saved = meta.get('layout')
-    if 'iteration' in meta and saved != layout:
-        raise CheckpointError(
-            f'{prefix} stopped inside epoch {meta["epoch"]}, whose remaining batches are those of {saved[0]} ranks x '
-            f'{saved[1]} clips x {saved[2]} accumulation steps; this run has {layout[0]} x {layout[1]} x {layout[2]}:'
-            ' resume with the same number of ranks, TRAIN.batch_size and TRAIN.accumulate_steps, or resume the end '
-            f'of an earlier epoch with --resume_epoch')
 
 
 class TrainLoader(NamedTuple):
@@ -222,8 +85,8 @@ class Data:
         return stage_batches(self.run.cfg, stage, self.micro_batch)
 
     def iterations(self, stage: Stage, num_videos: int) -> int:
-        """A rank's iterations per epoch in ``stage`` (the sampler's length, without building it)."""
-        return cycle_iterations(math.ceil(num_videos / self.run.world), [b for b, _ in self.cycle(stage)])
+        """A rank's iterations per epoch in ``stage``."""
+        return stage_iterations(self.run.cfg, stage, self.micro_batch, self.run.world, num_videos)
 
     def enter(self, stage: Stage) -> bool:
         """Make ``train`` the loader of ``stage``'s shape; True when it had to be built."""
@@ -292,130 +155,6 @@ class Progress:
     seconds_per_iteration: float = 0.0  # the last epoch's (not kept by checkpoints)
 
 
-def main() -> int:
-    stop = StopRequest().install()  # first: a signal that comes during the start-up stops the run at its first step
-    cfg, args = parse_args('train')
-    t = cfg.TRAIN
-    use_gpu = t.use_gpu if args.use_gpu is None else args.use_gpu
-    setup_logging()  # before setup, which logs
-    device, rank, world = distributed.setup(use_gpu, args.use_data_parallel)
-    if rank == 0:
-        os.makedirs(args.save_dir, exist_ok=True)
-        handler = logging.FileHandler(os.path.join(args.save_dir, 'train.log'))
-        handler.setFormatter(logging.getLogger().handlers[0].formatter)
-        logging.getLogger().addHandler(handler)
-    log_config(cfg, 'Train')
-    micro_batch = distributed.split_batch(t.batch_size, world * t.accumulate_steps, 'TRAIN.batch_size',
-                                          'ranks x TRAIN.accumulate_steps')
-    valid_batch = distributed.split_batch(cfg.VALID.batch_size, world, 'VALID.batch_size')
-    amp = t.use_amp and device.startswith('gpu')
-    if t.use_amp and not amp:
-        logger.info('TRAIN.use_amp: no GPU, training in float32')
-    logger.info('device %s, rank %d of %d, batch %d = %d ranks x %d x %d accumulation steps', device, rank, world,
-                t.batch_size, world, micro_batch, t.accumulate_steps)
-    run = Run(cfg, args, rank, world, args.seed, [world, micro_batch, t.accumulate_steps], amp, stop,
-              training_plan(cfg))
-
-    prefix = agree_on_resume(args, rank, world)
-    resumed = None
-    if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
-        resumed = check_resumable(prefix, cfg.MODEL, args.allow_pickle)  # the .pdopt, read once: restored below
-        check_layout(resumed['meta'], prefix, run.layout)
-        run.seed = resumed['meta'].get('seed', args.seed)
-        if run.seed != args.seed:
-            logger.warning('--seed %d ignored: resuming %s continues its run\'s seed %d', args.seed, prefix, run.seed)
-    paddle.seed(run.seed)
-    data = Data(run, micro_batch, valid_batch)
-    meta = resumed['meta'] if prefix else {}  # the first epoch to train: the stage whose loader is made first
-    data.enter(stage_at(run.plan.stages, meta.get('epoch', -1) + (0 if 'iteration' in meta else 1)))
-    num_videos = len(data.train.set)
-    run.epoch_iterations = [data.iterations(stage_at(run.plan.stages, e), num_videos)
-                            for e in range(run.plan.max_epoch)]
-    if min(run.epoch_iterations) < t.accumulate_steps:
-        raise ConfigError(f'{num_videos} training videos make no full batch of TRAIN.batch_size {t.batch_size}'
-                          + (' in some multigrid stage' if is_multigrid(cfg) else ''))
-    logger.info('%d training videos (%d steps per epoch), %d validation videos', num_videos,
-                run.epoch_iterations[-1] // t.accumulate_steps, len(data.valid_set))
-    log_plan(run, data, num_videos)
-
-    trainee = build_trainee(run)
-    progress, start_epoch, first_iteration = Progress(), 0, 0
-    if prefix:
-        check_stage(resumed['meta'], prefix, stage_shape(data, run.plan, resumed['meta']['epoch']))
-        progress, start_epoch, first_iteration = restore(run, prefix, resumed, trainee)
-    if world > 1:  # made after the restore, as DataParallel syncs from rank 0 when it is made
-        trainee = trainee._replace(parallel=paddle.DataParallel(trainee.model))
-    if args.use_visualdl and rank == 0:
-        from visualdl import LogWriter
-        run.writer = LogWriter(logdir=args.vd_logdir)
-
-    max_epoch = run.plan.max_epoch
-    for epoch in range(start_epoch, max_epoch):
-        enter_stage(run, data, progress, epoch)
-        stopped_after = train_epoch(run, data, trainee, progress, epoch, first_iteration)
-        if stopped_after is not None:
-            return stopped(run, f'at epoch {epoch}, iteration {stopped_after} of {len(data.train.loader)} '
-                                f'(step {progress.global_step})')
-        first_iteration = 0  # only a resumed epoch starts inside
-        last = epoch + 1 == max_epoch
-        end_epoch(run, data, trainee, progress, epoch, last)
-        # a signal during precise BN or validation is acted on here, after the epoch's checkpoint
-        progress.stopping = progress.stopping or distributed.all_reduce_max(float(stop.requested), world) > 0
-        if (epoch + 1) % t.save_interval == 0 or last or progress.stopping:
-            # RNG state needs no saving: clips draw from (seed, epoch, index) and dropout from (seed, epoch,
-            # iteration), so the seed is all a resumed run needs to repeat what comes next exactly.
-            save(run, data, trainee, progress, epoch)
-        if progress.stopping and not last:
-            return stopped(run, f'after epoch {epoch} (step {progress.global_step})')
-    if run.writer:
-        run.writer.close()
-    logger.info('[TRAIN] training finished')
-    return 0
-
-
-def stage_shape(data: Data, plan: Plan, epoch: int) -> List:
-    """What a checkpoint records of ``epoch``'s shape: frames and a rank's ``[batch, crop]`` per iteration of the
-    cycle."""
-    stage = stage_at(plan.stages, epoch)
-    return [stage.frames, [list(entry) for entry in data.cycle(stage)]]
-
-
-def check_stage(meta: Dict, prefix: str, shape: List) -> None:
-    """A mid-epoch checkpoint continues batches of its epoch's shape: CheckpointError if this config gives that
-    epoch another one (a changed MULTIGRID section or schedule)."""
-    saved = meta.get('stage')
-    if 'iteration' in meta and saved is not None and saved != shape:
-        raise CheckpointError(f'{prefix} stopped inside epoch {meta["epoch"]}, trained at {saved[0]} frames with '
-                              f'[batch, crop] per iteration {saved[1]}; this config gives that epoch {shape[0]} '
-                              f'frames and {shape[1]}: resume with the config it was written with')
-
-
-def log_plan(run: Run, data: Data, num_videos: int) -> None:
-    """The stages of a multigrid run: epochs, clip shape, global batch, BN sub-batch and iterations per epoch."""
-    if not is_multigrid(run.cfg):
-        return
-    plan, g = run.plan, run.cfg.MULTIGRID
-    logger.info('multigrid (long cycle %s, short cycle %s): %d stages, %d epochs (TRAIN.epoch %d x epoch_factor %g%s); '
-                'LR x base_lr %s from epochs %s', g.long_cycle, g.short_cycle, len(plan.stages), plan.max_epoch,
-                run.cfg.TRAIN.epoch, g.epoch_factor, '' if g.long_cycle else ', steps stretched alike',
-                [round(v, 6) for v in plan.lr_values], plan.lr_boundaries)
-    for k, stage in enumerate(plan.stages):
-        if stage.end_epoch > stage_start(plan.stages, k):  # a stage may round to no epochs
-            logger.info('  %s', describe_stage(run, data, k, num_videos))
-
-
-def describe_stage(run: Run, data: Data, k: int, num_videos: int) -> str:
-    stages = run.plan.stages
-    stage = stages[k]
-    cycle = data.cycle(stage)
-    first = stage_start(stages, k)
-    return (f'stage {k + 1}/{len(stages)}, epochs {first}-{stage.end_epoch - 1}: {stage.frames} frames x '
-            f'{"/".join(str(crop) for _, crop in cycle)} px, global batch '
-            f'{"/".join(str(batch * run.world) for batch, _ in cycle)}, BN statistics over '
-            f'{"/".join(str(batch // bn_splits(batch, run.cfg.MULTIGRID.bn_base_size)) for batch, _ in cycle)} '
-            f'clips, {data.iterations(stage, num_videos)} iterations per epoch')
-
-
 def enter_stage(run: Run, data: Data, progress: Progress, epoch: int) -> None:
     """Train ``epoch`` at its stage's shape; a new stage is logged with its expected time per epoch."""
     k = stage_index(run.plan.stages, epoch)
@@ -424,7 +163,7 @@ def enter_stage(run: Run, data: Data, progress: Progress, epoch: int) -> None:
     rebuilt = data.enter(stage)
     if is_multigrid(run.cfg) and (starts or rebuilt or progress.seconds_per_iteration == 0.0):
         logger.info('[Stage %d] %s; expected time per epoch %s', k + 1,
-                    describe_stage(run, data, k, len(data.train.set)),
+                    describe_stage(run.cfg, run.plan, k, data.micro_batch, run.world, len(data.train.set)),
                     expected_epoch_seconds(run.epoch_iterations[epoch], progress.seconds_per_iteration))
     if rebuilt and epoch:
         logger.info('training loader rebuilt for %d frames, [batch, crop] per iteration %s', data.train.frames,
@@ -585,12 +324,14 @@ def end_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch:
             set_bn_splits(model, bn_splits(full.cycle[0][0], cfg.MULTIGRID.bn_base_size))
         full.sampler.set_epoch(epoch + 1)  # the order the epoch's pass left it at (DistributedBatchSampler's)
         full.set.set_epoch(epoch)
-        used = precise_bn(model, full.loader, min(v.num_batches_preciseBN, len(full.loader)), world, cfg)
+        inputs = (model_inputs(batch[:-2], cfg) for batch in full.loader)  # (*pathways, labels, indices)
+        used = precise_bn(model, inputs, min(v.num_batches_preciseBN, len(full.loader)), world)
         logger.info('precise BN: statistics of %d batches of %d frames x %d px', used, full.frames, full.cycle[0][1])
     else:
         distributed.average_buffers(model, world)  # one model on every rank
     if (epoch + 1) % run.args.valid_interval == 0 or last:
-        val_loss, val_err1, val_err5, val_count, val_skipped = validate(model, data.valid_loader, world, cfg)
+        val_loss, val_err1, val_err5, val_count, val_skipped = validate(
+            model, data.valid_loader, lambda clips: model_inputs(clips, cfg), world)
         progress.best_err1 = min(progress.best_err1, val_err1)
         logger.info('[Val epoch %d] loss %.5f, err1 %.5f, err5 %.5f over %d videos (best err1 %.5f)%s', epoch,
                     val_loss, val_err1, val_err5, val_count, progress.best_err1,
@@ -607,7 +348,7 @@ def save(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int,
     takes part: each rank's meters and BN statistics are kept)."""
     cfg, world = run.cfg, run.world
     meta = dict(epoch=epoch, global_step=progress.global_step, best_err1=progress.best_err1, seed=run.seed,
-                layout=run.layout, stage=stage_shape(data, run.plan, epoch),
+                layout=run.layout, stage=stage_shape(cfg, run.plan, epoch, data.micro_batch),
                 config={section: dict(keys) for section, keys in cfg.items()})
     rank_state = None
     if iteration is not None:
@@ -628,6 +369,87 @@ def stopped(run: Run, where: str) -> int:
     logger.warning('%s: stopped %s; the checkpoint holds it: run again with --resume to continue (exit status %d)',
                    run.stop.signal_name or 'another rank\'s stop signal', where, STOPPED)
     return STOPPED
+
+
+def main() -> int:
+    stop = StopRequest().install()  # first: a signal that comes during the start-up stops the run at its first step
+    cfg, args = parse_args('train')
+    t = cfg.TRAIN
+    use_gpu = t.use_gpu if args.use_gpu is None else args.use_gpu
+    setup_logging()  # before setup, which logs
+    device, rank, world = distributed.setup(use_gpu, args.use_data_parallel)
+    if rank == 0:
+        os.makedirs(args.save_dir, exist_ok=True)
+        handler = logging.FileHandler(os.path.join(args.save_dir, 'train.log'))
+        handler.setFormatter(logging.getLogger().handlers[0].formatter)
+        logging.getLogger().addHandler(handler)
+    log_config(cfg, 'Train')
+    micro_batch = distributed.split_batch(t.batch_size, world * t.accumulate_steps, 'TRAIN.batch_size',
+                                          'ranks x TRAIN.accumulate_steps')
+    valid_batch = distributed.split_batch(cfg.VALID.batch_size, world, 'VALID.batch_size')
+    amp = t.use_amp and device.startswith('gpu')
+    if t.use_amp and not amp:
+        logger.info('TRAIN.use_amp: no GPU, training in float32')
+    logger.info('device %s, rank %d of %d, batch %d = %d ranks x %d x %d accumulation steps', device, rank, world,
+                t.batch_size, world, micro_batch, t.accumulate_steps)
+    run = Run(cfg, args, rank, world, args.seed, [world, micro_batch, t.accumulate_steps], amp, stop,
+              training_plan(cfg))
+
+    prefix = agree_on_resume(args.save_dir, args.resume, args.resume_epoch, rank, world)
+    resumed = None
+    if prefix:  # the data order and augmentation continue the checkpoint's run, whatever --seed says now
+        resumed = check_resumable(prefix, cfg.MODEL, args.allow_pickle)  # the .pdopt, read once: restored below
+        check_mid_epoch(resumed['meta'], prefix, run.layout,
+                        stage_shape(cfg, run.plan, resumed['meta']['epoch'], micro_batch))
+        run.seed = resumed['meta'].get('seed', args.seed)
+        if run.seed != args.seed:
+            logger.warning('--seed %d ignored: resuming %s continues its run\'s seed %d', args.seed, prefix, run.seed)
+    paddle.seed(run.seed)
+    data = Data(run, micro_batch, valid_batch)
+    meta = resumed['meta'] if prefix else {}  # the first epoch to train: the stage whose loader is made first
+    data.enter(stage_at(run.plan.stages, meta.get('epoch', -1) + (0 if 'iteration' in meta else 1)))
+    num_videos = len(data.train.set)
+    run.epoch_iterations = [data.iterations(stage_at(run.plan.stages, e), num_videos)
+                            for e in range(run.plan.max_epoch)]
+    if min(run.epoch_iterations) < t.accumulate_steps:
+        raise ConfigError(f'{num_videos} training videos make no full batch of TRAIN.batch_size {t.batch_size}'
+                          + (' in some multigrid stage' if is_multigrid(cfg) else ''))
+    logger.info('%d training videos (%d steps per epoch), %d validation videos', num_videos,
+                run.epoch_iterations[-1] // t.accumulate_steps, len(data.valid_set))
+    log_plan(cfg, run.plan, micro_batch, world, num_videos)
+
+    trainee = build_trainee(run)
+    progress, start_epoch, first_iteration = Progress(), 0, 0
+    if prefix:
+        progress, start_epoch, first_iteration = restore(run, prefix, resumed, trainee)
+    if world > 1:  # made after the restore, as DataParallel syncs from rank 0 when it is made
+        trainee = trainee._replace(parallel=paddle.DataParallel(trainee.model))
+    if args.use_visualdl and rank == 0:
+        from visualdl import LogWriter
+        run.writer = LogWriter(logdir=args.vd_logdir)
+
+    max_epoch = run.plan.max_epoch
+    for epoch in range(start_epoch, max_epoch):
+        enter_stage(run, data, progress, epoch)
+        stopped_after = train_epoch(run, data, trainee, progress, epoch, first_iteration)
+        if stopped_after is not None:
+            return stopped(run, f'at epoch {epoch}, iteration {stopped_after} of {len(data.train.loader)} '
+                                f'(step {progress.global_step})')
+        first_iteration = 0  # only a resumed epoch starts inside
+        last = epoch + 1 == max_epoch
+        end_epoch(run, data, trainee, progress, epoch, last)
+        # a signal during precise BN or validation is acted on here, after the epoch's checkpoint
+        progress.stopping = progress.stopping or distributed.all_reduce_max(float(stop.requested), world) > 0
+        if (epoch + 1) % t.save_interval == 0 or last or progress.stopping:
+            # RNG state needs no saving: clips draw from (seed, epoch, index) and dropout from (seed, epoch,
+            # iteration), so the seed is all a resumed run needs to repeat what comes next exactly.
+            save(run, data, trainee, progress, epoch)
+        if progress.stopping and not last:
+            return stopped(run, f'after epoch {epoch} (step {progress.global_step})')
+    if run.writer:
+        run.writer.close()
+    logger.info('[TRAIN] training finished')
+    return 0
 
 
 if __name__ == '__main__':

@@ -96,7 +96,7 @@ def test_head_lr_scale_scales_only_the_classifier_update():
     from conftest import ROOT
     from config_utils import input_shapes
     from model import build_model
-    from train import build_optimizer
+    from lr_policy import build_optimizer
 
     rng = np.random.default_rng(0)
     deltas = {}

@@ -602,7 +602,7 @@ def time_train_step(engine: str, config: str, batch: int, repeats: int, threads:
         import paddle.nn.functional as F
 
         from model import build_model
-        from train import build_optimizer
+        from lr_policy import build_optimizer
 
         if engine == 'mkl_default':  # the ablation of distributed.tune_cpu_blas (a no-op off AMD CPUs)
             os.environ.pop('MKL_DEBUG_CPU_TYPE', None)
