@@ -17,9 +17,10 @@ import distributed
 from atomic import atomic_path, write_json
 from config_utils import log_config, parse_args, setup_logging
 from errors import exit_on_user_error
-from kinetics_dataset import KineticsMultiViewDataset, model_inputs, read_label_map
+from kinetics_dataset import KineticsMultiViewDataset, model_inputs
 from metrics import classification_report
 from scoring import build_scoring_model, score_videos
+from video_lists import read_label_map
 
 logger = logging.getLogger('eval')
 

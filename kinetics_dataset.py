@@ -1,16 +1,13 @@
-"""Kinetics-style video lists -> SlowFast inputs (the original's sampling and transforms, spec section 1.4).
-
-Lists: one video per line, ``path label`` (whitespace) or ``path,label`` (CSV); relative paths resolve against
-``DATA.path_prefix`` or else the list file's folder; infer lists may hold paths only.
+"""Video lists (``video_lists.py``) -> SlowFast inputs (the original's sampling and transforms, spec section 1.4).
 
     KineticsDataset(cfg, 'train' | 'valid')        map-style; items (*pathways, label [1], index [1])
     KineticsMultiViewDataset(cfg, 'test' | 'infer') map-style over videos; every video decoded once, its
                                                    num_ensemble_views x num_spatial_crops views cut from that decode;
                                                    items (*pathways [V, ...], label [1], view_ids [V]),
                                                    view_id = video_index * num_views + view
-    SlidingWindowDataset(cfg, samples, stride)     iterable; windows along long videos (predict.py --timeline)
 
-The two scoring datasets give the model's batches through ``view_batches(batch_size, num_workers)``.
+``KineticsMultiViewDataset.view_batches(batch_size, num_workers)`` gives the model's batches (timeline.py's
+``SlidingWindowDataset`` too, for long videos).
 
 The pathways are the model's (``MODEL.name``): SlowFast ``slow [3, T/alpha, S, S], fast [3, T, S, S]``; Slow-only
 ``slow [3, T, S, S]``; RGB uint8. ``model_inputs`` turns a batch's pathways into the model's normalised float32
@@ -19,13 +16,10 @@ Frame ``i`` of a video is the ``i``-th frame of a full sequential decode and its
 decode (``video_io.VideoReader``), whatever its container declares. Random draws come from ``(seed, epoch, index)``
 only, so an epoch's clips do not depend on the number of workers or ranks.
 """
-import csv
 import logging
 import math
 import multiprocessing
-import os
-from concurrent.futures import ThreadPoolExecutor
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -33,149 +27,12 @@ import paddle
 from config_utils import PATHWAYS, AttrDict
 from errors import ListError, WorkerErrors, checked
 from multigrid import sampling_rates
-from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader
+from video_io import VideoError, VideoReader
+from video_lists import check_listed_files, read_video_list
 
 logger = logging.getLogger(__name__)
 
-NO_LABEL = -1  # label of an infer-list line that holds only a path
 UNDECODABLE = -2  # label of the placeholder item a validation video that does not decode yields (to be dropped)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Lists
-
-class ListEntry(NamedTuple):
-    path: str    # resolved video path
-    label: int   # NO_LABEL when the line holds only a path
-    line: int    # 1-based line number in the list file
-    text: str    # the line as written
-    given: str   # the path as written
-
-
-def parse_video_list(list_path: str, num_classes: int, path_prefix: str = '',
-                     labels_required: bool = True) -> List[ListEntry]:
-    """The entries of a list file, in order; see ``read_video_list``."""
-    if not os.path.isfile(list_path):
-        raise ListError(f'video list not found: {list_path}')
-    root = path_prefix or os.path.dirname(os.path.abspath(list_path))
-    with open(list_path, encoding='utf-8') as f:
-        lines = [(n, line.strip()) for n, line in enumerate(f, 1)]
-    lines = [(n, line) for n, line in lines if line and not line.startswith('#')]
-    if not lines:
-        raise ListError(f'video list is empty: {list_path}')
-    first = next(csv.reader([lines[0][1]]))
-    is_csv = len(first) == 2
-    if is_csv and not _is_int(first[1]) and labels_required:
-        lines = lines[1:]  # a header row such as "path,label"
-    entries = []
-    for n, line in lines:
-        fields = [x.strip() for x in (next(csv.reader([line])) if is_csv else line.rsplit(None, 1))]
-        if len(fields) == 2 and _is_int(fields[1]):
-            path, label = fields[0], int(fields[1])
-            if not 0 <= label < num_classes:
-                raise ListError(f'{list_path}:{n}: label {label} is outside [0, {num_classes}) '
-                                f'(MODEL.num_classes={num_classes})')
-        elif not labels_required:
-            path, label = fields[0] if is_csv else line, NO_LABEL
-        else:
-            raise ListError(f"{list_path}:{n}: expected 'path label' (or 'path,label') with an integer label, "
-                            f'got {line!r}')
-        entries.append(ListEntry(os.path.join(root, os.path.expanduser(path)), label, n, line, path))
-    return entries
-
-
-def check_listed_files(samples: Sequence[Tuple[str, int]], source: str, path_prefix: str) -> None:
-    """Stat every listed video before anything heavy starts (threads: a network filesystem answers many requests at
-    once; 250k local entries take about a second, docs/BENCHMARKS.md). When more than half of them are missing, most
-    likely ``DATA.path_prefix`` or the list is wrong: ListError naming how many, the first as resolved and the
-    prefix. When fewer are missing, a warning with the count (they are then skipped or substituted as undecodable)."""
-    paths = list(dict.fromkeys(path for path, _ in samples))
-    threads = min(32, len(paths))
-    with ThreadPoolExecutor(max_workers=threads) as pool:  # a share each (one task per path costs more than a stat)
-        shares = list(pool.map(lambda share: [p for p in share if not os.path.isfile(p)],
-                               [paths[i::threads] for i in range(threads)]))
-    missing = sorted((p for share in shares for p in share), key={p: i for i, p in enumerate(paths)}.get)
-    if not missing:
-        return
-    what = f'{source}: {len(missing)} of {len(paths)} listed videos do not exist (the first: {missing[0]})'
-    prefix = (f'DATA.path_prefix is {path_prefix!r}' if path_prefix
-              else "DATA.path_prefix is '' (relative paths resolve against the list's folder)")
-    if 2 * len(missing) > len(paths):
-        raise ListError(f'{what}; {prefix}: check it and the list')
-    logger.warning('%s; they will be reported as undecodable (%s)', what, prefix)
-
-
-def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
-                    labels_required: bool = True) -> List[Tuple[str, int]]:
-    """``[(video path, label)]`` from a list file; label is NO_LABEL for path-only lines when labels are optional.
-
-    Raises ListError naming the file (and line) for a missing or empty list, a malformed line or a label outside
-    ``[0, num_classes)``.
-    """
-    return [(e.path, e.label) for e in parse_video_list(list_path, num_classes, path_prefix, labels_required)]
-
-
-def collect_inputs(listing: Optional[str], videos: Sequence[str],
-                   cfg: AttrDict) -> Tuple[List[Tuple[str, int]], List[str]]:
-    """What predict.py and tools/gradcam.py run on: ``(samples, video_ids)`` in input order, the ``listing``'s
-    videos (labels optional), then each of ``videos`` (a folder: its videos, sorted, recursively; a missing file is
-    kept, to be reported as undecodable). ListError for an empty folder or no input at all."""
-    samples, ids = [], []
-    if listing:
-        for entry in parse_video_list(listing, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False):
-            samples.append((entry.path, entry.label))
-            ids.append(entry.given)
-    for given in videos:
-        if os.path.isdir(given):
-            found = sorted(os.path.join(d, f) for d, _, files in os.walk(given) for f in files
-                           if f.lower().endswith(VIDEO_EXTENSIONS))
-            if not found:
-                raise ListError(f'--video {given}: no video files in this folder')
-        else:
-            found = [given]
-        samples += [(path, NO_LABEL) for path in found]
-        ids += found
-    if not samples:
-        raise ListError('nothing to predict: give --video or INFER.filelist')
-    return samples, ids
-
-
-def file_stems(paths: Sequence[str]) -> List[str]:
-    """A name per input for the files made from it: its file name without extension, numbered where two inputs
-    share one."""
-    stems = [os.path.splitext(os.path.basename(p))[0] or 'video' for p in paths]
-    return [f'{s}_{n}' if stems.count(s) > 1 else s for n, s in enumerate(stems)]
-
-
-# The 400 Kinetics class names shipped beside the code: the configs' default DATA.label_map
-KINETICS400_LABELS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'kinetics400_labels.txt')
-
-
-def read_label_map(path: str, num_classes: int) -> Optional[List[str]]:
-    """Class names, one per line (``DATA.label_map``); None when no map is configured, and when the map is the
-    shipped Kinetics-400 one (the configs' default) but the model has another class count (a fine-tuned model:
-    logged). Any other map must hold ``num_classes`` names (ListError naming both numbers)."""
-    if not path:
-        return None
-    if not os.path.isfile(path):
-        raise ListError(f'label map not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        names = [line.strip() for line in f if line.strip()]
-    if len(names) != num_classes and os.path.realpath(path) == os.path.realpath(KINETICS400_LABELS):
-        logger.info('no class names: the default label map holds the 400 Kinetics names, MODEL.num_classes is %d '
-                    '(set DATA.label_map to a file of %d names to have them)', num_classes, num_classes)
-        return None
-    if len(names) != num_classes:
-        raise ListError(f'label map {path} has {len(names)} names, MODEL.num_classes is {num_classes}')
-    return names
-
-
-def _is_int(text: str) -> bool:
-    try:
-        int(text)
-        return True
-    except ValueError:
-        return False
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -293,7 +150,7 @@ class DecodeFailures:
 # ----------------------------------------------------------------------------------------------------------------
 # Datasets
 
-class _VideoDataset:
+class VideoDataset:
     """What both datasets share: the list, the clip length and the record of decode failures."""
 
     def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], source: str, rank: int = 0,
@@ -323,7 +180,7 @@ class _VideoDataset:
         return clip_span(self.model, fps)
 
 
-class KineticsDataset(_VideoDataset, paddle.io.Dataset):
+class KineticsDataset(VideoDataset, paddle.io.Dataset):
     """Training (``mode='train'``: random clip, scale, crop, and flip unless ``TRAIN.random_flip`` is False) or
     validation (``'valid'``: centre clip, short side ``VALID.min_size``, centre crop) samples, one clip per video.
 
@@ -415,7 +272,7 @@ class KineticsDataset(_VideoDataset, paddle.io.Dataset):
         return pack_pathways(channels_first(frames), self.alpha, self.pathways)
 
 
-class KineticsMultiViewDataset(_VideoDataset, paddle.io.Dataset):
+class KineticsMultiViewDataset(VideoDataset, paddle.io.Dataset):
     """Test (``mode='test'``, labelled list ``TEST.filelist``) or prediction (``'infer'``, ``INFER.filelist``,
     labels optional) views: per video ``num_ensemble_views`` uniformly spaced clips x ``num_spatial_crops`` crops at
     short side ``target_size``.
@@ -554,172 +411,3 @@ def _take_views(pending: List[Tuple[List[paddle.Tensor], np.ndarray]],
         count -= n
     batch = [part[0] if len(parts) == 1 else paddle.concat(list(part)) for part in zip(*parts)]
     return batch, np.concatenate(ids)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Long videos: sliding windows
-
-def span_frames(span: str, fps: float) -> float:
-    """A duration given as seconds (``'2.5'``, ``'2.5s'``) or source frames (``'16f'``) -> source frames at ``fps``.
-    ValueError for anything else (or a non-positive duration)."""
-    text = str(span).strip().lower()
-    frames = text.endswith('f')
-    value = float(text[:-1] if frames or text.endswith('s') else text)
-    if not value > 0 or not math.isfinite(value):
-        raise ValueError(f'a duration must be positive, got {span!r}')
-    return value if frames else value * fps
-
-
-class WindowLayout(NamedTuple):
-    """Where one video's windows are: ``starts`` (first source frame of each), ``window`` (source frames each spans),
-    the video's ``num_frames`` and ``fps``."""
-    starts: np.ndarray
-    window: float
-    num_frames: int
-    fps: float
-
-    def times(self) -> np.ndarray:
-        """``[windows, 2]`` start and end of each window in seconds (the end capped at the video's end)."""
-        ends = np.minimum(self.starts + self.window, self.num_frames)
-        return np.stack([self.starts, ends], axis=1) / self.fps
-
-
-class SlidingWindowDataset(_VideoDataset, paddle.io.IterableDataset):
-    """Long videos as windows (predict.py --timeline): a window of ``window`` (default: one clip's span) every
-    ``stride`` (``span_frames`` strings), each scored by ``clips_per_window`` clips placed as the test's
-    ``num_ensemble_views`` are inside it x ``num_crops`` crops at short side ``INFER.target_size``.
-
-    Each video is decoded once, forward from its start (``VideoReader.read_forward``): only the windows' frames are
-    converted and kept, and only until the last window that needs them is out, so memory stays at about one window's
-    frames whatever the length. Items ``(*pathways, label [1], view_id [1])`` with ``view_id = row * num_views +
-    view``; ``row`` numbers the windows of all videos in order (``rows(video)``). Every rank opens every video (the
-    packet index: its length and fps) to know the rows; videos go to ranks by their window counts, balanced, and are
-    read by one DataLoader worker (``view_batches``). A video that does not open has no rows and is recorded in
-    ``failures``; one that stops decoding part-way yields the windows before that point only.
-    """
-
-    def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], stride: str, window: Optional[str] = None,
-                 clips_per_window: int = 1, num_crops: int = 1, rank: int = 0, world_size: int = 1,
-                 source: str = 'the inputs'):
-        super().__init__(cfg, samples, source, rank, world_size)
-        self.target_size = cfg.INFER.target_size
-        self.clips_per_window, self.num_crops = clips_per_window, num_crops
-        self.num_views = clips_per_window * num_crops
-        self.layouts: List[Optional[WindowLayout]] = []
-        for index, (path, _) in enumerate(samples):
-            try:
-                with self.open_video(path, self.target_fps) as video:
-                    self.layouts.append(self.layout(video.num_frames, video.fps, stride, window))
-            except VideoError as error:
-                self.failures.record(index, error)
-                self.layouts.append(None)
-        counts = [0 if layout is None else len(layout.starts) for layout in self.layouts]
-        self.offsets = np.cumsum([0] + counts)
-        loads, owners = [0] * world_size, {}
-        for index in sorted(range(len(samples)), key=lambda i: -counts[i]):  # the longest first, to the least loaded
-            if counts[index]:
-                owners[index] = int(np.argmin(loads))
-                loads[owners[index]] += counts[index]
-        self.video_indices = [i for i in range(len(samples)) if owners.get(i) == rank]
-
-    def layout(self, num_frames: int, fps: float, stride: str, window: Optional[str]) -> WindowLayout:
-        """Windows every ``stride`` from frame 0 while they fit in the video (one window for a shorter video)."""
-        span = max(self.clip_size(fps), span_frames(window, fps) if window else 0.0)
-        step = span_frames(stride, fps)
-        count = int(math.floor(max(num_frames - span, 0.0) / step + 1e-9)) + 1
-        return WindowLayout(np.round(np.arange(count) * step).astype(np.int64), span, num_frames, fps)
-
-    row_name = 'windows'  # what the rows of the scores are
-
-    @property
-    def num_rows(self) -> int:
-        return int(self.offsets[-1])
-
-    def rows(self, video_index: int) -> slice:
-        return slice(int(self.offsets[video_index]), int(self.offsets[video_index + 1]))
-
-    @property
-    def row_videos(self) -> np.ndarray:
-        """``[num_rows]``: the video of each row (window)."""
-        return np.repeat(np.arange(len(self.samples)), np.diff(self.offsets))
-
-    @property
-    def views_here(self) -> int:
-        """Views this rank yields when every video decodes."""
-        return sum(self.rows(i).stop - self.rows(i).start for i in self.video_indices) * self.num_views
-
-    def __len__(self) -> int:
-        return self.views_here
-
-    def view_batches(self, batch_size: int, num_workers: int) -> Iterator[Tuple[List[paddle.Tensor], np.ndarray]]:
-        """This rank's views as the model's batches ``(pathways [B, 3, T, S, S] uint8 tensors, view_ids [B])``.
-
-        At most one DataLoader worker, decoding with a thread per core: a long video is one sequential decode, which
-        more workers would not share, and Paddle's multi-worker loader of an IterableDataset loses batches when its
-        workers run out at different times (see ``KineticsMultiViewDataset``)."""
-        if not self.video_indices:  # a rank with no window
-            return
-        loader = paddle.io.DataLoader(self, batch_size=batch_size, num_workers=min(num_workers, 1))
-        for *pathways, _, view_ids in checked(loader, self.errors):
-            yield list(pathways), view_ids.numpy().reshape(-1)
-
-    def open_video(self, path: str, fallback_fps: float) -> VideoReader:
-        return VideoReader(path, fallback_fps)  # the only worker: FFmpeg's threads fill the cores
-
-    def clip_indices(self, layout: WindowLayout) -> np.ndarray:
-        """``[windows, clips_per_window, T]`` source-frame indices of every clip of every window."""
-        clips = np.stack([clip_frame_indices(math.ceil(layout.window), self.clip_size(layout.fps), self.num_frames,
-                                             j / self.clips_per_window) for j in range(self.clips_per_window)])
-        return np.minimum(layout.starts[:, None, None] + clips[None], layout.num_frames - 1)
-
-    def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
-        for video_index in self.video_indices:  # in one process (view_batches: one worker at most)
-            path, label = self.samples[video_index]
-            label = np.array([label], dtype=np.int64)
-            first_row = self.rows(video_index).start
-            try:
-                for window, views in enumerate(self.window_views(path, self.layouts[video_index])):
-                    for view, clips in enumerate(views):
-                        row = first_row + window
-                        yield (*clips, label, np.array([row * self.num_views + view], dtype=np.int64))
-            except VideoError as error:
-                self.failures.record(video_index, error)
-            except Exception as error:  # to the loop through ``errors`` (raised here, Paddle's loader hangs)
-                self.errors.record(error)
-                return
-
-    def window_views(self, path: str, layout: WindowLayout) -> Iterator[Iterator[Tuple[np.ndarray, ...]]]:
-        """Per window, in order, its views; the frames come from one forward decode."""
-        indices = self.clip_indices(layout)  # [W, clips, T]
-        needed = np.unique(indices)
-        last_needed = indices.reshape(len(indices), -1).max(axis=1)  # a window is complete once this frame is in
-        first_needed = indices.reshape(len(indices), -1).min(axis=1)
-        kept, window = {}, 0
-
-        def views(w: int):
-            for clip in indices[w]:
-                yield from self.crop_views(np.stack([kept[i] for i in clip]), self.target_size, self.num_crops)
-
-        with self.open_video(path, self.target_fps) as video:
-            for index, frame in video.read_forward(needed, self.target_size):
-                kept[index] = frame
-                while window < len(indices) and last_needed[window] <= index:
-                    yield views(window)
-                    window += 1
-                    if window < len(indices):  # frames no later window needs are dropped
-                        for old in [i for i in kept if i < first_needed[window]]:
-                            del kept[old]
-            if window < len(indices):  # the stream ended before the packet index said
-                if not kept:
-                    raise VideoError(path, 'no frame decodes')
-                last = max(kept)
-                logger.warning('%s: the stream ended before frame %d although its index counts %d frames: the last '
-                               '%d windows read frame %d in place of the missing ones', path,
-                               needed[np.searchsorted(needed, last) + 1], layout.num_frames, len(indices) - window,
-                               last)
-                indices = np.minimum(indices, last)
-                for frame_index in np.unique(indices[window:]):
-                    if frame_index not in kept:
-                        raise VideoError(path, f'frame {frame_index} did not decode')
-                for w in range(window, len(indices)):
-                    yield views(w)

@@ -26,11 +26,11 @@ import distributed
 from atomic import atomic_path, write_json
 from config_utils import build_parser, log_config, parse_args, setup_logging, str2bool
 from errors import exit_on_user_error
-from kinetics_dataset import (KineticsMultiViewDataset, SlidingWindowDataset, collect_inputs, file_stems,
-                              model_inputs, read_label_map, span_frames)
+from kinetics_dataset import KineticsMultiViewDataset, model_inputs
 from scoring import build_scoring_model, score_videos
-from timeline import annotate_video, make_timeline, plot_timeline, smooth
+from timeline import SlidingWindowDataset, annotate_video, make_timeline, plot_timeline, smooth, span_frames
 from video_io import VideoError
+from video_lists import collect_inputs, file_stems, read_label_map
 
 logger = logging.getLogger('predict')
 

@@ -1,19 +1,24 @@
-"""What predict.py --timeline makes of a long video's window scores: per-window top-k, merged segments, the timeline
-picture and the annotated video.
+"""Long videos for predict.py --timeline: the windows along them (``SlidingWindowDataset``) and what is made of the
+windows' scores: per-window top-k, merged segments, the timeline picture and the annotated video.
 
 The label at time ``t`` is the top-1 of the window whose centre is nearest ``t`` (``window_at``): segments, the
 picture and the annotated video all follow that rule, so a segment boundary falls half-way between the centres of
 the last window of one label and the first of the next.
 """
 import logging
-from typing import Dict, List, Optional, Sequence
+import math
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import paddle
 from tqdm import tqdm
 
 from atomic import atomic_path
-from video_io import VideoReader, resize_short_side, write_video
+from config_utils import AttrDict
+from errors import checked
+from kinetics_dataset import VideoDataset, clip_frame_indices
+from video_io import VideoError, VideoReader, resize_short_side, write_video
 
 logger = logging.getLogger(__name__)
 
@@ -21,6 +26,176 @@ logger = logging.getLogger(__name__)
 PALETTE = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
            (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 
+
+# ---- windows ---------------------------------------------------------------------------------------------------
+
+def span_frames(span: str, fps: float) -> float:
+    """A duration given as seconds (``'2.5'``, ``'2.5s'``) or source frames (``'16f'``) -> source frames at ``fps``.
+    ValueError for anything else (or a non-positive duration)."""
+    text = str(span).strip().lower()
+    frames = text.endswith('f')
+    value = float(text[:-1] if frames or text.endswith('s') else text)
+    if not value > 0 or not math.isfinite(value):
+        raise ValueError(f'a duration must be positive, got {span!r}')
+    return value if frames else value * fps
+
+
+class WindowLayout(NamedTuple):
+    """Where one video's windows are: ``starts`` (first source frame of each), ``window`` (source frames each spans),
+    the video's ``num_frames`` and ``fps``."""
+    starts: np.ndarray
+    window: float
+    num_frames: int
+    fps: float
+
+    def times(self) -> np.ndarray:
+        """``[windows, 2]`` start and end of each window in seconds (the end capped at the video's end)."""
+        ends = np.minimum(self.starts + self.window, self.num_frames)
+        return np.stack([self.starts, ends], axis=1) / self.fps
+
+
+class SlidingWindowDataset(VideoDataset, paddle.io.IterableDataset):
+    """Long videos as windows (predict.py --timeline): a window of ``window`` (default: one clip's span) every
+    ``stride`` (``span_frames`` strings), each scored by ``clips_per_window`` clips placed as the test's
+    ``num_ensemble_views`` are inside it x ``num_crops`` crops at short side ``INFER.target_size``.
+
+    Each video is decoded once, forward from its start (``VideoReader.read_forward``): only the windows' frames are
+    converted and kept, and only until the last window that needs them is out, so memory stays at about one window's
+    frames whatever the length. Items ``(*pathways, label [1], view_id [1])`` with ``view_id = row * num_views +
+    view``; ``row`` numbers the windows of all videos in order (``rows(video)``). Every rank opens every video (the
+    packet index: its length and fps) to know the rows; videos go to ranks by their window counts, balanced, and are
+    read by one DataLoader worker (``view_batches``). A video that does not open has no rows and is recorded in
+    ``failures``; one that stops decoding part-way yields the windows before that point only.
+    """
+
+    def __init__(self, cfg: AttrDict, samples: List[Tuple[str, int]], stride: str, window: Optional[str] = None,
+                 clips_per_window: int = 1, num_crops: int = 1, rank: int = 0, world_size: int = 1,
+                 source: str = 'the inputs'):
+        super().__init__(cfg, samples, source, rank, world_size)
+        self.target_size = cfg.INFER.target_size
+        self.clips_per_window, self.num_crops = clips_per_window, num_crops
+        self.num_views = clips_per_window * num_crops
+        self.layouts: List[Optional[WindowLayout]] = []
+        for index, (path, _) in enumerate(samples):
+            try:
+                with self.open_video(path, self.target_fps) as video:
+                    self.layouts.append(self.layout(video.num_frames, video.fps, stride, window))
+            except VideoError as error:
+                self.failures.record(index, error)
+                self.layouts.append(None)
+        counts = [0 if layout is None else len(layout.starts) for layout in self.layouts]
+        self.offsets = np.cumsum([0] + counts)
+        loads, owners = [0] * world_size, {}
+        for index in sorted(range(len(samples)), key=lambda i: -counts[i]):  # the longest first, to the least loaded
+            if counts[index]:
+                owners[index] = int(np.argmin(loads))
+                loads[owners[index]] += counts[index]
+        self.video_indices = [i for i in range(len(samples)) if owners.get(i) == rank]
+
+    def layout(self, num_frames: int, fps: float, stride: str, window: Optional[str]) -> WindowLayout:
+        """Windows every ``stride`` from frame 0 while they fit in the video (one window for a shorter video)."""
+        span = max(self.clip_size(fps), span_frames(window, fps) if window else 0.0)
+        step = span_frames(stride, fps)
+        count = int(math.floor(max(num_frames - span, 0.0) / step + 1e-9)) + 1
+        return WindowLayout(np.round(np.arange(count) * step).astype(np.int64), span, num_frames, fps)
+
+    row_name = 'windows'  # what the rows of the scores are
+
+    @property
+    def num_rows(self) -> int:
+        return int(self.offsets[-1])
+
+    def rows(self, video_index: int) -> slice:
+        return slice(int(self.offsets[video_index]), int(self.offsets[video_index + 1]))
+
+    @property
+    def row_videos(self) -> np.ndarray:
+        """``[num_rows]``: the video of each row (window)."""
+        return np.repeat(np.arange(len(self.samples)), np.diff(self.offsets))
+
+    @property
+    def views_here(self) -> int:
+        """Views this rank yields when every video decodes."""
+        return sum(self.rows(i).stop - self.rows(i).start for i in self.video_indices) * self.num_views
+
+    def __len__(self) -> int:
+        return self.views_here
+
+    def view_batches(self, batch_size: int, num_workers: int) -> Iterator[Tuple[List[paddle.Tensor], np.ndarray]]:
+        """This rank's views as the model's batches ``(pathways [B, 3, T, S, S] uint8 tensors, view_ids [B])``.
+
+        At most one DataLoader worker, decoding with a thread per core: a long video is one sequential decode, which
+        more workers would not share, and Paddle's multi-worker loader of an IterableDataset loses batches when its
+        workers run out at different times (see ``KineticsMultiViewDataset``)."""
+        if not self.video_indices:  # a rank with no window
+            return
+        loader = paddle.io.DataLoader(self, batch_size=batch_size, num_workers=min(num_workers, 1))
+        for *pathways, _, view_ids in checked(loader, self.errors):
+            yield list(pathways), view_ids.numpy().reshape(-1)
+
+    def open_video(self, path: str, fallback_fps: float) -> VideoReader:
+        return VideoReader(path, fallback_fps)  # the only worker: FFmpeg's threads fill the cores
+
+    def clip_indices(self, layout: WindowLayout) -> np.ndarray:
+        """``[windows, clips_per_window, T]`` source-frame indices of every clip of every window."""
+        clips = np.stack([clip_frame_indices(math.ceil(layout.window), self.clip_size(layout.fps), self.num_frames,
+                                             j / self.clips_per_window) for j in range(self.clips_per_window)])
+        return np.minimum(layout.starts[:, None, None] + clips[None], layout.num_frames - 1)
+
+    def __iter__(self) -> Iterator[Tuple[np.ndarray, ...]]:
+        for video_index in self.video_indices:  # in one process (view_batches: one worker at most)
+            path, label = self.samples[video_index]
+            label = np.array([label], dtype=np.int64)
+            first_row = self.rows(video_index).start
+            try:
+                for window, views in enumerate(self.window_views(path, self.layouts[video_index])):
+                    for view, clips in enumerate(views):
+                        row = first_row + window
+                        yield (*clips, label, np.array([row * self.num_views + view], dtype=np.int64))
+            except VideoError as error:
+                self.failures.record(video_index, error)
+            except Exception as error:  # to the loop through ``errors`` (raised here, Paddle's loader hangs)
+                self.errors.record(error)
+                return
+
+    def window_views(self, path: str, layout: WindowLayout) -> Iterator[Iterator[Tuple[np.ndarray, ...]]]:
+        """Per window, in order, its views; the frames come from one forward decode."""
+        indices = self.clip_indices(layout)  # [W, clips, T]
+        needed = np.unique(indices)
+        last_needed = indices.reshape(len(indices), -1).max(axis=1)  # a window is complete once this frame is in
+        first_needed = indices.reshape(len(indices), -1).min(axis=1)
+        kept, window = {}, 0
+
+        def views(w: int):
+            for clip in indices[w]:
+                yield from self.crop_views(np.stack([kept[i] for i in clip]), self.target_size, self.num_crops)
+
+        with self.open_video(path, self.target_fps) as video:
+            for index, frame in video.read_forward(needed, self.target_size):
+                kept[index] = frame
+                while window < len(indices) and last_needed[window] <= index:
+                    yield views(window)
+                    window += 1
+                    if window < len(indices):  # frames no later window needs are dropped
+                        for old in [i for i in kept if i < first_needed[window]]:
+                            del kept[old]
+            if window < len(indices):  # the stream ended before the packet index said
+                if not kept:
+                    raise VideoError(path, 'no frame decodes')
+                last = max(kept)
+                logger.warning('%s: the stream ended before frame %d although its index counts %d frames: the last '
+                               '%d windows read frame %d in place of the missing ones', path,
+                               needed[np.searchsorted(needed, last) + 1], layout.num_frames, len(indices) - window,
+                               last)
+                indices = np.minimum(indices, last)
+                for frame_index in np.unique(indices[window:]):
+                    if frame_index not in kept:
+                        raise VideoError(path, f'frame {frame_index} did not decode')
+                for w in range(window, len(indices)):
+                    yield views(w)
+
+
+# ---- timelines --------------------------------------------------------------------------------------------------
 
 def class_colour(index: int) -> tuple:
     """RGB colour of class ``index``."""

@@ -8,7 +8,7 @@ import yaml
 
 import config_utils
 from config_utils import SCHEMA, ConfigError, default_config, log_config, parse_args, parse_config
-from kinetics_dataset import read_label_map
+from video_lists import read_label_map
 
 from conftest import ROOT
 

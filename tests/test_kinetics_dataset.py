@@ -6,10 +6,12 @@ import paddle
 import pytest
 
 import kinetics_dataset
-from kinetics_dataset import (NO_LABEL, UNDECODABLE, KineticsDataset, KineticsMultiViewDataset, ListError,
-                              SlidingWindowDataset, channels_first, clip_frame_indices, crop_offset, model_inputs,
-                              normalize_batch, pack_pathways, read_video_list, span_frames)
+from errors import ListError
+from kinetics_dataset import (UNDECODABLE, KineticsDataset, KineticsMultiViewDataset, channels_first,
+                              clip_frame_indices, crop_offset, model_inputs, normalize_batch, pack_pathways)
+from timeline import SlidingWindowDataset, span_frames
 from video_io import VideoError, VideoReader, scaled_size
+from video_lists import NO_LABEL, read_video_list
 
 from conftest import ROOT, needs_ffmpeg
 from config_utils import parse_config
@@ -130,7 +132,7 @@ def test_scale_and_crop_positions():
 
 
 def test_listed_files_are_stat_ed_up_front_most_missing_is_an_error_a_few_a_warning(cfg, videos, tmp_path, caplog):
-    from kinetics_dataset import check_listed_files
+    from video_lists import check_listed_files
 
     present = [videos[k] for k in ('mp4', 'webm', 'mkv', 'avi')]
     gone = [str(tmp_path / f'gone{i}.mp4') for i in range(4)]
@@ -587,11 +589,11 @@ LOADER_ERRORS = '''
 import json, sys, time
 sys.path.insert(0, {root!r})
 import paddle
-import kinetics_dataset
 from config_utils import parse_config
 from errors import ListError
-from kinetics_dataset import KineticsDataset, KineticsMultiViewDataset, SlidingWindowDataset
+from kinetics_dataset import KineticsDataset, KineticsMultiViewDataset
 from preemption import ResumableBatchSampler, StopRequest, StoppableDataLoader
+from timeline import SlidingWindowDataset
 
 cfg = parse_config({config!r}, {overrides!r})
 bad = {bad!r}
@@ -603,8 +605,7 @@ def fail_on_bad(real):
         return real(self, path, *args, **kwargs)
     return wrapped
 
-kinetics_dataset._VideoDataset.load_clip = fail_on_bad(KineticsDataset.load_clip)
-KineticsDataset.load_clip = kinetics_dataset._VideoDataset.load_clip
+KineticsDataset.load_clip = fail_on_bad(KineticsDataset.load_clip)
 KineticsMultiViewDataset.load_views = fail_on_bad(KineticsMultiViewDataset.load_views)
 SlidingWindowDataset.window_views = fail_on_bad(SlidingWindowDataset.window_views)
 stop = StopRequest().install()  # as train.py: its workers end when this process exits

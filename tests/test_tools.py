@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 
 from conftest import ROOT, needs_ffmpeg
-from kinetics_dataset import read_video_list
+from video_lists import read_video_list
 from video_io import VideoReader
 
 

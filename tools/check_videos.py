@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic import atomic_path, write_json  # noqa: E402
 from config_utils import parse_config, setup_logging  # noqa: E402
 from errors import exit_on_user_error  # noqa: E402
-from kinetics_dataset import parse_video_list  # noqa: E402
+from video_lists import parse_video_list  # noqa: E402
 from video_io import VideoError, VideoReader, map_videos  # noqa: E402
 
 logger = logging.getLogger('check_videos')

@@ -29,11 +29,12 @@ import distributed  # noqa: E402
 from atomic import atomic_path  # noqa: E402
 from config_utils import AttrDict, build_parser, parse_args, setup_logging  # noqa: E402
 from errors import ConfigError, exit_on_user_error  # noqa: E402
-from kinetics_dataset import (channels_first, clip_frame_indices, clip_span, collect_inputs,  # noqa: E402
-                              file_stems, model_inputs, pack_pathways, read_label_map)
+from kinetics_dataset import (channels_first, clip_frame_indices, clip_span, model_inputs,  # noqa: E402
+                              pack_pathways)
 from model import VideoNetwork  # noqa: E402
 from scoring import build_eval_model  # noqa: E402
 from video_io import VideoError, VideoReader  # noqa: E402
+from video_lists import collect_inputs, file_stems, read_label_map  # noqa: E402
 
 logger = logging.getLogger('gradcam')
 LAYERS = ('res2', 'res3', 'res4', 'res5')

@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from atomic import atomic_path  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from errors import ListError, exit_on_user_error  # noqa: E402
-from kinetics_dataset import NO_LABEL, parse_video_list  # noqa: E402
+from video_lists import NO_LABEL, parse_video_list  # noqa: E402
 from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, map_videos, scaled_size, write_video  # noqa: E402
 
 logger = logging.getLogger('resize_videos')
