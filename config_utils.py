@@ -131,7 +131,7 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'num_spatial_crops': (int, 3),
         'save_path': (str, './data/results'),
         'use_inference': (bool, False),      # eval.py / predict.py run the exported model with Paddle Inference
-        'model_dir': (str, './inference'),   # tools/export_model.py --save_dir
+        'model_dir': (str, './inference'),   # tools/deploy/export_model.py --save_dir
         'use_tensorrt': (bool, False),       # with use_inference on GPU
     },
     'MULTIGRID': {                           # multigrid training (Wu et al. 2020; multigrid.py, README)
@@ -142,12 +142,6 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
         'epoch_factor': (float, 1.5),        # the multigrid run lasts this x TRAIN.epoch epochs
         'bn_base_size': (int, 8),            # BN statistics over this many clips (sub-batch BN)
     },
-}
-
-# Keys that older configs may still hold, with what replaced them: an error that says so beats "unknown key".
-RETIRED = {
-    'DATA.normalize_on_device': 'clips always leave the workers as uint8 and are normalised on the device '
-                                '(kinetics_dataset.model_inputs): delete the line',
 }
 
 # MODEL.name -> pathways the network takes: SlowFast [slow, fast]; Slow-only [slow] (the paper's baseline).
@@ -230,8 +224,6 @@ def _set_key(cfg: AttrDict, section: str, key: str, value: Any, origin: str) -> 
     if section not in SCHEMA:
         raise ConfigError(f"{origin}: unknown section '{section}'{_closest(section, SCHEMA)}; "
                           f"sections are {', '.join(SCHEMA)}")
-    if f'{section}.{key}' in RETIRED:
-        raise ConfigError(f"{origin}: '{section}.{key}' was removed: {RETIRED[f'{section}.{key}']}")
     if key not in SCHEMA[section]:
         raise ConfigError(f"{origin}: unknown key '{section}.{key}'"
                           f"{_closest(key, SCHEMA[section], section + '.')}")

@@ -1,6 +1,6 @@
 """Device choice and the data-parallel helpers shared by train.py, eval.py and predict.py.
 
-Ranks come from ``python -m paddle.distributed.launch`` (NCCL on GPUs, gloo on CPU); a plain ``python script.py`` is
+Ranks come from ``python -m paddle.distributed.launch`` (NCCL on GPUs, gloo on CPU); a plain ``python train.py`` is
 rank 0 of 1.
 """
 import logging

@@ -121,7 +121,7 @@ def exit_on_user_error(main: Callable[[], Optional[int]], logger: logging.Logger
     exception, lets the DataLoader iterators the traceback held shut their workers down while the interpreter still
     runs (Paddle's shutdown at interpreter exit waits for ever). The status is also appended to the file
     ``$SLOWFAST_STATUS_FILE`` names, if set: paddle.distributed.launch does not pass its ranks' statuses on when it is
-    signalled itself (tools/stoppable.sh reads them there)."""
+    signalled itself (launch.sh reads them there)."""
     try:
         status = main() or 0
     except UserError as error:

@@ -82,7 +82,7 @@ def model_files(model_dir: str):
     meta_file = os.path.join(model_dir, 'export.json')
     if not (program and os.path.isfile(params) and os.path.isfile(meta_file)):
         raise WeightsError(f'no exported model in {model_dir!r} (expected {NAME}.pdmodel or {NAME}.json, '
-                                f'{NAME}.pdiparams and export.json; make one with tools/export_model.py)')
+                                f'{NAME}.pdiparams and export.json; make one with tools/deploy/export_model.py)')
     with open(meta_file) as f:
         return program, params, json.load(f)
 
@@ -116,7 +116,7 @@ class InferenceModel:
         except Exception as error:  # the C++ reader's errors come as RuntimeError, ValueError, UnicodeDecodeError
             reason = (str(error).strip().splitlines() or [''])[-1][:200]
             raise WeightsError(f'{model_dir}: Paddle Inference cannot load this exported model '
-                               f'({type(error).__name__}: {reason}); export it again with tools/export_model.py'
+                               f'({type(error).__name__}: {reason}); export it again with tools/deploy/export_model.py'
                                ) from None
         self.inputs = [self.predictor.get_input_handle(n) for n in self.predictor.get_input_names()]
         self.outputs = [self.predictor.get_output_handle(n) for n in self.predictor.get_output_names()]
@@ -134,14 +134,14 @@ class InferenceModel:
         wrong = [f'{k} {meta.get(k)} (config: {v})' for k, v in wanted.items() if meta.get(k) != v]
         if wrong:
             raise WeightsError(f'the exported model does not match the config: {", ".join(wrong)}; export it again '
-                             'with this config (tools/export_model.py --size = the test target_size)')
+                             'with this config (tools/deploy/export_model.py --size = the test target_size)')
 
     @property
     def feature_dim(self) -> int:
         """Width of the clip features; WeightsError for an export without them."""
         if len(self.outputs) < 2:
             raise WeightsError(f'{self.model_dir}: this exported model has no clip features output (exported before '
-                               'they were added): export it again with tools/export_model.py')
+                               'they were added): export it again with tools/deploy/export_model.py')
         return int(self.meta['feature_dim'])
 
     def run(self, inputs: List[paddle.Tensor]) -> List[np.ndarray]:

@@ -252,7 +252,7 @@ class KineticsDataset(VideoDataset, paddle.io.Dataset):
                 self.failures.record(index, error)
                 index = int(rng.integers(0, len(self.samples)))
         raise ListError(f'{self.num_retries + 1} videos in a row failed to decode (last: {path}); check the list '
-                        'and DATA.path_prefix, or clean the list with tools/check_videos.py')
+                        'and DATA.path_prefix, or clean the list with tools/data/check_videos.py')
 
     def load_clip(self, path: str, rng: np.random.Generator, crop: int) -> Tuple[np.ndarray, ...]:
         train = self.mode == 'train'

@@ -8,7 +8,7 @@
 #   bash run_demo.sh --data DIR         # the same settings on your own motion dataset: DIR/train.txt, DIR/val.txt
 #                                       # (Kinetics list format, paths relative to DIR) and DIR/classes.txt (optional);
 #                                       # nothing in DIR is written; output in output/demo-<DIR's name>
-# Environment: DEMO_DATA (data/demo), DEMO_OUT (output/demo), DEMO_DATA_ARGS (extra tools/make_demo_data.py flags),
+# Environment: DEMO_DATA (data/demo), DEMO_OUT (output/demo), DEMO_DATA_ARGS (extra tools/data/make_demo_data.py flags),
 # USE_GPU (auto), OMP_NUM_THREADS (2).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -43,7 +43,7 @@ if [[ -n $own_data ]]; then
 else
     step "1/4 demo data in $DATA"
     # shellcheck disable=SC2086
-    python tools/make_demo_data.py --out "$DATA" "${fresh[@]}" ${DEMO_DATA_ARGS:-}
+    python tools/data/make_demo_data.py --out "$DATA" "${fresh[@]}" ${DEMO_DATA_ARGS:-}
 fi
 if ((${#fresh[@]})); then rm -rf "$OUT"; fi
 DATA=$(cd "$DATA" && pwd)
@@ -56,7 +56,7 @@ else
     num_classes=$(python -c "import re, sys; print(1 + max(int(re.split(r'[,\s]+', line.strip())[-1]) \
 for name in sys.argv[1:] for line in open(name) if line.strip()))" "$DATA/train.txt" "$DATA/val.txt")
 fi
-common=(--config slowfast-demo.yaml --use_gpu "$USE_GPU" -o "MODEL.num_classes=$num_classes"
+common=(--config configs/slowfast_demo.yaml --use_gpu "$USE_GPU" -o "MODEL.num_classes=$num_classes"
         -o "TRAIN.filelist=$DATA/train.txt" -o "VALID.filelist=$DATA/val.txt" -o "TEST.filelist=$DATA/val.txt"
         -o "DATA.label_map=$label_map" "${overrides[@]}")
 

@@ -3,12 +3,12 @@
 # USE_GPU=False. Per-rank logs go to $LOG_DIR/workerlog.N. Several nodes: MASTER=ip:port NNODES=N NODE_RANK=i on each.
 #   bash run_train_multi.sh [extra train.py arguments]
 #   USE_GPU=False NPROC=2 bash run_train_multi.sh -o TRAIN.epoch=1
-# SIGTERM / SIGINT / SIGUSR1 stop it at a checkpoint with exit status 75 (tools/stoppable.sh); then add --resume.
+# SIGTERM / SIGINT / SIGUSR1 stop it at a checkpoint with exit status 75 (launch.sh); then add --resume.
 set -euo pipefail
 cd "$(dirname "$0")"
 CONFIG=${CONFIG:-slowfast.yaml}
-source tools/launch.sh
-source tools/stoppable.sh
+source launch.sh
+build_launch
 start=$(date +%s)
 status=0
 run_stoppable "$nproc" "${launch[@]}" train.py --config="$CONFIG" --use_gpu="$USE_GPU" --use_data_parallel=True "$@" \

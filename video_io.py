@@ -6,7 +6,6 @@ seeks to the keyframe before a clip, decodes forward and converts only the frame
 """
 import logging
 import math
-import multiprocessing
 import os
 from typing import Callable, Iterable, Iterator, Optional, Sequence, Tuple
 
@@ -296,34 +295,34 @@ class VideoReader:
                 image = to_bgr(frame)
                 if size is None:  # as _FrameSink: the first frame's size, scaled, for every frame
                     size = scaled_size(*image.shape[:2], short_side) if short_side else image.shape[:2]
-                if image.shape[:2] != size:
-                    image = cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
-                yield index, image
+                yield index, resize_to(image, size)
                 position += 1
                 if position == len(wanted):
                     return
 
-    def frames(self) -> Iterator[np.ndarray]:
-        """Every frame from the start (BGR uint8 ``[H, W, 3]``), as a sequential decode yields them."""
+    def _decode_all(self) -> Iterator['av.VideoFrame']:
+        """Every frame of a sequential decode from the start; VideoError when none decodes."""
         self._seek(None)
         count = 0
         for frame in self._decode_from_here():
             count += 1
-            yield to_bgr(frame)
+            yield frame
         if count == 0:
             raise VideoError(self.path, 'no frame decodes')
 
+    def frames(self) -> Iterator[np.ndarray]:
+        """Every frame from the start (BGR uint8 ``[H, W, 3]``), as a sequential decode yields them."""
+        for frame in self._decode_all():
+            yield to_bgr(frame)
+
     def check(self) -> int:
-        """Decode the whole stream and return the frames it holds; VideoError when the first frame does not decode.
-        (tools/check_videos.py compares the count with ``num_frames`` from the packets.)"""
-        self._seek(None)
+        """Decode the whole stream, converting its first frame, and return the frames it holds; VideoError when none
+        decodes. (tools/data/check_videos.py compares the count with ``num_frames`` from the packets.)"""
         count = 0
-        for frame in self._decode_from_here():
+        for frame in self._decode_all():
             if count == 0:
                 to_bgr(frame)
             count += 1
-        if count == 0:
-            raise VideoError(self.path, 'the first frame does not decode')
         return count
 
     def close(self) -> None:
@@ -362,14 +361,20 @@ def to_bgr(frame: 'av.VideoFrame') -> np.ndarray:
     return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns else image
 
 
+def resize_to(image: np.ndarray, size: Tuple[int, int], out: Optional[np.ndarray] = None) -> np.ndarray:
+    """``image`` at ``size`` ``(H, W)``: OpenCV's bilinear ``INTER_LINEAR`` on uint8 (PySlowFast's), or ``image``
+    itself when it has that size; written into ``out`` when given."""
+    if tuple(image.shape[:2]) == tuple(size):
+        if out is None:
+            return image
+        out[...] = image
+        return out
+    return cv2.resize(image, (size[1], size[0]), dst=out, interpolation=cv2.INTER_LINEAR)
+
+
 def resize_short_side(image: np.ndarray, short_side: Optional[int]) -> np.ndarray:
-    """``image`` with its short side at ``short_side`` (``scaled_size``; None or equal: unchanged)."""
-    if not short_side:
-        return image
-    height, width = scaled_size(image.shape[0], image.shape[1], short_side)
-    if (height, width) == image.shape[:2]:
-        return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    """``image`` with its short side at ``short_side`` (``scaled_size``; None: unchanged)."""
+    return resize_to(image, scaled_size(*image.shape[:2], short_side)) if short_side else image
 
 
 class _FrameSink:
@@ -385,11 +390,7 @@ class _FrameSink:
             if self.short_side:
                 height, width = scaled_size(height, width, self.short_side)
             self.frames = np.empty((self.n, height, width, 3), dtype=np.uint8)
-        target = self.frames[self.count]
-        if image.shape[:2] == target.shape[:2]:
-            target[...] = image
-        else:
-            cv2.resize(image, (target.shape[1], target.shape[0]), dst=target, interpolation=cv2.INTER_LINEAR)
+        resize_to(image, self.frames.shape[1:3], out=self.frames[self.count])
         self.count += 1
 
 
@@ -418,8 +419,6 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 
     Written through ``atomic.atomic_path``: an interrupted write leaves no half file under ``path``.
     Returns the number of frames written.
     """
-    import av  # only the tools and tests write video
-
     ext = os.path.splitext(path)[1].lower()
     if ext not in CODECS:
         raise ValueError(f'cannot choose a codec for {path}: use one of {sorted(CODECS)}')
@@ -439,17 +438,6 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 
                 count += 1
             container.mux(stream.encode())
     return count
-
-
-def map_videos(func: Callable, jobs: Sequence, workers: int, desc: str) -> list:
-    """``[func(job) for job in jobs]`` in ``workers`` processes (one OpenCV thread each), with a progress bar."""
-    from tqdm import tqdm
-
-    pool = multiprocessing.Pool(max(1, workers), initializer=cv2.setNumThreads, initargs=(1,))
-    results = list(tqdm(pool.imap(func, jobs), total=len(jobs), desc=desc, unit='video'))
-    pool.close()  # workers exit on their own: terminate() would SIGTERM them, which Paddle's handler reports as a crash
-    pool.join()
-    return results
 
 
 def _fps_fraction(fps: float):

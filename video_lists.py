@@ -90,7 +90,7 @@ def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
 
 def collect_inputs(listing: Optional[str], videos: Sequence[str],
                    cfg: AttrDict) -> Tuple[List[Tuple[str, int]], List[str]]:
-    """What predict.py and tools/gradcam.py run on: ``(samples, video_ids)`` in input order, the ``listing``'s
+    """What predict.py and tools/analysis/gradcam.py run on: ``(samples, video_ids)`` in input order, the ``listing``'s
     videos (labels optional), then each of ``videos`` (a folder: its videos, sorted, recursively; a missing file is
     kept, to be reported as undecodable). ListError for an empty folder or no input at all."""
     samples, ids = [], []

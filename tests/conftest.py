@@ -1,17 +1,14 @@
-"""Shared test setup: CPU, two threads, repository root importable."""
+"""Shared test setup (CPU, two threads, the repository and tools importable: helpers.py) and the fixtures."""
 import os
-import shutil
 import sys
 
 os.environ.setdefault('OMP_NUM_THREADS', '2')  # Paddle uses one CPU thread unless told otherwise
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, 'tools'))  # the tools are importable in tests
 
 import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import pytest  # noqa: E402
 
+from helpers import ROOT, TINY, small_demo_lists  # noqa: E402  (also puts the repository on sys.path)
 from config_utils import parse_config  # noqa: E402
 from distributed import tune_cpu_blas  # noqa: E402
 
@@ -26,13 +23,20 @@ def recipe_cfg():
 
 
 @pytest.fixture
-def tiny_cfg():
-    """A narrow, short SlowFast that runs in milliseconds: 8 frames, alpha 4, width 8, 64-pixel crops."""
+def cfg():
+    """The recipe's sampling (32 frames, stride 2, alpha 8) at small sizes: test views 96, train crops 64 from 72-80."""
     return parse_config(os.path.join(ROOT, 'slowfast.yaml'), [
-        'MODEL.num_classes=5', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
-        'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', 'TRAIN.target_size=64', 'TRAIN.min_size=72',
-        'TRAIN.max_size=80', 'VALID.target_size=64', 'VALID.min_size=72', 'VALID.max_size=80',
-        'TEST.target_size=96', 'INFER.target_size=96'])
+        'MODEL.num_classes=5', 'MODEL.crop_size=64', 'TRAIN.min_size=72', 'TRAIN.max_size=80', 'TRAIN.target_size=64',
+        'VALID.min_size=96', 'VALID.max_size=96', 'VALID.target_size=96', 'TEST.target_size=96',
+        'INFER.target_size=96', 'DATA.num_workers=0'])
+
+
+@pytest.fixture
+def tiny_cfg():
+    """helpers.TINY with 5 classes: train crops 64 from 72-80, test and infer views 96."""
+    return parse_config(os.path.join(ROOT, 'slowfast.yaml'), ['MODEL.num_classes=5'] + TINY + [
+        'TRAIN.target_size=64', 'TRAIN.min_size=72', 'TRAIN.max_size=80', 'VALID.target_size=64', 'VALID.min_size=72',
+        'VALID.max_size=80', 'TEST.target_size=96', 'INFER.target_size=96'])
 
 
 @pytest.fixture(scope='session')
@@ -65,35 +69,10 @@ def videos(tmp_path_factory):
     return out
 
 
-def small_demo_lists(out, train_per_class: int):
-    """``(train list, val list)`` of a small motion-only set from tools/make_demo_data.py in ``out``: 4 classes,
-    ``train_per_class`` train and 2 val videos each, 24 frames of 72x96."""
-    from make_demo_data import main as make_demo_data
-
-    make_demo_data(['--out', str(out), '--train-per-class', str(train_per_class), '--val-per-class', '2',
-                    '--frames', '24', '--height', '72', '--width', '96'])
-    return str(out / 'train.txt'), str(out / 'val.txt')
-
-
 @pytest.fixture(scope='session')
 def demo_lists(tmp_path_factory):
     """A tiny motion-only dataset: 4 classes, 4 train and 2 val videos each."""
     return small_demo_lists(tmp_path_factory.mktemp('demo'), 4)
-
-
-def tiny_train_overrides(train_list, val_list, epochs=2):
-    """A narrow SlowFast trained on the demo lists: 8 frames, width 8, 64-pixel crops, batch 4, precise BN on."""
-    return ['MODEL.num_classes=4', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
-            'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', f'TRAIN.epoch={epochs}', 'TRAIN.batch_size=4',
-            'TRAIN.base_lr=0.05', 'TRAIN.warmup_epochs=1', 'TRAIN.min_size=72', 'TRAIN.max_size=80',
-            'TRAIN.target_size=64', f'TRAIN.filelist={train_list}', 'VALID.min_size=72', 'VALID.max_size=72',
-            'VALID.target_size=64', 'VALID.batch_size=4', f'VALID.filelist={val_list}', 'VALID.preciseBN_interval=1',
-            'VALID.num_batches_preciseBN=2', 'TEST.target_size=72', 'INFER.target_size=72', 'DATA.num_workers=0']
-
-
-needs_ffmpeg = pytest.mark.skipif(
-    shutil.which('ffmpeg') is None or shutil.which('ffprobe') is None,
-    reason="needs the ffmpeg and ffprobe tools (Debian's ffmpeg package; .ci/run installs it)")
 
 
 @pytest.fixture(scope='session')
@@ -108,13 +87,14 @@ def real_world(tmp_path_factory):
 
 # The demo network trained on a demo set until its multi-view top-1 passes 0.9 (the outputs that show what a model
 # saw need a model that saw something): the settings of run_demo.sh, fewer epochs.
-DEMO_TRAINING = ['--valid_interval', '100']  # slowfast-demo.yaml's 25 epochs; validated once, at the end
+DEMO_TRAINING = ['--valid_interval', '100']  # configs/slowfast_demo.yaml's 25 epochs; validated once, at the end
 
 
 @pytest.fixture(scope='session')
 def trained_demo(tmp_path_factory):
-    """``{'data': folder, 'weights': .pdparams, 'flags': [...], 'top1': ...}``: slowfast-demo.yaml trained by train.py
-    on a fresh demo set (tools/make_demo_data.py, 96x128 frames), checked by eval.py (10 x 3 views) at >= 0.9."""
+    """``{'data': folder, 'weights': .pdparams, 'flags': [...], 'top1': ...}``: configs/slowfast_demo.yaml trained by
+    train.py on a fresh demo set (tools/data/make_demo_data.py, 96x128 frames), checked by eval.py (10 x 3 views) at >=
+    0.9."""
     import json
     import subprocess
 
@@ -122,8 +102,9 @@ def trained_demo(tmp_path_factory):
 
     root = tmp_path_factory.mktemp('trained_demo')
     data = root / 'data'
-    make_demo_data(['--out', str(data), '--train-per-class', '60', '--val-per-class', '10', '--frames', '48'])
-    flags = ['--config', os.path.join(ROOT, 'slowfast-demo.yaml'), '--use_gpu', 'False', '-o', 'MODEL.num_classes=4',
+    make_demo_data(['--out', str(data), '--train_per_class', '60', '--val_per_class', '10', '--frames', '48'])
+    flags = ['--config', os.path.join(ROOT, 'configs', 'slowfast_demo.yaml'), '--use_gpu', 'False', '-o',
+             'MODEL.num_classes=4',
              '-o', f'DATA.label_map={data / "classes.txt"}', '-o', f'TRAIN.filelist={data / "train.txt"}', '-o',
              f'VALID.filelist={data / "val.txt"}', '-o', f'TEST.filelist={data / "val.txt"}']
     env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='2')

@@ -10,7 +10,7 @@ import pytest
 
 from checkpoint import (checkpoint_position, complete_checkpoints, complete_epochs, find_resume_checkpoint,
                         load_checkpoint, load_weights, save_checkpoint, weights_path)
-from conftest import ROOT
+from helpers import ROOT, hostile_files
 from errors import CheckpointError, WeightsError
 from model import build_model
 
@@ -215,59 +215,6 @@ def test_files_paddle_2_6_wrote_read_as_paddle_load_gives_them():
     assert meta['stage'] == [8, [[4, 64]]] and meta['np_number'] == 0.25 and len(meta['weights_sha256']) == 64
 
 
-class _Payload:
-    """Unpickling it runs ``command`` (what a crafted checkpoint does)."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
-class _Eval:
-    def __init__(self, expression):
-        self.expression = expression
-
-    def __reduce__(self):
-        return eval, (self.expression,)
-
-
-class _Reconstructed:
-    """Pickled through copyreg._reconstructor (protocol < 2's way of rebuilding an instance)."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        import copyreg
-        return copyreg._reconstructor, (_Payload, object, None)
-
-
-def hostile_files(folder, marker):
-    """``{name: path}`` of pickles that run ``touch marker`` (or try to) when paddle.load reads them."""
-    import pickle
-
-    touch = f'touch {marker}'
-    weight = np.ones((2, 2), np.float32)
-    objects = {
-        'reduce_os_system': _Payload(touch),
-        'nested_in_a_state_dict': {'w': weight, 'StructuredToParameterName@@': {'w': 'w'},
-                                   'meta': {'x': [1, (2, _Payload(touch))]}},
-        'builtins_eval': {'w': _Eval(f"__import__('os').system('{touch}')")},
-        'paddle_eval_form_with_code': {'w': _Eval("__import__('os').system('true') or data")},
-        'copyreg_reconstructor': {'w': _Reconstructed(touch)},
-    }
-    paths = {}
-    for name, obj in objects.items():
-        for protocol in (2, 4):
-            path = os.path.join(folder, f'{name}_p{protocol}.pdparams')
-            with open(path, 'wb') as f:
-                pickle.dump(obj, f, protocol=protocol)
-            paths[f'{name}_p{protocol}'] = path
-    return paths
-
-
 def test_hostile_pickles_are_refused_before_anything_in_them_runs(tmp_path):
     from checkpoint import load_paddle_file
 
@@ -304,7 +251,7 @@ def test_a_tensor_paddle_save_splits_is_joined_again(tmp_path):
 def test_every_entry_point_refuses_a_crafted_file_and_runs_none_of_it(demo_lists, tmp_path):
     """The crafted .pdparams / .pdopt given to each script and tool that reads Paddle's files: the weights (or
     checkpoint) error naming the file and the refused global, and the payload never ran."""
-    from conftest import tiny_train_overrides
+    from helpers import tiny_train_overrides
 
     marker = tmp_path / 'marker'
     evil = hostile_files(str(tmp_path), marker)['nested_in_a_state_dict_p4']
@@ -321,10 +268,10 @@ def test_every_entry_point_refuses_a_crafted_file_and_runs_none_of_it(demo_lists
         'train.py --resume': (['train.py', *config, '--resume', '--save_dir', str(ck)], 5, 'slowfast_epoch0.pdopt'),
         'eval.py': (['eval.py', *config, '--weights', evil, '-o', f'TEST.filelist={demo_lists[1]}'], 4, evil),
         'predict.py': (['predict.py', *config, '--weights', evil, '--video', video], 4, evil),
-        'export_model.py': (['tools/export_model.py', *config, '--weights', evil, '--save_dir',
+        'export_model.py': (['tools/deploy/export_model.py', *config, '--weights', evil, '--save_dir',
                              str(tmp_path / 'export')], 4, evil),
-        'gradcam.py': (['tools/gradcam.py', *config, '--weights', evil, '--video', video], 4, evil),
-        'convert_weights.py': (['tools/convert_weights.py', *config, '--src', evil, '--dst',
+        'gradcam.py': (['tools/analysis/gradcam.py', *config, '--weights', evil, '--video', video], 4, evil),
+        'convert_weights.py': (['tools/convert/convert_weights.py', *config, '--src', evil, '--dst',
                                 str(tmp_path / 'out.pdparams')], 4, evil),
     }
     env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')

@@ -10,7 +10,7 @@ import config_utils
 from config_utils import SCHEMA, ConfigError, default_config, log_config, parse_args, parse_config
 from video_lists import read_label_map
 
-from conftest import ROOT
+from helpers import ROOT
 
 RECIPE = os.path.join(ROOT, 'slowfast.yaml')
 SINGLE = os.path.join(ROOT, 'slowfast-single.yaml')
@@ -156,8 +156,7 @@ def test_use_gpu_is_unset_unless_given():
     (['-o', 'VALID.target_size=192'], 'VALID.target_size (192) is too small for the head: its views reach res5 at '
                                       '6x6, the head pools 7x7 (MODEL.crop_size 224 / 32); use at least 193'),
     (['-o', 'INFER.target_size=100'], 'INFER.target_size (100) is too small for the head'),
-    (['-o', 'DATA.normalize_on_device=True'], "'DATA.normalize_on_device' was removed: clips always leave the "
-                                              'workers as uint8'),
+    (['-o', 'DATA.normalize_on_device=True'], "unknown key 'DATA.normalize_on_device'"),
     (['--epoch', 'x'], "argument --epoch: invalid int value: 'x'"),
     (['--use_gpu', 'maybe'], "expected True or False, got 'maybe'"),
     (['--save_path', 'x'], 'unrecognized arguments: --save_path x'),  # not a train flag
@@ -172,9 +171,6 @@ def test_bad_config_files_exit_2_naming_the_file(capsys, tmp_path):
     path = write(tmp_path, 'TRAIN:\n  epoch: 2\n  epcoh: 3\n')
     err = exit_message(capsys, 'eval', ['--config', path])
     assert path in err and "unknown key 'TRAIN.epcoh' (did you mean 'TRAIN.epoch'?)" in err
-    path = write(tmp_path, 'DATA:\n  normalize_on_device: False\n')  # an older config
-    err = exit_message(capsys, 'eval', ['--config', path])
-    assert path in err and "'DATA.normalize_on_device' was removed" in err and 'delete the line' in err
     path = write(tmp_path, 'TRAIN: [1, 2]\n')
     assert 'section TRAIN must be a mapping' in exit_message(capsys, 'eval', ['--config', path])
     path = write(tmp_path, 'TRAIN:\n  epoch: 2\n    bad indent: 1\n')

@@ -1,7 +1,6 @@
-"""tools/convert_weights.py: every published format maps every tensor; errors name the culprit and write nothing.
-
-The Caffe2 and PySlowFast names below are spelled out from those projects' conventions, independently of the tool.
-"""
+"""tools/convert/convert_weights.py: every published format maps every tensor; errors name the culprit and write
+nothing. The files are written with the publishers' names as tests/helpers.py spells them out, independently of the
+tool."""
 import logging
 import os
 import pickle
@@ -11,69 +10,21 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT, TINY, caffe2_name, pyslowfast_name, random_state, torch_layout
 from config_utils import STAGE_DEPTHS, parse_config
 from convert_weights import FAMILY
 from convert_weights import main as convert_main
 from errors import exit_on_user_error
-from model import build_model
 from scoring import build_eval_model
 
-TINY = ['MODEL.num_classes=5', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
-        'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', 'TEST.target_size=96', 'INFER.target_size=96']
+TINY_5 = ['MODEL.num_classes=5'] + TINY + ['TEST.target_size=96', 'INFER.target_size=96']  # as the tiny_cfg fixture
 WIDTHS = ['MODEL.width_per_group=8', 'MODEL.beta=4', 'MODEL.num_classes=5']  # a shipped model, narrow
-C2_LEAF = {'weight': 'w', 'bias': 'b', '_mean': 'rm', '_variance': 'riv'}
-
-
-def random_state(cfg, seed=0):
-    rng = np.random.default_rng(seed)
-    state = {k: v.numpy() for k, v in build_model(cfg).state_dict().items()}
-    return {k: (rng.uniform(0.5, 1.5, v.shape) if k.endswith('_variance') else rng.normal(0, 0.1, v.shape))
-            .astype(np.float32) for k, v in state.items()}
-
-
-def caffe2_name(key, blocks=(3, 4, 6, 3)):
-    """The Caffe2 blob of a key; the fusion after stage s hangs off that stage's last block (of ``blocks``)."""
-    t = lambda p: 't_' if p == '1' else ''  # noqa: E731
-    bn = lambda leaf: 's' if leaf == 'weight' else C2_LEAF[leaf]  # noqa: E731
-    fuse = lambda s: ('t_pool1_subsample' if s == '1'  # noqa: E731
-                      else f't_res{s}_{blocks[int(s) - 2] - 1}_branch2c_bn_subsample')
-    for pattern, name in (
-            (r's1\.pathway(\d)_stem\._conv\.weight', lambda g: f'{t(g[1])}conv1_w'),
-            (r's1\.pathway(\d)_stem\._bn\.(\w+)', lambda g: f'{t(g[1])}res_conv1_bn_{bn(g[2])}'),
-            (r's(\d)_fuse\._conv_f2s\.weight', lambda g: f'{fuse(g[1])}_w'),
-            (r's(\d)_fuse\._bn\.(\w+)', lambda g: f'{fuse(g[1])}_bn_{bn(g[2])}'),
-            (r's(\d)\.pathway(\d)_res(\d+)\.branch2\.([abc])\.weight',
-             lambda g: f'{t(g[2])}res{g[1]}_{g[3]}_branch2{g[4]}_w'),
-            (r's(\d)\.pathway(\d)_res(\d+)\.branch2\.([abc])_bn\.(\w+)',
-             lambda g: f'{t(g[2])}res{g[1]}_{g[3]}_branch2{g[4]}_bn_{bn(g[5])}'),
-            (r's(\d)\.pathway(\d)_res(\d+)\.branch1\.weight', lambda g: f'{t(g[2])}res{g[1]}_{g[3]}_branch1_w'),
-            (r's(\d)\.pathway(\d)_res(\d+)\.branch1_bn\.(\w+)',
-             lambda g: f'{t(g[2])}res{g[1]}_{g[3]}_branch1_bn_{bn(g[4])}'),
-            (r'head\.projection\.(\w+)', lambda g: f'pred_{C2_LEAF[g[1]]}')):
-        match = re.fullmatch(pattern, key)
-        if match:
-            return name(match)
-    raise KeyError(key)
-
-
-def pyslowfast_name(key):
-    for ours, theirs in (('_stem._conv.', '_stem.conv.'), ('_stem._bn.', '_stem.bn.'),
-                         ('_fuse._conv_f2s.', '_fuse.conv_f2s.'), ('_fuse._bn.', '_fuse.bn.')):
-        key = key.replace(ours, theirs)
-    return re.sub(r'\._variance$', '.running_var', re.sub(r'\._mean$', '.running_mean', key))
-
-
-def torch_layout(key, array):
-    return array.T if key == 'head.projection.weight' else array  # Linear [out, in]
-
-
 def convert(src, dst, *extra, tiny=True):
-    """tools/convert_weights.py as its ``__main__`` runs it (with the tiny config, or recognising the model when not
-    ``tiny``); returns the exit status."""
+    """tools/convert/convert_weights.py as its ``__main__`` runs it (with the tiny config, or recognising the model when
+    not ``tiny``); returns the exit status."""
     argv = ['--src', str(src), '--dst', str(dst)]
     if tiny:
-        argv += ['--config', os.path.join(ROOT, 'slowfast.yaml')] + [a for o in TINY for a in ('-o', o)]
+        argv += ['--config', os.path.join(ROOT, 'slowfast.yaml')] + [a for o in TINY_5 for a in ('-o', o)]
     argv += list(extra)
     with pytest.raises(SystemExit) as stop:
         exit_on_user_error(lambda: convert_main(argv), logging.getLogger('convert_weights'))
@@ -184,7 +135,7 @@ def test_pickled_code_is_refused(tiny_cfg, tmp_path, capsys, monkeypatch):
     torch = pytest.importorskip('torch', reason='reading .pyth needs torch')
     torch.save({'model_state': {'x': torch.ones(1)}, 'obj': Exploit()}, 'evil.pyth')
     assert convert('evil.pyth', 'out.pdparams') == 4
-    assert '--allow-pickle' in capsys.readouterr().out
+    assert '--allow_pickle' in capsys.readouterr().out
     assert not os.path.exists('pwned') and not os.path.exists('out.pdparams')
 
 

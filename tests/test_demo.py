@@ -7,7 +7,9 @@ import subprocess
 import sys
 import time
 
-from conftest import ROOT
+import pytest
+
+from helpers import ROOT, tool_path
 
 SHORT = ['-o', 'TRAIN.epoch=2', '-o', 'TRAIN.save_interval=1', '-o', 'VALID.num_batches_preciseBN=2', '-o',
          'TEST.num_ensemble_views=2', '-o', 'INFER.num_ensemble_views=2']
@@ -16,7 +18,7 @@ SHORT = ['-o', 'TRAIN.epoch=2', '-o', 'TRAIN.save_interval=1', '-o', 'VALID.num_
 def demo_env(tmp_path):
     return dict(os.environ, DEMO_DATA=str(tmp_path / 'data'), DEMO_OUT=str(tmp_path / 'out'), USE_GPU='False',
                 OMP_NUM_THREADS='2', PYTHONWARNINGS='ignore',
-                DEMO_DATA_ARGS='--train-per-class 4 --val-per-class 2 --frames 24 --height 72 --width 96')
+                DEMO_DATA_ARGS='--train_per_class 4 --val_per_class 2 --frames 24 --height 72 --width 96')
 
 
 def run_demo(tmp_path, *args):
@@ -26,6 +28,7 @@ def run_demo(tmp_path, *args):
     return result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_demo_trains_evaluates_predicts_and_reruns(tmp_path):
     out = tmp_path / 'out'
     log = run_demo(tmp_path)
@@ -42,6 +45,7 @@ def test_demo_trains_evaluates_predicts_and_reruns(tmp_path):
     assert 'reusing the demo dataset' in log and 'resumed from' in log and '[Epoch 0, iter' not in log
 
 
+@pytest.mark.slow
 def test_demo_interrupted_then_rerun_finishes(tmp_path):
     command = ['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -59,11 +63,12 @@ def test_demo_interrupted_then_rerun_finishes(tmp_path):
     assert 'resumed from' in log and 'multi-view top-1 on' in log
 
 
+@pytest.mark.slow
 def test_demo_on_your_own_dataset_leaves_it_untouched(tmp_path):
     """--data DIR: a foreign dataset (3 classes, no classes.txt, other names) is trained on, never rewritten."""
     made = tmp_path / 'made'
-    subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'make_demo_data.py'), '--out', str(made),
-                    '--train-per-class', '3', '--val-per-class', '2', '--frames', '24', '--height', '72', '--width',
+    subprocess.run([sys.executable, tool_path('make_demo_data.py'), '--out', str(made),
+                    '--train_per_class', '3', '--val_per_class', '2', '--frames', '24', '--height', '72', '--width',
                     '96'], check=True, capture_output=True)
     mine = tmp_path / 'mine'
     (mine / 'clips').mkdir(parents=True)

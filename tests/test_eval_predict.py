@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from config_utils import parse_config
-from conftest import ROOT, needs_ffmpeg, tiny_train_overrides
+from helpers import ROOT, needs_ffmpeg, tiny_train_overrides, tool_path
 from model import build_model
 
 ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
@@ -89,6 +89,7 @@ def predict_command(s, out, *extra):
             '--use_gpu', 'False', '--weights', s['weights'], '--save_path', str(out)] + s['flags'] + list(extra)
 
 
+@pytest.mark.slow
 def test_predict_list_files_and_folders_in_order_with_errors(setup, tmp_path):
     folder = tmp_path / 'clips'
     folder.mkdir()
@@ -147,15 +148,16 @@ def test_predict_all_good_exits_zero(setup, tmp_path):
 
 # ---- export and Paddle Inference -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
-    """tools/export_model.py output: dynamic batch, within 1e-4 of the dygraph network; predict.py and eval.py on it
-    give the dygraph run's results."""
+    """tools/deploy/export_model.py output: dynamic batch, within 1e-4 of the dygraph network; predict.py and eval.py on
+    it give the dygraph run's results."""
     from inference import InferenceModel
     from config_utils import input_shapes
     from scoring import build_eval_model
 
     model_dir = tmp_path / 'inference'
-    log = run([sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'), '--config',
+    log = run([sys.executable, tool_path('export_model.py'), '--config',
                os.path.join(ROOT, 'slowfast-single.yaml'), '--weights', setup['weights'], '--save_dir',
                str(model_dir)] + setup['flags'])
     assert 'Paddle Inference vs dygraph max abs difference' in log
@@ -210,7 +212,7 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     assert 'this exported model has no clip features output' in log and str(old) in log
 
     # an export folder whose files were replaced by a pickle that runs code: Paddle Inference does not unpickle
-    from test_checkpoint import hostile_files
+    from helpers import hostile_files
     poisoned, marker = tmp_path / 'poisoned', tmp_path / 'marker'
     shutil.copytree(model_dir, poisoned)
     shutil.copy(hostile_files(str(tmp_path), marker)['reduce_os_system_p4'], poisoned / 'slowfast.pdiparams')
@@ -231,10 +233,11 @@ def test_export_then_predict_and_eval_with_paddle_inference(setup, tmp_path):
     assert 'no exported model in' in log
 
 
+@pytest.mark.slow
 def test_onnx_export_matches_the_dygraph_network(setup, tmp_path):
     pytest.importorskip('paddle2onnx', reason='ONNX export is optional: pip install paddle2onnx onnxruntime')
     pytest.importorskip('onnxruntime', reason='the ONNX check needs onnxruntime')
-    log = run([sys.executable, os.path.join(ROOT, 'tools', 'export_model.py'), '--config',
+    log = run([sys.executable, tool_path('export_model.py'), '--config',
                os.path.join(ROOT, 'slowfast-single.yaml'), '--weights', setup['weights'], '--save_dir',
                str(tmp_path / 'm'), '--onnx'] + setup['flags'])
     assert 'onnxruntime vs dygraph max abs difference' in log and (tmp_path / 'm' / 'slowfast.onnx').is_file()
@@ -255,6 +258,7 @@ def test_eval_scores_every_real_world_video(setup, real_world, tmp_path):
 @pytest.mark.parametrize('config', ['slowfast.yaml', 'configs/slowfast_r50_8x8.yaml', 'configs/slowfast_r101_8x8.yaml',
                                     'configs/slowfast_16x8_r101_50_50.yaml', 'configs/slow_r50_8x8.yaml',
                                     'configs/slow_r50_4x16.yaml'])
+@pytest.mark.slow
 def test_every_shipped_model_takes_a_training_step_and_exports_to_paddle_inference(config, tmp_path):
     """Each config's network (its depth, temporal blocks, frames, pathways) at width 8 and a 64-pixel crop: a
     training step moves it, and its export run by Paddle Inference gives the dygraph probabilities."""
@@ -385,6 +389,7 @@ def test_every_list_length_on_two_and_three_ranks_gives_the_one_rank_results(set
             assert_same_outputs(outputs[1][n], got, f'{n} videos on {ranks} ranks')
 
 
+@pytest.mark.slow
 def test_one_video_on_two_ranks_through_the_scripts_and_the_rank_of_a_failure_is_logged(setup, tmp_path):
     """The multi-GPU scripts on CPU ranks with a single video (rank 1 has none) and default workers: evaluated and
     predicted; a list of a good and a missing video: the missing one is undecodable, rank 1's log says so and why."""
@@ -411,6 +416,7 @@ def test_one_video_on_two_ranks_through_the_scripts_and_the_rank_of_a_failure_is
     assert f'rank 1: cannot decode video {setup["videos"]["missing"]}: ' in rank1
 
 
+@pytest.mark.slow
 def test_a_list_of_missing_videos_stops_eval_and_predict_on_every_rank_with_the_list_error(setup, tmp_path):
     listing = tmp_path / 'missing.txt'
     listing.write_text(''.join(f'clips/v{i}.mp4 {i % 4}\n' for i in range(5)))

@@ -9,81 +9,11 @@ import kinetics_dataset
 from errors import ListError
 from kinetics_dataset import (UNDECODABLE, KineticsDataset, KineticsMultiViewDataset, channels_first,
                               clip_frame_indices, crop_offset, model_inputs, normalize_batch, pack_pathways)
-from timeline import SlidingWindowDataset, span_frames
-from video_io import VideoError, VideoReader, scaled_size
-from video_lists import NO_LABEL, read_video_list
+from video_io import VideoReader, scaled_size
+from video_lists import NO_LABEL
 
-from conftest import ROOT, needs_ffmpeg
-from config_utils import parse_config
+from helpers import MEAN, ROOT, STD, needs_ffmpeg, pixels, shown_indices, use_list, write_list
 from videos import expected_fps, read_index, write_index_video
-
-MEAN, STD = 0.45, 0.225
-
-
-@pytest.fixture
-def cfg(tmp_path):
-    """Recipe sampling (32 frames, stride 2, alpha 8) at small sizes: test views 96, train crops 64 from 72-80."""
-    return parse_config(os.path.join(ROOT, 'slowfast.yaml'), [
-        'MODEL.num_classes=5', 'MODEL.crop_size=64', 'TRAIN.min_size=72', 'TRAIN.max_size=80', 'TRAIN.target_size=64',
-        'VALID.min_size=96', 'VALID.max_size=96', 'VALID.target_size=96', 'TEST.target_size=96',
-        'INFER.target_size=96', 'DATA.num_workers=0'])
-
-
-def write_list(tmp_path, lines, name='list.txt'):
-    path = tmp_path / name
-    path.write_text('\n'.join(lines) + '\n')
-    return str(path)
-
-
-def use_list(cfg, path, *sections):
-    for section in sections:
-        cfg[section].filelist = path
-
-
-def pixels(clip):
-    """A clip [3, T, H, W] (normalised float32, or uint8 test views) -> uint8-scale RGB [T, H, W, 3]."""
-    if clip.dtype == np.uint8:
-        return clip.transpose(1, 2, 3, 0)
-    return np.clip((clip * STD + MEAN) * 255, 0, 255).transpose(1, 2, 3, 0)
-
-
-def shown_indices(fast):
-    return [read_index(frame) for frame in pixels(fast)]
-
-
-# ---- lists -------------------------------------------------------------------------------------------------------
-
-def test_list_formats_and_path_resolution(tmp_path):
-    (tmp_path / 'sub').mkdir()
-    path = write_list(tmp_path, ['a.mp4 1', '  sub/b c.webm\t4  ', '', '# a comment', '/abs/d.mkv 0'])
-    assert read_video_list(path, 5) == [(str(tmp_path / 'a.mp4'), 1), (str(tmp_path / 'sub' / 'b c.webm'), 4),
-                                        ('/abs/d.mkv', 0)]
-    assert read_video_list(path, 5, path_prefix='/data/k400')[0] == ('/data/k400/a.mp4', 1)
-    csv_path = write_list(tmp_path, ['path,label', 'x/a.mp4,3', '"y,z.mp4",0'], 'list.csv')
-    assert read_video_list(csv_path, 5) == [(str(tmp_path / 'x/a.mp4'), 3), (str(tmp_path / 'y,z.mp4'), 0)]
-    infer = write_list(tmp_path, ['one.mp4', 'two words.mp4', 'three.mp4 2'], 'infer.txt')
-    assert read_video_list(infer, 5, labels_required=False) == [
-        (str(tmp_path / 'one.mp4'), NO_LABEL), (str(tmp_path / 'two words.mp4'), NO_LABEL),
-        (str(tmp_path / 'three.mp4'), 2)]
-
-
-@pytest.mark.parametrize('lines, message', [
-    (['a.mp4 1', 'b.mp4'], r'list.txt:2: expected .path label.'),
-    (['a.mp4 1', '', 'b.mp4 x'], r'list.txt:3: expected'),
-    (['a.mp4 1', 'b.mp4 5'], r'list.txt:2: label 5 is outside \[0, 5\)'),
-    (['a.mp4 -1'], r'list.txt:1: label -1 is outside'),
-    (['# only a comment', ''], r'video list is empty: .*list.txt'),
-])
-def test_bad_lists_name_file_and_line(tmp_path, lines, message):
-    with pytest.raises(ListError, match=message):
-        read_video_list(write_list(tmp_path, lines), 5)
-
-
-def test_missing_list_is_named(cfg, tmp_path):
-    cfg.TRAIN.filelist = str(tmp_path / 'nope.txt')
-    with pytest.raises(ListError, match='video list not found: .*nope.txt'):
-        KineticsDataset(cfg, 'train')
-
 
 # ---- sampling math (spec 1.4) ------------------------------------------------------------------------------------
 
@@ -129,31 +59,6 @@ def test_scale_and_crop_positions():
     rng = np.random.default_rng(0)
     draws = {crop_offset(72, 96, 64, -1, 1, rng) for _ in range(500)}
     assert {y for y, _ in draws} == set(range(9)) and {x for _, x in draws} == set(range(33))  # inclusive bounds
-
-
-def test_listed_files_are_stat_ed_up_front_most_missing_is_an_error_a_few_a_warning(cfg, videos, tmp_path, caplog):
-    from video_lists import check_listed_files
-
-    present = [videos[k] for k in ('mp4', 'webm', 'mkv', 'avi')]
-    gone = [str(tmp_path / f'gone{i}.mp4') for i in range(4)]
-    for missing in (gone, gone[:3] + present[:1], gone[:3] + present[:2]):  # none / most / 3 of 5 exist
-        with pytest.raises(ListError) as error:
-            check_listed_files([(p, 0) for p in missing + [missing[0]]], 'train.txt', '/data/k400')
-        count = sum(p in gone for p in missing)
-        assert str(error.value).startswith(f'train.txt: {count} of {len(missing)} listed videos do not exist '
-                                           f'(the first: {gone[0]}); DATA.path_prefix is \'/data/k400\'')
-    caplog.clear()
-    check_listed_files([(p, 0) for p in present + gone[:2]], 'val.txt', '')  # 2 of 6: go on, said once
-    assert [r.levelname for r in caplog.records] == ['WARNING']
-    assert 'val.txt: 2 of 6 listed videos do not exist' in caplog.text and "DATA.path_prefix is ''" in caplog.text
-    caplog.clear()
-    check_listed_files([(p, 0) for p in present], 'val.txt', '')
-    assert not caplog.records
-    use_list(cfg, write_list(tmp_path, [f'{p} 0' for p in gone]), 'TRAIN', 'TEST')  # every dataset checks
-    for make in (lambda: KineticsDataset(cfg, 'train'), lambda: KineticsMultiViewDataset(cfg, 'test'),
-                 lambda: SlidingWindowDataset(cfg, [(p, 0) for p in gone], stride='1s')):
-        with pytest.raises(ListError, match='4 of 4 listed videos do not exist'):
-            make()
 
 
 # ---- test / infer views ------------------------------------------------------------------------------------------
@@ -506,81 +411,6 @@ def test_every_view_and_clip_of_real_world_videos_holds_the_recipes_frames(cfg, 
             starts.add(start[0])
         assert len(starts) > 1 or delta < 1, case
     assert not train.failures.indices() and not valid.failures.indices()
-
-
-# ---- long videos: sliding windows ------------------------------------------------------------------------------
-
-@needs_ffmpeg
-def test_sliding_windows_of_real_world_videos_hold_the_full_decodes_frames_from_one_forward_decode(
-        cfg, real_world, monkeypatch):
-    """Every window's clip against the ffmpeg tool's full decode: a window every 7 frames, one clip each."""
-    seeks = []
-    real_seek = VideoReader._seek
-    monkeypatch.setattr(VideoReader, '_seek', lambda self, timestamp: seeks.append(timestamp) or
-                        real_seek(self, timestamp))
-    monkeypatch.setattr(VideoReader, 'read', lambda *a, **k: pytest.fail('a seek-based read'))
-    cases = sorted(real_world)
-    dataset = SlidingWindowDataset(cfg, [(real_world[case][0], NO_LABEL) for case in cases], stride='7f')
-    m = cfg.MODEL
-    items = list(dataset)
-    assert seeks == [None] * len(cases)  # one decode from the start per video, no other seek
-    assert len(items) == dataset.num_rows == dataset.views_here
-    for video, case in enumerate(cases):
-        path, truth = real_world[case]
-        clip_size = m.num_frames * m.sampling_rate * expected_fps(path) / m.target_fps
-        offsets = np.linspace(0, clip_size - 1, m.num_frames).astype(np.int64)
-        count = int(np.floor((len(truth) - clip_size) / 7 + 1e-9)) + 1
-        rows = dataset.rows(video)
-        assert rows.stop - rows.start == count, case
-        layout = dataset.layouts[video]
-        assert layout.times()[1, 0] == pytest.approx(7 / expected_fps(path), rel=0.01)
-        for window in range(count):
-            *_, view_id = items[rows.start + window]
-            assert view_id.item() == rows.start + window
-            want = [truth[min(7 * window + o, len(truth) - 1)] for o in offsets]
-            assert shown_indices(items[rows.start + window][1]) == want, (case, window)
-
-
-def test_sliding_windows_split_over_ranks_by_their_counts_and_skip_broken_videos(cfg, videos):
-    samples = [(videos[name], NO_LABEL) for name in ('mp4', 'short', 'garbage', 'webm', 'fps15', 'portrait')]
-    ranks = [SlidingWindowDataset(cfg, samples, stride='0.5', window='3s', clips_per_window=2, num_crops=3,
-                                  rank=r, world_size=2) for r in range(2)]
-    first = ranks[0]
-    assert first.layouts[2] is None and first.failures.indices() == [2]  # garbage: no rows, recorded
-    assert first.num_views == 6 and first.layout(300, 30.0, '0.5', '3s').starts.tolist() == list(range(0, 211, 15))
-    assert first.layout(20, 30.0, '0.5', None).starts.tolist() == [0]  # shorter than a clip: one window
-    assert sorted(ranks[0].video_indices + ranks[1].video_indices) == [0, 1, 3, 4, 5]
-    loads = [sum(d.rows(v).stop - d.rows(v).start for v in d.video_indices) for d in ranks]
-    assert abs(loads[0] - loads[1]) <= max(first.rows(v).stop - first.rows(v).start for v in range(6))
-    views = [item for d in ranks for item in d]
-    assert sorted(int(item[-1].item()) for item in views) == list(range(first.num_rows * 6))
-    with pytest.raises(ValueError, match='positive'):
-        span_frames('-1s', 30)
-    assert span_frames('16f', 25) == 16 and span_frames('2', 25) == span_frames('2s', 25) == 50
-
-
-def test_sliding_windows_when_the_decode_ends_early_or_breaks(cfg, videos, monkeypatch, caplog):
-    real = VideoReader.read_forward
-
-    def short(self, wanted, short_side=None):  # the stream ends after frame 99 although its index counts 300
-        for index, frame in real(self, wanted, short_side):
-            if index >= 100:
-                return
-            yield index, frame
-
-    monkeypatch.setattr(VideoReader, 'read_forward', short)
-    dataset = SlidingWindowDataset(cfg, [(videos['mp4'], NO_LABEL)], stride='32f')
-    items = list(dataset)
-    assert len(items) == dataset.num_rows == 8 and 'the stream ended before frame 100' in caplog.text
-    assert shown_indices(items[-1][1]) == [98] * 32 and shown_indices(items[1][1])[0] == 32  # the last one decoded
-
-    def broken(self, wanted, short_side=None):
-        yield from short(self, wanted, short_side)
-        raise VideoError(self.path, 'damaged')
-
-    monkeypatch.setattr(VideoReader, 'read_forward', broken)
-    dataset = SlidingWindowDataset(cfg, [(videos['mp4'], NO_LABEL)], stride='32f')
-    assert len(list(dataset)) == 2 and dataset.failures.indices() == [0]  # the windows before the break only
 
 
 # ---- errors while the loaders make items ----------------------------------------------------------------------------

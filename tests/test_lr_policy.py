@@ -93,7 +93,7 @@ def test_head_lr_scale_scales_only_the_classifier_update():
     import paddle.nn.functional as F
 
     from config_utils import parse_config
-    from conftest import ROOT
+    from helpers import ROOT
     from config_utils import input_shapes
     from model import build_model
     from lr_policy import build_optimizer
@@ -101,7 +101,8 @@ def test_head_lr_scale_scales_only_the_classifier_update():
     rng = np.random.default_rng(0)
     deltas = {}
     for scale in (1.0, 0.1):
-        cfg = parse_config(f'{ROOT}/slowfast-demo.yaml', [f'TRAIN.head_lr_scale={scale}', 'MODEL.width_per_group=8'])
+        cfg = parse_config(f'{ROOT}/configs/slowfast_demo.yaml',
+                           [f'TRAIN.head_lr_scale={scale}', 'MODEL.width_per_group=8'])
         paddle.seed(0)
         model = build_model(cfg)
         before = {k: v.numpy().copy() for k, v in model.state_dict().items()}

@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 from config_utils import input_shapes
-from conftest import ROOT
+from helpers import ROOT
 from model import build_model, model_summary
 from model_utils import count_flops, count_parameters
 
@@ -235,6 +235,7 @@ def test_backward_reaches_every_parameter(tiny_cfg):
     assert not missing
 
 
+@pytest.mark.slow
 def test_to_static_training_matches_dygraph(tiny_cfg):
     """``paddle.jit.to_static`` of the network trains like dygraph (the fast stem's CPU path included)."""
     tiny_cfg.MODEL.dropout_rate = 0.0

@@ -15,7 +15,7 @@ from config_utils import ConfigError, parse_config
 from multigrid import (ShortCycleBatchSampler, Stage, bn_splits, cycle_iterations, long_cycle_schedule,
                        sampling_rates, short_cycle, stage_at, stage_batches, step_lr, training_plan)
 
-from conftest import ROOT, small_demo_lists, tiny_train_overrides
+from helpers import ROOT, small_demo_lists, tiny_train_overrides, tool_path, wait_for_line
 
 LONG = [[0.25, 0.7071], [0.5, 0.7071], [0.5, 1], [1, 1]]
 SHORT = [0.5, 0.7071]
@@ -247,6 +247,7 @@ def mg_straight(mg_lists, tmp_path_factory):
     return folder, mg_train(mg_lists, folder)
 
 
+@pytest.mark.slow
 def test_a_multigrid_run_logs_its_stages_rebuilds_on_shape_changes_and_trains_at_each_shape(mg_straight):
     folder, log = mg_straight
     assert '3 stages, 6 epochs (TRAIN.epoch 4 x epoch_factor 1.5)' in log
@@ -270,6 +271,7 @@ def test_a_multigrid_run_logs_its_stages_rebuilds_on_shape_changes_and_trains_at
     assert 'lr 0.005, ' in log.split('[Epoch 5, iter 1/6]')[1].split('\n')[0]
 
 
+@pytest.mark.slow
 def test_resume_at_a_stage_change_and_inside_a_short_cycle_epoch(mg_lists, mg_straight, tmp_path):
     straight, _ = mg_straight
     # the end of stage 1's last epoch: the next epoch is stage 2's, at the full shape
@@ -287,7 +289,6 @@ def test_resume_at_a_stage_change_and_inside_a_short_cycle_epoch(mg_lists, mg_st
     command = [sys.executable, os.path.join(ROOT, 'train.py'), '--config', os.path.join(ROOT, 'slowfast-single.yaml'),
                '--use_gpu', 'False', '--save_dir', str(inside), '--log_interval', '1'] + mg_overrides(mg_lists)
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT)
-    from test_train import wait_for_line
     wait_for_line(inside / 'train.log', '[Epoch 1, iter 1/3]', process)
     process.send_signal(signal.SIGUSR1)
     out = process.communicate(timeout=300)[0]
@@ -304,6 +305,7 @@ def test_resume_at_a_stage_change_and_inside_a_short_cycle_epoch(mg_lists, mg_st
     assert max_difference(straight / 'slowfast_epoch5.pdparams', inside / 'slowfast_epoch5.pdparams') <= 1e-5
 
 
+@pytest.mark.slow
 def test_two_cpu_ranks_train_through_the_stage_changes(mg_lists, tmp_path):
     logs = tmp_path / 'logs'
     result = subprocess.run(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir', str(tmp_path / 'ck')] +
@@ -322,13 +324,14 @@ def test_two_cpu_ranks_train_through_the_stage_changes(mg_lists, tmp_path):
     assert '[TRAIN] training finished' in log
 
 
+@pytest.mark.slow
 def test_benchmark_multigrid_trains_scores_and_tabulates_each_variant(tmp_path):
-    """tools/benchmark_multigrid.py at toy scale: 64 demo videos (a stage-1 batch of 64 needs them), 2 recipe
+    """tools/analysis/benchmark_multigrid.py at toy scale: 64 demo videos (a stage-1 batch of 64 needs them), 2 recipe
     epochs; each variant's epochs and iterations are the ones its training logged, its top-1 eval.py's."""
     import json
     result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, 'tools', 'benchmark_multigrid.py'), '--out', str(tmp_path / 'b'),
-         '--train-per-class', '16', '--val-per-class', '1', '--crop', '32', '--variants', 'plain', 'multigrid',
+        [sys.executable, tool_path('benchmark_multigrid.py'), '--out', str(tmp_path / 'b'),
+         '--train_per_class', '16', '--val_per_class', '1', '--crop', '32', '--variants', 'plain', 'multigrid',
          '-o', 'TRAIN.epoch=2', '-o', 'TRAIN.lr_steps=[0, 1]', '-o', 'TEST.num_ensemble_views=2',
          '--json', str(tmp_path / 'b.json')], capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

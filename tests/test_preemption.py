@@ -91,16 +91,17 @@ def test_workers_survive_a_sigterm_that_comes_while_they_start(restore_handlers)
     assert not stop.requested  # the signals went to the workers only
 
 
+@pytest.mark.slow
 def test_run_stoppable_reports_its_processes_status_and_ends_a_launcher_that_outlives_them(tmp_path):
-    """tools/stoppable.sh: the status is the training processes' common one, not their launcher's; a launcher still
+    """launch.sh: the status is the training processes' common one, not their launcher's; a launcher still
     running after all of them ended (paddle.distributed.launch after a second signal) is killed after the grace."""
     import subprocess
     import time
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     script = tmp_path / 'run.sh'
-    script.write_text(f'source {ROOT}/tools/stoppable.sh\nrun_stoppable 2 bash -c "$1"\n')
+    script.write_text(f'source {ROOT}/launch.sh\nrun_stoppable 2 bash -c "$1"\n')
     report = 'echo 75 >> "$SLOWFAST_STATUS_FILE"; echo 75 >> "$SLOWFAST_STATUS_FILE"; '
     env = dict(os.environ, SLOWFAST_LAUNCH_GRACE='1')
     start = time.time()

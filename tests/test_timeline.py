@@ -1,5 +1,6 @@
 """timeline.py: windows -> segments, the timeline picture and the annotated video, on scores made up here; then
-predict.py --timeline with a trained demo network on clips of four classes joined into one video."""
+predict.py --timeline with a trained demo network on clips of four classes joined into one video; and the window
+dataset against the ffmpeg tool's decode."""
 import json
 import os
 import shutil
@@ -10,9 +11,12 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import ROOT
-from timeline import PALETTE, annotate_video, make_timeline, plot_timeline, smooth, window_at
-from video_io import VideoReader, write_video
+from helpers import ROOT, needs_ffmpeg, shown_indices
+from timeline import (PALETTE, SlidingWindowDataset, annotate_video, make_timeline, plot_timeline, smooth,
+                      span_frames, window_at)
+from video_io import VideoError, VideoReader, write_video
+from video_lists import NO_LABEL
+from videos import expected_fps
 
 
 def windows(count, stride, span):
@@ -139,6 +143,7 @@ def predict(trained_demo, out, *extra, ranks=1):
     return result.returncode, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_timeline_of_four_joined_clips_finds_their_classes_and_boundaries_and_the_video_shows_them(
         trained_demo, tmp_path):
     order = [0, 2, 1, 3]  # right, down, left, up
@@ -188,3 +193,109 @@ def test_timeline_of_four_joined_clips_finds_their_classes_and_boundaries_and_th
     assert [w['top_k_indices'] for w in two['windows']] == [w['top_k_indices'] for w in windows]
     assert np.allclose([w['top_k_values'] for w in two['windows']], [w['top_k_values'] for w in windows], atol=1e-5)
     assert np.allclose(np.load(tmp_path / 'two.npy'), features, atol=1e-5)
+
+
+# ---- the window dataset ---------------------------------------------------------------------------------------
+
+@needs_ffmpeg
+def test_sliding_windows_of_real_world_videos_hold_the_full_decodes_frames_from_one_forward_decode(
+        cfg, real_world, monkeypatch):
+    """Every window's clip against the ffmpeg tool's full decode: a window every 7 frames, one clip each."""
+    seeks = []
+    real_seek = VideoReader._seek
+    monkeypatch.setattr(VideoReader, '_seek', lambda self, timestamp: seeks.append(timestamp) or
+                        real_seek(self, timestamp))
+    monkeypatch.setattr(VideoReader, 'read', lambda *a, **k: pytest.fail('a seek-based read'))
+    cases = sorted(real_world)
+    dataset = SlidingWindowDataset(cfg, [(real_world[case][0], NO_LABEL) for case in cases], stride='7f')
+    m = cfg.MODEL
+    items = list(dataset)
+    assert seeks == [None] * len(cases)  # one decode from the start per video, no other seek
+    assert len(items) == dataset.num_rows == dataset.views_here
+    for video, case in enumerate(cases):
+        path, truth = real_world[case]
+        clip_size = m.num_frames * m.sampling_rate * expected_fps(path) / m.target_fps
+        offsets = np.linspace(0, clip_size - 1, m.num_frames).astype(np.int64)
+        count = int(np.floor((len(truth) - clip_size) / 7 + 1e-9)) + 1
+        rows = dataset.rows(video)
+        assert rows.stop - rows.start == count, case
+        layout = dataset.layouts[video]
+        assert layout.times()[1, 0] == pytest.approx(7 / expected_fps(path), rel=0.01)
+        for window in range(count):
+            *_, view_id = items[rows.start + window]
+            assert view_id.item() == rows.start + window
+            want = [truth[min(7 * window + o, len(truth) - 1)] for o in offsets]
+            assert shown_indices(items[rows.start + window][1]) == want, (case, window)
+
+
+def test_sliding_windows_split_over_ranks_by_their_counts_and_skip_broken_videos(cfg, videos):
+    samples = [(videos[name], NO_LABEL) for name in ('mp4', 'short', 'garbage', 'webm', 'fps15', 'portrait')]
+    ranks = [SlidingWindowDataset(cfg, samples, stride='0.5', window='3s', clips_per_window=2, num_crops=3,
+                                  rank=r, world_size=2) for r in range(2)]
+    first = ranks[0]
+    assert first.layouts[2] is None and first.failures.indices() == [2]  # garbage: no rows, recorded
+    assert first.num_views == 6 and first.layout(300, 30.0, '0.5', '3s').starts.tolist() == list(range(0, 211, 15))
+    assert first.layout(20, 30.0, '0.5', None).starts.tolist() == [0]  # shorter than a clip: one window
+    assert sorted(ranks[0].video_indices + ranks[1].video_indices) == [0, 1, 3, 4, 5]
+    loads = [sum(d.rows(v).stop - d.rows(v).start for v in d.video_indices) for d in ranks]
+    assert abs(loads[0] - loads[1]) <= max(first.rows(v).stop - first.rows(v).start for v in range(6))
+    views = [item for d in ranks for item in d]
+    assert sorted(int(item[-1].item()) for item in views) == list(range(first.num_rows * 6))
+    with pytest.raises(ValueError, match='positive'):
+        span_frames('-1s', 30)
+    assert span_frames('16f', 25) == 16 and span_frames('2', 25) == span_frames('2s', 25) == 50
+
+
+def test_sliding_windows_when_the_decode_ends_early_or_breaks(cfg, videos, monkeypatch, caplog):
+    real = VideoReader.read_forward
+
+    def short(self, wanted, short_side=None):  # the stream ends after frame 99 although its index counts 300
+        for index, frame in real(self, wanted, short_side):
+            if index >= 100:
+                return
+            yield index, frame
+
+    monkeypatch.setattr(VideoReader, 'read_forward', short)
+    dataset = SlidingWindowDataset(cfg, [(videos['mp4'], NO_LABEL)], stride='32f')
+    items = list(dataset)
+    assert len(items) == dataset.num_rows == 8 and 'the stream ended before frame 100' in caplog.text
+    assert shown_indices(items[-1][1]) == [98] * 32 and shown_indices(items[1][1])[0] == 32  # the last one decoded
+
+    def broken(self, wanted, short_side=None):
+        yield from short(self, wanted, short_side)
+        raise VideoError(self.path, 'damaged')
+
+    monkeypatch.setattr(VideoReader, 'read_forward', broken)
+    dataset = SlidingWindowDataset(cfg, [(videos['mp4'], NO_LABEL)], stride='32f')
+    assert len(list(dataset)) == 2 and dataset.failures.indices() == [0]  # the windows before the break only
+
+
+def test_an_annotated_copy_that_fails_to_decode_keeps_the_timeline_and_says_why(demo_lists, tmp_path, monkeypatch):
+    """predict.py --timeline --annotate when the second decode (the annotated copy's) fails after the windows were
+    scored: the timeline and its picture are written, result.json's entry carries the reason, the status is 1."""
+    import paddle
+
+    import predict
+    from config_utils import parse_config
+    from helpers import tiny_train_overrides
+    from model import build_model
+
+    flags = tiny_train_overrides(*demo_lists) + ['DATA.label_map=']
+    config = os.path.join(ROOT, 'slowfast-single.yaml')
+    paddle.save(build_model(parse_config(config, flags)).state_dict(), str(tmp_path / 'w.pdparams'))
+    video = os.path.join(os.path.dirname(demo_lists[1]), open(demo_lists[1]).read().split()[0])
+
+    def second_decode_fails(path, *args, **kwargs):
+        raise VideoError(path, 'a damaged packet at 0.5 s')
+
+    monkeypatch.setattr(predict, 'annotate_video', second_decode_fails)
+    monkeypatch.setattr(sys, 'argv', ['predict.py', '--config', config, '--use_gpu', 'False', '--weights',
+                                      str(tmp_path / 'w'), '--video', video, '--timeline', str(tmp_path / 'tl'),
+                                      '--stride', '8f', '--annotate', '--save_path', str(tmp_path / 'out')] +
+                        [a for o in flags for a in ('-o', o)])
+    assert predict.main() == 1
+    [entry] = json.loads((tmp_path / 'out' / 'result.json').read_text())
+    assert entry['annotate_error'] == 'a damaged packet at 0.5 s' and 'annotated' not in entry
+    assert entry['video_id'] == video and len(entry['top5_indices']) == 4
+    timeline = json.loads((tmp_path / 'tl' / 'right_0000.json').read_text())
+    assert timeline['windows'] and (tmp_path / 'tl' / 'right_0000.png').stat().st_size > 1000

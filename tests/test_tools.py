@@ -9,14 +9,15 @@ import sys
 
 import cv2
 import numpy as np
+import pytest
 
-from conftest import ROOT, needs_ffmpeg
+from helpers import ROOT, needs_ffmpeg, tool_path
 from video_lists import read_video_list
 from video_io import VideoReader
 
 
 def run_tool(name, *args, expect=0):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', name)] + [str(a) for a in args],
+    result = subprocess.run([sys.executable, tool_path(name)] + [str(a) for a in args],
                             capture_output=True, text=True, env=dict(os.environ, PYTHONWARNINGS='ignore'),
                             timeout=300)
     assert result.returncode == expect, result.stdout + result.stderr
@@ -44,7 +45,7 @@ def assert_moves_along(path, expected):
 
 def test_make_demo_data_writes_a_motion_dataset_and_reuses_it(tmp_path):
     out = tmp_path / 'demo'
-    args = ['--out', out, '--train-per-class', 2, '--val-per-class', 1, '--frames', 24]
+    args = ['--out', out, '--train_per_class', 2, '--val_per_class', 1, '--frames', 24]
     run_tool('make_demo_data.py', *args)
     classes = (out / 'classes.txt').read_text().split()
     assert classes == ['right', 'left', 'down', 'up']
@@ -75,7 +76,7 @@ def test_make_demo_data_never_replaces_a_folder_it_did_not_write(tmp_path):
     mine.mkdir()
     (mine / 'train.txt').write_text('a.mp4 0\n')
     for extra in ([], ['--fresh']):
-        log = run_tool('make_demo_data.py', '--out', mine, '--train-per-class', 1, '--val-per-class', 1, *extra,
+        log = run_tool('make_demo_data.py', '--out', mine, '--train_per_class', 1, '--val_per_class', 1, *extra,
                        expect=2)
         assert f'{mine} exists and was not written by this tool' in log
         assert sorted(os.listdir(mine)) == ['train.txt'] and (mine / 'train.txt').read_text() == 'a.mp4 0\n'
@@ -88,8 +89,8 @@ def test_make_demo_data_shuffle_frames_keeps_every_frame_in_another_order(tmp_pa
     shuffled = make_video(5, 2, 48, 64, 16, shuffle_frames=True)
     order = [next(i for i, frame in enumerate(plain) if np.array_equal(frame, s)) for s in shuffled]
     assert sorted(order) == list(range(16)) and order != list(range(16))
-    run_tool('make_demo_data.py', '--out', tmp_path / 'shuffled', '--train-per-class', 1, '--val-per-class', 1,
-             '--frames', 16, '--shuffle-frames')
+    run_tool('make_demo_data.py', '--out', tmp_path / 'shuffled', '--train_per_class', 1, '--val_per_class', 1,
+             '--frames', 16, '--shuffle_frames')
     assert json.loads((tmp_path / 'shuffled' / 'settings.json').read_text())['shuffle_frames'] is True
 
 
@@ -118,7 +119,7 @@ def test_make_heldout_data_kinds_move_as_their_class_names_say(tmp_path):
              'se': lambda c, d, dy, dx: dy < 0 and dx < 0, 'sw': lambda c, d, dy, dx: dy < 0 < dx}
     for kind in ('spin', 'pan', 'object'):
         out = tmp_path / kind
-        run_tool('make_heldout_data.py', '--kind', kind, '--out', out, '--train-per-class', 1, '--val-per-class', 1,
+        run_tool('make_heldout_data.py', '--kind', kind, '--out', out, '--train_per_class', 1, '--val_per_class', 1,
                  '--size', 64, '--frames', 16)
         classes = (out / 'classes.txt').read_text().split()
         val = read_video_list(str(out / 'val.txt'), 4)
@@ -153,7 +154,7 @@ def test_check_videos_drops_broken_videos_and_keeps_lines(videos, tmp_path):
     assert [s['line'] for s in result['short']] == [4] and result['damaged'] == []
     assert 'checked 7 videos: 4 kept, 3 dropped' in log
 
-    run_tool('check_videos.py', listing, '--out', tmp_path / 'strict.txt', '--strict', '--min-frames', 30,
+    run_tool('check_videos.py', listing, '--out', tmp_path / 'strict.txt', '--strict', '--min_frames', 30,
              '--workers', 1, expect=1)
     assert (tmp_path / 'strict.txt').read_text().splitlines() == [lines[0], lines[2], lines[6]]
 
@@ -194,7 +195,7 @@ def test_resize_videos_converts_a_tree_and_resumes(videos, tmp_path):
     (src / 'train.txt').write_text('a/one.webm 3\ntwo.mp4 1\na/bad.mkv 2\n')
     dst = tmp_path / 'small'
 
-    log = run_tool('resize_videos.py', src, dst, '--short-side', 48, '--list', src / 'train.txt', '--workers', 2)
+    log = run_tool('resize_videos.py', src, dst, '--short_side', 48, '--list', src / 'train.txt', '--workers', 2)
     assert '3 videos: 2 converted, 0 already done, 1 failed' in log and 'bad.mkv' in log
     assert read_video_list(str(dst / 'train.txt'), 400) == [(str(dst / 'a' / 'one.mp4'), 3),
                                                            (str(dst / 'two.mp4'), 1)]
@@ -204,7 +205,7 @@ def test_resize_videos_converts_a_tree_and_resumes(videos, tmp_path):
         assert (video.height, video.width, video.num_frames) == (64, 48, 90)
 
     stamp = os.path.getmtime(dst / 'two.mp4')
-    log = run_tool('resize_videos.py', src, dst, '--short-side', 48, '--workers', 1)
+    log = run_tool('resize_videos.py', src, dst, '--short_side', 48, '--workers', 1)
     assert '3 videos: 0 converted, 2 already done, 1 failed' in log
     assert os.path.getmtime(dst / 'two.mp4') == stamp
     assert sorted((dst / 'videos.txt').read_text().split()) == ['a/one.mp4', 'two.mp4']
@@ -221,13 +222,13 @@ def test_resize_videos_rejects_list_entries_outside_the_source(videos, tmp_path)
 
 def torch_engine():
     """The PyTorch row the benchmarks add when torch and pytorchvideo are installed."""
-    from benchmark import torch_reference_available
+    from bench_common import torch_reference_available
 
     return {'PyTorch eager (pytorchvideo)'} if torch_reference_available() else set()
 
 
 def test_benchmark_infer_times_every_engine_at_every_batch(tmp_path):
-    out = run_tool('benchmark.py', 'infer', '--size', 64, '--batches', 1, 2, '--repeats', 1, '--json',
+    out = run_tool('benchmark_infer.py', '--size', 64, '--batches', 1, 2, '--repeats', 1, '--json',
                    tmp_path / 'infer.json', '-o', 'MODEL.width_per_group=8', '-o', 'MODEL.num_frames=8', '-o',
                    'MODEL.alpha=4', '-o', 'MODEL.beta=4', '-o', 'MODEL.crop_size=64', '-o', 'MODEL.num_classes=5')
     result = json.loads((tmp_path / 'infer.json').read_text())
@@ -237,8 +238,9 @@ def test_benchmark_infer_times_every_engine_at_every_batch(tmp_path):
     assert '| Paddle Inference (oneDNN) | 2 |' in out and '1.00x' in out
 
 
+@pytest.mark.slow
 def test_benchmark_train_times_each_engine_in_its_own_process(tmp_path):
-    out = run_tool('benchmark.py', 'train', '--cases', 'tiny', '--engines', 'dygraph', 'conv3d_stem', 'mkl_default',
+    out = run_tool('benchmark_train.py', '--cases', 'tiny', '--engines', 'dygraph', 'conv3d_stem', 'mkl_default',
                    'onednn', 'torch', '--repeats', 1, '--profile', '--json', tmp_path / 'train.json')
     result = json.loads((tmp_path / 'train.json').read_text())
     engines = {'Paddle dygraph', 'Paddle dygraph, fast stem as Paddle conv3d', "Paddle dygraph, MKL's default CPU path",
@@ -253,11 +255,12 @@ def test_benchmark_train_times_each_engine_in_its_own_process(tmp_path):
     ops = [p['op'] for p in profile]
     assert any(op.startswith('conv3d') for op in ops) and 0 < sum(p['share'] for p in profile) <= 1.0001
     assert any(op.startswith('conv2d') for op in ops)  # the fast stem runs by frames on the CPU
-    assert '| tiny (slowfast-demo.yaml, 8 frames, 32px) | Paddle dygraph | 8 |' in out and '1.00x' in out
+    assert '| tiny (configs/slowfast_demo.yaml, 8 frames, 32px) | Paddle dygraph | 8 |' in out and '1.00x' in out
 
 
+@pytest.mark.slow
 def test_benchmark_train_rounds_take_turns_and_report_the_median(tmp_path):
-    out = run_tool('benchmark.py', 'train', '--cases', 'tiny', '--engines', 'dygraph', 'onednn', '--repeats', 1,
+    out = run_tool('benchmark_train.py', '--cases', 'tiny', '--engines', 'dygraph', 'onednn', '--repeats', 1,
                    '--rounds', 2, '--json', tmp_path / 'train.json')
     rows = json.loads((tmp_path / 'train.json').read_text())['rows']
     assert [r['engine'] for r in rows] == ['Paddle dygraph', 'Paddle dygraph + FLAGS_use_mkldnn']
@@ -271,7 +274,7 @@ def test_benchmark_train_rounds_take_turns_and_report_the_median(tmp_path):
 @needs_ffmpeg
 def test_benchmark_decoders_measures_exactness_and_speed_of_each_decoder(real_world):
     """On hard videos the OpenCV frame-number seeker reads wrong frames (or fails); ours reads a full decode's."""
-    import benchmark
+    import benchmark_data as benchmark
     from config_utils import parse_config
 
     cases = ['mp4 stream-copy cut (edit list)', 'variable frame rate (mkv)', 'open-GOP B-pyramid H.264 mkv']
@@ -320,9 +323,10 @@ def test_gradcam_tool_writes_each_video_and_names_bad_inputs(videos, tmp_path):
     from config_utils import parse_config
     from model import build_model
 
-    flags = ['--config', os.path.join(ROOT, 'slowfast-demo.yaml'), '--use_gpu', 'False', '-o', 'MODEL.num_classes=4',
+    flags = ['--config', os.path.join(ROOT, 'configs', 'slowfast_demo.yaml'), '--use_gpu', 'False', '-o',
+             'MODEL.num_classes=4',
              '-o', 'MODEL.width_per_group=8']
-    paddle.save(build_model(parse_config(os.path.join(ROOT, 'slowfast-demo.yaml'), [
+    paddle.save(build_model(parse_config(os.path.join(ROOT, 'configs/slowfast_demo.yaml'), [
         'MODEL.num_classes=4', 'MODEL.width_per_group=8'])).state_dict(), str(tmp_path / 'w.pdparams'))
     common = [*flags, '--weights', tmp_path / 'w', '--save_path', tmp_path / 'cam', '--video', videos['mp4']]
     log = run_tool('gradcam.py', *common, '--video', videos['garbage'], '--class_index', 2, '--time', 1.0, expect=1)
@@ -339,6 +343,7 @@ def test_gradcam_tool_writes_each_video_and_names_bad_inputs(videos, tmp_path):
 GRADCAM_SIZE, GRADCAM_LAYER = 64, 'res3'  # at the demo's 32-pixel scale res5 is 1x1: twice the scale, res3 is 8x10
 
 
+@pytest.mark.slow
 def test_gradcam_of_the_trained_demo_network_looks_at_the_moving_shapes(trained_demo, tmp_path):
     """On four new demo videos (one per class) the network trained in the test predicts the class, and per unit of
     area its fast pathway's map lies on the moving shapes well over 1.4 times as much as on the static clutter under
@@ -370,3 +375,28 @@ def test_gradcam_of_the_trained_demo_network_looks_at_the_moving_shapes(trained_
         assert cv2.imread(str(tmp_path / 'cam' / f'clip{label}_gradcam.png')) is not None
     density = mass / area  # the map's share per share of the frame
     assert density[2] >= 1.4 * density[1] and density[2] >= 1.25, (mass / 4, area / 4)
+
+
+# ---- the manual's paths ----------------------------------------------------------------------------------------------
+
+def test_every_script_config_and_page_the_docs_name_exists():
+    """Paths of scripts, tools, configs and pages in the README, docs/, the run scripts, configs and docstrings: each
+    file is there (a moved tool leaves no stale command line behind)."""
+    import glob
+    import re
+
+    sources = ['README.md', '.ci/run', 'launch.sh'] + glob.glob(os.path.join(ROOT, 'docs', '*.md')) + \
+        glob.glob(os.path.join(ROOT, '*.sh')) + glob.glob(os.path.join(ROOT, '*.yaml')) + \
+        glob.glob(os.path.join(ROOT, 'configs', '*.yaml')) + glob.glob(os.path.join(ROOT, '*.py')) + \
+        glob.glob(os.path.join(ROOT, 'tools', '*', '*.py'))
+    in_folder = re.compile(r'(?<![\w/.-])((?:tools|configs|docs|tests)/[\w/.-]*\w\.(?:py|sh|yaml|md|txt))')
+    command = re.compile(r'(?:python|bash) +([\w/.-]+\.(?:py|sh))\b')  # a command line's script, from the root
+    missing, seen = [], 0
+    for source in sources:
+        text = open(os.path.join(ROOT, source)).read()
+        for path in set(in_folder.findall(text)) | set(command.findall(text)):
+            seen += 1
+            if not os.path.exists(os.path.join(ROOT, path)):
+                missing.append(f'{os.path.relpath(os.path.join(ROOT, source), ROOT)}: {path}')
+    assert seen > 50 and not missing, missing
+

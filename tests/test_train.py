@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import pytest
 
-from conftest import ROOT, tiny_train_overrides
+from helpers import ROOT, tiny_train_overrides, tool_path, wait_for_line
 
 ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
 
@@ -56,13 +56,6 @@ def assert_same_curve(straight_vd, resumed_vd):
     a, b = scalars(straight_vd), scalars(resumed_vd)
     assert sorted(a) == sorted(b) and all(len(v) == 1 for v in b.values()), (sorted(a), b)
     assert max(abs(a[k][0] - b[k][0]) for k in a) <= 1e-4
-
-
-def wait_for_line(path, text, process, timeout=300):
-    deadline = time.time() + timeout
-    while not (path.exists() and text in path.read_text()):
-        assert process.poll() is None and time.time() < deadline, f'training ended before {text!r} in {path.name}'
-        time.sleep(0.02)
 
 
 @pytest.fixture(scope='module')
@@ -132,6 +125,7 @@ def kill_when(command, path, delay):
     process.wait()
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_then_resume_gives_the_same_weights(demo_lists, straight, tmp_path):
     killed = tmp_path / 'killed'
     command = train_command(demo_lists, killed, '--use_visualdl', 'True', '--vd_logdir', tmp_path / 'vd', epochs=3)
@@ -151,6 +145,7 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_weights(demo_lists, st
     assert max_difference(straight / 'ck' / 'slowfast_epoch2.pdparams', killed / 'slowfast_epoch2.pdparams') <= 1e-5
 
 
+@pytest.mark.slow
 def test_sigterm_at_a_random_iteration_then_resume_continues_exactly(demo_lists, straight, tmp_path):
     # Slurm and Ctrl-C signal every process: the DataLoader worker too (one here), which must not die under the step
     epoch, delay = random.choice([0, 1]), random.uniform(0.0, 0.3)
@@ -203,6 +198,7 @@ def test_a_stop_during_start_up_and_checkpoints_every_n_steps(demo_lists, tmp_pa
     assert sorted(p.name for p in folder.glob('*.pdopt')) == ['slowfast_epoch0.pdopt']
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_through_run_train_multi(two_ranks):
     folder, rank0 = two_ranks
     assert 'rank 0 of 2, batch 4 = 2 ranks x 2 x 1 accumulation steps' in rank0
@@ -214,6 +210,7 @@ def test_two_cpu_processes_through_run_train_multi(two_ranks):
     assert (folder / 'ck' / 'slowfast_epoch1.pdparams').is_file()
 
 
+@pytest.mark.slow
 def test_sigterm_to_run_train_multi_stops_every_rank_at_one_step_and_resume_matches(demo_lists, two_ranks,
                                                                                     tmp_path):
     folder, _ = two_ranks
@@ -281,6 +278,7 @@ def signal_processes_mentioning(text: str, signum: int) -> None:
             continue
 
 
+@pytest.mark.slow
 def test_two_nodes_stop_at_one_step_resume_the_checkpoint_rank_0_picks_and_match_one_node(demo_lists, two_ranks,
                                                                                          tmp_path):
     shared = tmp_path / 'shared'
@@ -329,13 +327,14 @@ def test_a_nan_loss_stops_every_rank_with_the_same_message(demo_lists, tmp_path)
     assert not list((tmp_path / 'ck').glob('*.pdparams'))
 
 
+@pytest.mark.slow
 def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tmp_path):
     run_train(demo_lists, tmp_path / 'base', epochs=1)
     base_state = paddle.load(str(tmp_path / 'base' / 'slowfast_epoch0.pdparams'))  # as PaddleVideo publishes it
     paddle.save({(k if k.startswith('head.') else 'backbone.' + k): v for k, v in base_state.items()},
                 str(tmp_path / 'published.pdparams'))
     overrides = [a for o in tiny_train_overrides(*demo_lists) for a in ('-o', o)]
-    result = subprocess.run([sys.executable, os.path.join(ROOT, 'tools', 'convert_weights.py'), '--config',
+    result = subprocess.run([sys.executable, tool_path('convert_weights.py'), '--config',
                              os.path.join(ROOT, 'slowfast-single.yaml'), '--src', str(tmp_path / 'published.pdparams'),
                              '--dst', str(tmp_path / 'converted.pdparams')] + overrides,
                             capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
@@ -350,7 +349,8 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
     log = run_train(demo_lists, tmp_path / 'unconverted', '--weights', tmp_path / 'published.pdparams', '-o',
                     'MODEL.num_classes=6', epochs=1, expect=4)
     assert f'{tmp_path / "published.pdparams"}: only 0 of the model\'s 552 tensors match it' in log
-    assert 'tools/convert_weights.py' in log and not (tmp_path / 'unconverted' / 'slowfast_epoch0.pdparams').exists()
+    assert 'tools/convert/convert_weights.py' in log
+    assert not (tmp_path / 'unconverted' / 'slowfast_epoch0.pdparams').exists()
 
     # the README's step 4 as written (the configs' default label map holds the 400 Kinetics names), at tiny size
     train_list, val_list = demo_lists
@@ -377,7 +377,7 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
 
     # the fine-tuning controls, onto another motion set (camera pans): frozen stem..res3 and BN, smoothing, mixing
     from make_heldout_data import main as make_heldout_data
-    make_heldout_data(['--kind', 'pan', '--out', str(tmp_path / 'pan'), '--train-per-class', '4', '--val-per-class',
+    make_heldout_data(['--kind', 'pan', '--out', str(tmp_path / 'pan'), '--train_per_class', '4', '--val_per_class',
                        '2', '--frames', '24', '--size', '72'])
     log = run_train((str(tmp_path / 'pan' / 'train.txt'), str(tmp_path / 'pan' / 'val.txt')), tmp_path / 'pan_ft',
                     '--weights', tmp_path / 'base' / 'slowfast_epoch0.pdparams', '-o', 'MODEL.frozen_stages=3', '-o',
@@ -423,6 +423,7 @@ def audio_only_video(path):
     return str(path)
 
 
+@pytest.mark.slow
 def test_a_list_that_cannot_be_read_ends_training_at_once_with_the_list_error(demo_lists, videos, tmp_path):
     """The most common first mistake, a wrong DATA.path_prefix: stopped before the network is built, naming how many
     files are missing, the first as resolved and the prefix. Files that exist but are no videos (empty, random bytes,
@@ -497,6 +498,7 @@ def test_resume_edge_cases_and_bad_batch(demo_lists, tmp_path):
     assert 'TRAIN.batch_size (4) must be divisible by 3' in log
 
 
+@pytest.mark.slow
 def test_slow_only_trains_evaluates_predicts_exports_and_benchmarks(demo_lists, tmp_path):
     """The one-pathway model through every script, at tiny width: its datasets, inputs and export follow it."""
     slow = ['MODEL.name=SLOW', 'MODEL.alpha=1', 'MODEL.num_frames=4']
@@ -521,13 +523,12 @@ def test_slow_only_trains_evaluates_predicts_exports_and_benchmarks(demo_lists, 
     assert json.loads((tmp_path / 'eval' / 'eval_result.json').read_text())['num_videos'] == 8
     script('predict.py', '--use_gpu', 'False', '--weights', str(weights_file), '--video', video, '--save_path',
            str(tmp_path / 'dygraph'))
-    log = script(os.path.join('tools', 'export_model.py'), '--weights', str(weights_file), '--save_dir',
+    log = script(tool_path('export_model.py'), '--weights', str(weights_file), '--save_dir',
                  str(tmp_path / 'exported'))
     assert 'clips [3, 4, 72, 72], any batch' in log  # one pathway
     script('predict.py', '--use_gpu', 'False', '--video', video, '--save_path', str(tmp_path / 'inference'), '-o',
            'INFER.use_inference=True', '-o', f'INFER.model_dir={tmp_path / "exported"}')
     [a], [b] = (json.loads((tmp_path / d / 'result.json').read_text()) for d in ('dygraph', 'inference'))
     assert a['top5_indices'] == b['top5_indices'] and np.allclose(a['top5_values'], b['top5_values'], atol=1e-4)
-    log = script(os.path.join('tools', 'benchmark.py'), '--size', '72', '--batches', '1', '--repeats', '1',
-                 command=['infer'])
+    log = script(tool_path('benchmark_infer.py'), '--size', '72', '--batches', '1', '--repeats', '1')
     assert '| Paddle Inference (oneDNN) | 1 |' in log

@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import needs_ffmpeg
+from helpers import needs_ffmpeg
 from video_io import VideoError, VideoReader
 from videos import (copy_packets, decoded_frames, decoded_indices, expected_fps, ffmpeg,
                     more_containers_and_codecs, public_sample, read_index)

@@ -49,8 +49,8 @@ def write_index_video(path: str, num_frames: int, fps: float = 30.0, height: int
 # ---- videos encoded the way real files are ------------------------------------------------------------------------
 
 def real_world_videos(folder: str) -> Dict[str, str]:
-    """``{case: path}``: an index-coded 10 s source cut, re-muxed and re-encoded by the ffmpeg tool the ways real
-    files come (tools/make_hard_videos.py; the tool is another FFmpeg build than the one this project decodes with).
+    """``{case: path}``: an index-coded 10 s source cut, re-muxed and re-encoded by the ffmpeg tool the ways real files
+    come (tools/data/make_hard_videos.py; the tool is another FFmpeg build than the one this project decodes with).
     Their truth is ``decoded_indices``: a full sequential decode by the same tool."""
     os.makedirs(folder, exist_ok=True)
     source = write_index_video(os.path.join(folder, 'source.mp4'), 300)  # x264 defaults: 250-frame GOPs, B-frames

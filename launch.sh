@@ -1,4 +1,33 @@
-# Sourced by run_train_*.sh: `run_stoppable N COMMAND...` runs a training command that starts N training processes on
+# Sourced by the run_*.sh scripts, not run itself.
+#
+# build_launch: sets "${launch[@]}", the paddle.distributed.launch command for this machine, and $nproc, the number of
+# processes it starts here (run_*_multi.sh).
+#   USE_GPU=True (default): the GPUs of CUDA_VISIBLE_DEVICES (default 0,...,7), NCCL.
+#   USE_GPU=False: NPROC CPU processes (default 2), gloo.
+#   MASTER=ip:port NNODES=N: several nodes (run the script on each; NODE_RANK=i on node i fixes their order).
+#   LOG_DIR: per-rank logs (default logs).
+build_launch() {
+    USE_GPU=${USE_GPU:-True}
+    launch=(python -m paddle.distributed.launch --log_dir "${LOG_DIR:-logs}")
+    case "$USE_GPU" in
+        True|true|1)
+            export CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES:-0,1,2,3,4,5,6,7}
+            launch+=(--gpus "$CUDA_VISIBLE_DEVICES")
+            nproc=$(( $(tr -cd , <<< "$CUDA_VISIBLE_DEVICES" | wc -c) + 1 )) ;;
+        *)
+            unset CUDA_VISIBLE_DEVICES  # launch counts the visible GPUs; the CPU run needs none
+            nproc=${NPROC:-2}
+            launch+=(--nproc_per_node "$nproc") ;;
+    esac
+    if [ -n "${MASTER:-}" ]; then
+        launch+=(--master "$MASTER" --nnodes "${NNODES:-1}")
+        if [ -n "${NODE_RANK:-}" ]; then  # node 0 hosts rank 0 (without it, nodes are numbered as they join)
+            launch+=(--rank "$NODE_RANK")
+        fi
+    fi
+}
+
+# run_stoppable N COMMAND... (run_train_*.sh): runs a training command that starts N training processes on
 # this machine so that a stop request reaches it and its exit status says what happened.
 #   - SIGTERM, SIGINT or SIGUSR1 sent to this script (Kubernetes signals PID 1 only, Slurm's --signal=B:USR1 the batch
 #     shell only) is passed on to COMMAND as SIGTERM: train.py finishes its step, writes a checkpoint and exits 75

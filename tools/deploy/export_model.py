@@ -1,6 +1,7 @@
 """Export trained weights as a Paddle Inference model, check it against the dygraph network, optionally to ONNX.
 
-    python tools/export_model.py --config slowfast.yaml --weights checkpoints/slowfast_epoch195 --save_dir inference
+    python tools/deploy/export_model.py --config slowfast.yaml --weights checkpoints/slowfast_epoch195 \
+        --save_dir inference
     python predict.py --config slowfast.yaml --video my.mp4 -o INFER.use_inference=True -o INFER.model_dir=inference
 
 The model takes its pathways' float32 clips (``[slow, fast]``; ``[slow]`` for Slow-only), normalised as in
@@ -17,7 +18,7 @@ import sys
 import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from config_utils import input_shapes, parse_config, setup_logging  # noqa: E402
 from errors import exit_on_user_error  # noqa: E402
 from inference import NAME, InferenceModel, export, model_files  # noqa: E402

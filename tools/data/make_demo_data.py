@@ -5,11 +5,11 @@ colour, size, count) drifting across it with wrap-around, plus sensor noise. The
 (right, left, down, up). Start positions are uniform and motion wraps around the frame, so every single frame of
 every class comes from the same distribution: a model must use time to beat chance.
 
-    python tools/make_demo_data.py --out data/demo            # reuses a complete dataset made with the same settings
-    python tools/make_demo_data.py --out data/demo --fresh    # regenerate
-    python tools/make_demo_data.py --out data/demo-shuffled --shuffle-frames   # the control: no motion left
+    python tools/data/make_demo_data.py --out data/demo     # reuses a complete dataset made with the same settings
+    python tools/data/make_demo_data.py --out data/demo --fresh    # regenerate
+    python tools/data/make_demo_data.py --out data/demo-shuffled --shuffle_frames   # the control: no motion left
 
-``--shuffle-frames`` writes the same videos with their frames in a random order (one permutation per video): every
+``--shuffle_frames`` writes the same videos with their frames in a random order (one permutation per video): every
 frame is kept, the motion is destroyed. A model trained on it should stay at chance (the control experiment).
 
 Writes ``OUT/{train,val}.txt`` (``videos/<split>/<name>.mp4 <label>``, relative to OUT), ``OUT/classes.txt`` and
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from config_utils import setup_logging  # noqa: E402
 from video_io import write_video  # noqa: E402
 
@@ -102,14 +102,14 @@ def make_video(seed: int, label: int, height: int, width: int, frames: int, shuf
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='data/demo', help='output folder (default: %(default)s)')
-    parser.add_argument('--train-per-class', type=int, default=60)
-    parser.add_argument('--val-per-class', type=int, default=15)
+    parser.add_argument('--train_per_class', '--train-per-class', type=int, default=60)
+    parser.add_argument('--val_per_class', '--val-per-class', type=int, default=15)
     parser.add_argument('--frames', type=int, default=48, help='frames per video')
     parser.add_argument('--fps', type=float, default=30.0)
     parser.add_argument('--height', type=int, default=96)
     parser.add_argument('--width', type=int, default=128)
     parser.add_argument('--seed', type=int, default=0)
-    parser.add_argument('--shuffle-frames', action='store_true',
+    parser.add_argument('--shuffle_frames', '--shuffle-frames', action='store_true',
                         help='write every video\'s frames in a random order (the frame-shuffle control)')
     parser.add_argument('--fresh', action='store_true', help='delete OUT and regenerate')
     args = parser.parse_args(argv)

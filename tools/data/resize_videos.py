@@ -1,6 +1,6 @@
 """Re-encode a folder tree of videos to a short side of 256 (H.264 .mp4), in parallel, resumable.
 
-    python tools/resize_videos.py raw/ k400_256/ --short-side 256 --list raw/train.csv
+    python tools/data/resize_videos.py raw/ k400_256/ --short_side 256 --list raw/train.csv
 
 Decoding a 256-short-side copy is several times faster than decoding originals (PySlowFast and mmaction2 train on
 such copies; the recipe's test views are 256 anyway). Each ``SRC/a/b.webm`` becomes ``DST/a/b.mp4`` at the same frame
@@ -17,12 +17,13 @@ from typing import List, Optional, Tuple
 
 import cv2
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from atomic import atomic_path  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from errors import ListError, exit_on_user_error  # noqa: E402
 from video_lists import NO_LABEL, parse_video_list  # noqa: E402
-from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, map_videos, scaled_size, write_video  # noqa: E402
+from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, scaled_size, write_video  # noqa: E402
+from video_pool import map_videos  # noqa: E402  (beside this file)
 
 logger = logging.getLogger('resize_videos')
 
@@ -57,7 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help='folder of original videos')
     parser.add_argument('dst', help='output folder (created)')
-    parser.add_argument('--short-side', type=int, default=256)
+    parser.add_argument('--short_side', '--short-side', type=int, default=256)
     parser.add_argument('--list', help='convert only the videos of this list and write DST/<list name>')
     parser.add_argument('--crf', type=int, default=23, help='x264 quality (lower is better; default %(default)s)')
     parser.add_argument('--workers', type=int, default=os.cpu_count(), help='parallel processes')

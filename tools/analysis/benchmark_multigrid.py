@@ -1,13 +1,13 @@
-"""Time to accuracy with and without multigrid training, measured side by side: the demo network (slowfast-demo.yaml)
-trained on one demo set by train.py, once per variant, one after the other on this machine, each to the end of its
-schedule, then scored by eval.py (10 x 3 views). Reports the training wall time, epochs, iterations and multi-view
-top-1 of each variant and the time ratio to the plain recipe.
+"""Time to accuracy with and without multigrid training, measured side by side: the demo network
+(configs/slowfast_demo.yaml) trained on one demo set by train.py, once per variant, one after the other on this machine,
+each to the end of its schedule, then scored by eval.py (10 x 3 views). Reports the training wall time, epochs,
+iterations and multi-view top-1 of each variant and the time ratio to the plain recipe.
 
-    python tools/benchmark_multigrid.py --out output/bench_multigrid --json multigrid.json
-    python tools/benchmark_multigrid.py --step-costs      # what one iteration of each stage's shape costs here
+    python tools/analysis/benchmark_multigrid.py --out output/bench_multigrid --json multigrid.json
+    python tools/analysis/benchmark_multigrid.py --step_costs      # what one iteration of each stage's shape costs here
 
 Variants (``--variants``):
-  plain      slowfast-demo.yaml as shipped: 25 epochs, warmup + cosine
+  plain      configs/slowfast_demo.yaml as shipped: 25 epochs, warmup + cosine
   steps      the same 25 epochs with the step LR multigrid cuts its stages from (the LR policy alone)
   multigrid  that step recipe with the long and short cycles (MULTIGRID section below): 25 x epoch_factor epochs
   long_cycle the long cycle alone
@@ -25,10 +25,11 @@ import sys
 import time
 from typing import Dict, List, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'data'))  # make_demo_data
 
-from benchmark import machine_info  # noqa: E402  (tools/benchmark.py, beside this file)
+from bench_common import machine_info, report  # noqa: E402  (beside this file)
 from config_utils import setup_logging  # noqa: E402
 
 logger = logging.getLogger('benchmark_multigrid')
@@ -66,11 +67,13 @@ def crop_overrides(crop: int) -> List[str]:
 def bench_variant(name: str, args, data: str) -> Dict:
     folder = os.path.join(args.out, name)
     os.makedirs(folder, exist_ok=True)
-    flags = ['--config', os.path.join(ROOT, 'slowfast-demo.yaml'), '--use_gpu', 'False', '-o', 'MODEL.num_classes=4',
+    flags = ['--config', os.path.join(ROOT, 'configs', 'slowfast_demo.yaml'), '--use_gpu', 'False', '-o',
+             'MODEL.num_classes=4',
              '-o', f'DATA.label_map={data}/classes.txt', '-o', f'TRAIN.filelist={data}/train.txt', '-o',
              f'VALID.filelist={data}/val.txt', '-o', f'TEST.filelist={data}/val.txt']
     flags += [a for o in crop_overrides(args.crop) + VARIANTS[name] + args.override for a in ('-o', o)]
-    logger.info('%s: training (%s)', name, ' '.join(VARIANTS[name] + args.override) or 'slowfast-demo.yaml as is')
+    logger.info('%s: training (%s)', name,
+                ' '.join(VARIANTS[name] + args.override) or 'configs/slowfast_demo.yaml as is')
     seconds = run([sys.executable, 'train.py', *flags, '--save_dir', os.path.join(folder, 'checkpoints'),
                    '--log_interval', '100', '--valid_interval', '100000', '--seed', str(args.seed)],
                   os.path.join(folder, 'train.log'))
@@ -103,7 +106,8 @@ def step_costs(args) -> List[Dict]:
 
     tune_cpu_blas()  # as train.py on a CPU
     paddle.set_device('cpu')
-    cfg = parse_config(os.path.join(ROOT, 'slowfast-demo.yaml'), crop_overrides(args.crop) + MULTIGRID + args.override)
+    cfg = parse_config(os.path.join(ROOT, 'configs', 'slowfast_demo.yaml'),
+                       crop_overrides(args.crop) + MULTIGRID + args.override)
     paddle.seed(0)
     model = build_model(cfg)
     model.train()
@@ -166,17 +170,18 @@ def main(argv: Sequence[str] = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument('--out', default=os.path.join(ROOT, 'output', 'bench_multigrid'))
     parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument('--train-per-class', type=int, default=60)
-    parser.add_argument('--val-per-class', type=int, default=10)
+    parser.add_argument('--train_per_class', '--train-per-class', type=int, default=60)
+    parser.add_argument('--val_per_class', '--val-per-class', type=int, default=10)
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--crop', type=int, default=64, help='training and test crop (and short side up to +25%%) '
                         'instead of the demo\'s 32 pixels; a multiple of 32 (default: %(default)s)')
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
                         help='a config override for every variant (e.g. TRAIN.epoch=10 for a quick look)')
     parser.add_argument('--json', help='also write the results here')
-    parser.add_argument('--step-costs', action='store_true', help='only time one training iteration per shape the '
+    parser.add_argument('--step_costs', '--step-costs', action='store_true',
+                        help='only time one training iteration per shape the '
                         'multigrid variant trains (random clips; no data, no training run)')
-    parser.add_argument('--repeats', type=int, default=5, help='--step-costs: timed iterations per shape')
+    parser.add_argument('--repeats', type=int, default=5, help='--step_costs: timed iterations per shape')
     args = parser.parse_args(argv)
     setup_logging()
     os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count()))
@@ -188,17 +193,14 @@ def main(argv: Sequence[str] = None) -> None:
                 json.dump(dict(machine=machine_info(), crop=args.crop, rows=rows), f, indent=1)
         return
     data = os.path.join(args.out, 'data')
-    from make_demo_data import main as make_demo_data  # tools/make_demo_data.py
-    make_demo_data(['--out', data, '--train-per-class', str(args.train_per_class), '--val-per-class',
+    from make_demo_data import main as make_demo_data  # tools/data/make_demo_data.py
+    make_demo_data(['--out', data, '--train_per_class', str(args.train_per_class), '--val_per_class',
                     str(args.val_per_class), '--frames', '48'])
     rows = [bench_variant(name, args, os.path.abspath(data)) for name in args.variants]
     result = dict(machine=machine_info(), rows=rows, crop=args.crop,
                   videos=f'{4 * args.train_per_class} training and {4 * args.val_per_class} validation videos, '
                          f'96x128, 48 frames; {args.crop}-pixel crops')
-    print(table(result))
-    if args.json:
-        with open(args.json, 'w') as f:
-            json.dump(result, f, indent=1)
+    report(result, table(result), args.json)
 
 
 if __name__ == '__main__':

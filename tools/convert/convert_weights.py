@@ -1,7 +1,7 @@
 """Convert a published SlowFast checkpoint into this project's ``.pdparams``.
 
-    python tools/convert_weights.py --src SLOWFAST_8x8_R50.pyth --dst weights/slowfast_8x8.pdparams
-    python tools/convert_weights.py --src slowfast_16x8_r101_50_50.pyth --dst weights/sf16x8.pdparams \
+    python tools/convert/convert_weights.py --src SLOWFAST_8x8_R50.pyth --dst weights/slowfast_8x8.pdparams
+    python tools/convert/convert_weights.py --src slowfast_16x8_r101_50_50.pyth --dst weights/sf16x8.pdparams \
         --config configs/slowfast_16x8_r101_50_50.yaml
 
 Without ``--config`` the model is recognised from the file's tensors (depth, temporal kernels, fusion kernel,
@@ -28,12 +28,12 @@ import os
 import pickle
 import re
 import sys
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from checkpoint import RefusedPickle, atomic_save, load_paddle_file, restricted_unpickle  # noqa: E402
 from config_utils import STAGE_DEPTHS, parse_config, setup_logging  # noqa: E402
 from errors import WeightsError, exit_on_user_error  # noqa: E402
@@ -43,7 +43,7 @@ logger = logging.getLogger('convert_weights')
 
 FORMATS = ('pyslowfast', 'pytorchvideo', 'caffe2', 'paddlevideo', 'paddle')
 ARCHS = {'4x16': {'alpha': 8, 'fusion_kernel_size': 5}, '8x8': {'alpha': 4, 'fusion_kernel_size': 7}}
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # The shipped configs of the family, told apart by what the weights fix (FAMILY_KEYS).
 FAMILY = ('slowfast.yaml', 'configs/slowfast_r50_8x8.yaml', 'configs/slowfast_r101_8x8.yaml',
           'configs/slowfast_16x8_r101_50_50.yaml', 'configs/slow_r50_8x8.yaml', 'configs/slow_r50_4x16.yaml')
@@ -73,7 +73,7 @@ def _read_torch(path: str, allow_pickle: bool) -> Dict[str, np.ndarray]:
         obj = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
     except pickle.UnpicklingError as error:
         raise ConversionError(f'{path} holds objects other than tensors ({str(error).splitlines()[0][:200]}); '
-                              'if you trust the file, convert it with --allow-pickle') from None
+                              'if you trust the file, convert it with --allow_pickle') from None
     if isinstance(obj, dict):
         for key in ('model_state', 'state_dict', 'model'):
             if isinstance(obj.get(key), dict):
@@ -308,6 +308,32 @@ def convert(src: str, cfg, fmt: str = 'auto', allow_pickle: bool = False):
     return fmt, converted, dropped
 
 
+def convert_file(src: str, dst: str, config: Optional[str] = None, overrides: Sequence[str] = (),
+                 fmt: str = 'auto', allow_pickle: bool = False) -> Tuple[str, List[str]]:
+    """Convert ``src`` into ``dst`` (``.pdparams``, written atomically) for the model of ``config`` with
+    ``overrides`` (recognised among the shipped configs when ``config`` is None); returns ``(config, overrides)``
+    to evaluate and fine-tune the weights with."""
+    overrides = list(overrides)
+    fmt, converted, dropped = read_converted(src, fmt, allow_pickle)
+    if config is None:
+        config, found = recognise(converted)
+        overrides = found + overrides
+        logger.info('recognised %s%s: evaluate and fine-tune it with --config %s%s', os.path.relpath(config, ROOT),
+                    f' with {" ".join(found)}' if found else '', os.path.relpath(config, ROOT),
+                    ''.join(f' -o {o}' for o in found))
+    cfg = parse_config(config, overrides)
+    check_fits(converted, build_model(cfg).state_dict())
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
+    dst = dst if dst.endswith('.pdparams') else dst + '.pdparams'
+    atomic_save({k: paddle.to_tensor(v) for k, v in converted.items()}, dst)
+    logger.info('%s checkpoint %s: %d tensors converted%s -> %s (MODEL: depth %d, alpha %d, fusion kernel %d, '
+                '%d classes)', fmt, src, len(converted),
+                f', {len(dropped)} dropped ({", ".join(dropped[:5])}{" ..." if len(dropped) > 5 else ""})'
+                if dropped else '', dst, cfg.MODEL.depth, cfg.MODEL.alpha, cfg.MODEL.fusion_kernel_size,
+                cfg.MODEL.num_classes)
+    return config, overrides
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -327,24 +353,8 @@ def main(argv=None) -> int:
     overrides = list(args.override)
     if args.arch:
         overrides += [f'MODEL.{k}={v}' for k, v in ARCHS[args.arch].items()]
-    fmt, converted, dropped = read_converted(args.src, args.format, args.allow_pickle)
     config = args.config or (os.path.join(ROOT, 'slowfast.yaml') if args.arch else None)
-    if config is None:
-        config, found = recognise(converted)
-        overrides = found + overrides
-        logger.info('recognised %s%s: evaluate and fine-tune it with --config %s%s', os.path.relpath(config, ROOT),
-                    f' with {" ".join(found)}' if found else '', os.path.relpath(config, ROOT),
-                    ''.join(f' -o {o}' for o in found))
-    cfg = parse_config(config, overrides)
-    check_fits(converted, build_model(cfg).state_dict())
-    os.makedirs(os.path.dirname(os.path.abspath(args.dst)), exist_ok=True)
-    dst = args.dst if args.dst.endswith('.pdparams') else args.dst + '.pdparams'
-    atomic_save({k: paddle.to_tensor(v) for k, v in converted.items()}, dst)
-    logger.info('%s checkpoint %s: %d tensors converted%s -> %s (MODEL: depth %d, alpha %d, fusion kernel %d, '
-                '%d classes)', fmt, args.src, len(converted),
-                f', {len(dropped)} dropped ({", ".join(dropped[:5])}{" ..." if len(dropped) > 5 else ""})'
-                if dropped else '', dst, cfg.MODEL.depth, cfg.MODEL.alpha, cfg.MODEL.fusion_kernel_size,
-                cfg.MODEL.num_classes)
+    convert_file(args.src, args.dst, config, overrides, args.format, args.allow_pickle)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Write motion-only datasets from generators the demo recipe was not tuned on, to check that it learns them.
 
-``tools/make_demo_data.py`` draws shapes drifting over clutter; the kinds here share none of its code or settings
+``tools/data/make_demo_data.py`` draws shapes drifting over clutter; the kinds here share none of its code or settings
 (112x112 frames, 40 frames at 25 fps, other textures):
 
 - ``spin``: a textured canvas rotating clockwise or counter-clockwise, or zooming in or out (the kind of motion,
@@ -12,7 +12,7 @@
 
 Start angles, scales and positions are uniform, so single frames carry no class. Then train the demo settings on it:
 
-    python tools/make_heldout_data.py --kind spin --out data/heldout-spin
+    python tools/data/make_heldout_data.py --kind spin --out data/heldout-spin
     bash run_demo.sh --data data/heldout-spin
 
 Writes ``OUT/{train,val}.txt`` (``clips/<name>.mp4 <label>``), ``OUT/classes.txt`` and ``OUT/clips/``; OUT must be
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from config_utils import setup_logging  # noqa: E402
 from video_io import write_video  # noqa: E402
 
@@ -109,8 +109,8 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--kind', choices=sorted(CLASSES), required=True)
     parser.add_argument('--out', required=True, help='a new or empty folder')
-    parser.add_argument('--train-per-class', type=int, default=60)
-    parser.add_argument('--val-per-class', type=int, default=15)
+    parser.add_argument('--train_per_class', '--train-per-class', type=int, default=60)
+    parser.add_argument('--val_per_class', '--val-per-class', type=int, default=15)
     parser.add_argument('--frames', type=int, default=40, help='frames per video')
     parser.add_argument('--fps', type=float, default=25.0)
     parser.add_argument('--size', type=int, default=112, help='frame height and width (even)')

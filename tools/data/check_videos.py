@@ -1,15 +1,15 @@
 """Decode every video of a list in parallel; report the broken and short ones; write a cleaned list.
 
-    python tools/check_videos.py data/train.csv                    # writes data/train.csv.clean
-    python tools/check_videos.py data/train.csv --out clean.csv --min-frames 32 --report report.json
+    python tools/data/check_videos.py data/train.csv                    # writes data/train.csv.clean
+    python tools/data/check_videos.py data/train.csv --out clean.csv --min_frames 32 --report report.json
 
 A video is broken when it is missing, empty, cannot be opened, has no video stream, or its first frame does not
 decode. Its length is the number of frames a full decode yields, whatever its container declares (a stream-copied cut
-or a file cut short is kept and used with the frames it holds). One shorter than ``--min-frames`` decodable frames is
+or a file cut short is kept and used with the frames it holds). One shorter than ``--min_frames`` decodable frames is
 dropped too; one shorter than a training clip (``MODEL.num_frames * sampling_rate`` at ``target_fps``) is only
 reported (clips of it repeat its last frame), and so is one whose packets promise more frames than decode (damaged
 packets: a read that reaches them re-indexes the video, one before them may be off by the difference; re-encoding it
-with tools/resize_videos.py makes it clean). The cleaned list keeps the kept lines exactly as written.
+with tools/data/resize_videos.py makes it clean). The cleaned list keeps the kept lines exactly as written.
 Exit status: 0 when the check ran (1 with ``--strict`` when any video was dropped), 2 for a bad list or argument.
 """
 import argparse
@@ -20,12 +20,14 @@ from collections import Counter
 from typing import Optional, Tuple
 
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
 from atomic import atomic_path, write_json  # noqa: E402
 from config_utils import parse_config, setup_logging  # noqa: E402
 from errors import exit_on_user_error  # noqa: E402
 from video_lists import parse_video_list  # noqa: E402
-from video_io import VideoError, VideoReader, map_videos  # noqa: E402
+from video_io import VideoError, VideoReader  # noqa: E402
+from video_pool import map_videos  # noqa: E402  (beside this file)
 
 logger = logging.getLogger('check_videos')
 
@@ -49,10 +51,11 @@ def main(argv=None) -> int:
     parser.add_argument('list', help='video list (path label, or paths only)')
     parser.add_argument('--out', help='cleaned list (default: LIST.clean)')
     parser.add_argument('--report', help='also write a JSON report here')
-    parser.add_argument('--config', default=os.path.join(os.path.dirname(os.path.dirname(
-        os.path.abspath(__file__))), 'slowfast.yaml'), help='config for num_classes, clip length, DATA.path_prefix')
+    parser.add_argument('--config', default=os.path.join(ROOT, 'slowfast.yaml'),
+                        help='config for num_classes, clip length, DATA.path_prefix')
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value')
-    parser.add_argument('--min-frames', type=int, default=1, help='drop videos with fewer decodable frames')
+    parser.add_argument('--min_frames', '--min-frames', type=int, default=1,
+                        help='drop videos with fewer decodable frames')
     parser.add_argument('--workers', type=int, default=os.cpu_count(), help='parallel processes')
     parser.add_argument('--strict', action='store_true', help='exit 1 when any video is dropped')
     args = parser.parse_args(argv)
@@ -68,7 +71,7 @@ def main(argv=None) -> int:
     kept, dropped, short, damaged = [], [], [], []
     for entry, (frames, promised, fps, reason) in zip(entries, results):
         if frames is not None and frames < args.min_frames:
-            reason = f'only {frames} decodable frames (< --min-frames {args.min_frames})'
+            reason = f'only {frames} decodable frames (< --min_frames {args.min_frames})'
         if reason:
             dropped.append({'path': entry.path, 'line': entry.line, 'reason': reason})
             logger.warning('%s:%d %s: %s', args.list, entry.line, entry.path, reason)

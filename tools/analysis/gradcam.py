@@ -1,8 +1,8 @@
 """Grad-CAM for both pathways: where in a clip the network looks for a class (Selvaraju et al., ICCV 2017; the idea
 of PySlowFast's gradcam_utils.py).
 
-    python tools/gradcam.py --config slowfast.yaml --weights checkpoints/slowfast_epoch195 --video clip.mp4
-    python tools/gradcam.py ... --video folder/ --label "playing guitar" --time 3.5 --layer res4
+    python tools/analysis/gradcam.py --config slowfast.yaml --weights checkpoints/slowfast_epoch195 --video clip.mp4
+    python tools/analysis/gradcam.py ... --video folder/ --label "playing guitar" --time 3.5 --layer res4
 
 For each video one clip (centred at ``--time`` seconds, default the middle; the whole frame at short side ``--size``,
 default ``INFER.target_size``) goes through the network; the gradient of the chosen class's score (the predicted
@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import distributed  # noqa: E402
 from atomic import atomic_path  # noqa: E402
 from config_utils import AttrDict, build_parser, parse_args, setup_logging  # noqa: E402

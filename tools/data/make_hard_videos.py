@@ -1,14 +1,14 @@
 """Re-cut, re-mux and re-encode a video the ways real files come, to test a decoding pipeline on them.
 
-    python tools/make_hard_videos.py clip.mp4 hard/          # needs the ffmpeg tool (Debian/Ubuntu: apt install ffmpeg)
+    python tools/data/make_hard_videos.py clip.mp4 hard/   # needs the ffmpeg tool (Debian/Ubuntu: apt install ffmpeg)
 
-Clean constant-frame-rate files hide the problems real videos have: a cut made with ``ffmpeg -ss ... -c copy`` gets
-an MP4 edit list whose hidden frames still count in the container's frame count; a stream that starts at a non-zero
-time makes duration-based counts too large; open GOPs and B-pyramids reorder frames; VP9 hides alt-ref frames;
-variable frame rate breaks ``frame = time x fps``. Each case below is one of those, made from SOURCE by the ffmpeg
-tool; ``kinetics_dataset.py`` must read each one at the frames a full sequential decode yields (tests/test_video_io.py
-checks it; ``tools/benchmark.py data --measures decoders`` compares decoders on them). SOURCE should be at least
-10 s long.
+Clean constant-frame-rate files hide the problems real videos have: a cut made with ``ffmpeg -ss ... -c copy`` gets an
+MP4 edit list whose hidden frames still count in the container's frame count; a stream that starts at a non-zero time
+makes duration-based counts too large; open GOPs and B-pyramids reorder frames; VP9 hides alt-ref frames; variable frame
+rate breaks ``frame = time x fps``. Each case below is one of those, made from SOURCE by the ffmpeg tool;
+``kinetics_dataset.py`` must read each one at the frames a full sequential decode yields (tests/test_video_io.py checks
+it; ``tools/analysis/benchmark_data.py --measures decoders`` compares decoders on them). SOURCE should be at least 10 s
+long.
 """
 import argparse
 import functools
@@ -18,7 +18,7 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from config_utils import setup_logging  # noqa: E402
 
 logger = logging.getLogger('make_hard_videos')

@@ -1,0 +1,63 @@
+"""video_lists.py: list formats, path resolution, bad lines named, listed files checked up front."""
+import pytest
+
+from errors import ListError
+from helpers import use_list, write_list
+from kinetics_dataset import KineticsDataset, KineticsMultiViewDataset
+from timeline import SlidingWindowDataset
+from video_lists import NO_LABEL, check_listed_files, read_video_list
+
+
+def test_list_formats_and_path_resolution(tmp_path):
+    (tmp_path / 'sub').mkdir()
+    path = write_list(tmp_path, ['a.mp4 1', '  sub/b c.webm\t4  ', '', '# a comment', '/abs/d.mkv 0'])
+    assert read_video_list(path, 5) == [(str(tmp_path / 'a.mp4'), 1), (str(tmp_path / 'sub' / 'b c.webm'), 4),
+                                        ('/abs/d.mkv', 0)]
+    assert read_video_list(path, 5, path_prefix='/data/k400')[0] == ('/data/k400/a.mp4', 1)
+    csv_path = write_list(tmp_path, ['path,label', 'x/a.mp4,3', '"y,z.mp4",0'], 'list.csv')
+    assert read_video_list(csv_path, 5) == [(str(tmp_path / 'x/a.mp4'), 3), (str(tmp_path / 'y,z.mp4'), 0)]
+    infer = write_list(tmp_path, ['one.mp4', 'two words.mp4', 'three.mp4 2'], 'infer.txt')
+    assert read_video_list(infer, 5, labels_required=False) == [
+        (str(tmp_path / 'one.mp4'), NO_LABEL), (str(tmp_path / 'two words.mp4'), NO_LABEL),
+        (str(tmp_path / 'three.mp4'), 2)]
+
+
+@pytest.mark.parametrize('lines, message', [
+    (['a.mp4 1', 'b.mp4'], r'list.txt:2: expected .path label.'),
+    (['a.mp4 1', '', 'b.mp4 x'], r'list.txt:3: expected'),
+    (['a.mp4 1', 'b.mp4 5'], r'list.txt:2: label 5 is outside \[0, 5\)'),
+    (['a.mp4 -1'], r'list.txt:1: label -1 is outside'),
+    (['# only a comment', ''], r'video list is empty: .*list.txt'),
+])
+def test_bad_lists_name_file_and_line(tmp_path, lines, message):
+    with pytest.raises(ListError, match=message):
+        read_video_list(write_list(tmp_path, lines), 5)
+
+
+def test_missing_list_is_named(cfg, tmp_path):
+    cfg.TRAIN.filelist = str(tmp_path / 'nope.txt')
+    with pytest.raises(ListError, match='video list not found: .*nope.txt'):
+        KineticsDataset(cfg, 'train')
+
+
+def test_listed_files_are_stat_ed_up_front_most_missing_is_an_error_a_few_a_warning(cfg, videos, tmp_path, caplog):
+    present = [videos[k] for k in ('mp4', 'webm', 'mkv', 'avi')]
+    gone = [str(tmp_path / f'gone{i}.mp4') for i in range(4)]
+    for missing in (gone, gone[:3] + present[:1], gone[:3] + present[:2]):  # none / most / 3 of 5 exist
+        with pytest.raises(ListError) as error:
+            check_listed_files([(p, 0) for p in missing + [missing[0]]], 'train.txt', '/data/k400')
+        count = sum(p in gone for p in missing)
+        assert str(error.value).startswith(f'train.txt: {count} of {len(missing)} listed videos do not exist '
+                                           f'(the first: {gone[0]}); DATA.path_prefix is \'/data/k400\'')
+    caplog.clear()
+    check_listed_files([(p, 0) for p in present + gone[:2]], 'val.txt', '')  # 2 of 6: go on, said once
+    assert [r.levelname for r in caplog.records] == ['WARNING']
+    assert 'val.txt: 2 of 6 listed videos do not exist' in caplog.text and "DATA.path_prefix is ''" in caplog.text
+    caplog.clear()
+    check_listed_files([(p, 0) for p in present], 'val.txt', '')
+    assert not caplog.records
+    use_list(cfg, write_list(tmp_path, [f'{p} 0' for p in gone]), 'TRAIN', 'TEST')  # every dataset checks
+    for make in (lambda: KineticsDataset(cfg, 'train'), lambda: KineticsMultiViewDataset(cfg, 'test'),
+                 lambda: SlidingWindowDataset(cfg, [(p, 0) for p in gone], stride='1s')):
+        with pytest.raises(ListError, match='4 of 4 listed videos do not exist'):
+            make()
