@@ -4,6 +4,7 @@ Paddle's CPU ``conv3d`` unfolds the whole clip into one column buffer; for the f
 3 channels) that buffer is gigabytes and the convolution is bound by its memory traffic. ``FrameConv3D`` is a
 ``Conv3D`` with the same weights that, in dygraph on the CPU, runs as ``conv3d_by_frames`` (docs/BENCHMARKS.md).
 """
+import zlib  # noqa: F401 -- loaded before paddle (Paddle 2.6.2 bug; README, Install)
 from typing import Sequence
 
 import paddle

@@ -14,6 +14,7 @@ recipe's optimizer on this schedule.
 """
 import bisect
 import math
+import zlib  # noqa: F401 -- loaded before paddle (Paddle 2.6.2 bug; README, Install)
 from typing import Callable, Optional
 
 import paddle

@@ -7,6 +7,7 @@ and the paper's Slow-only baseline.
 fully-convolutional head, averaged over positions).
 """
 import logging
+import zlib  # noqa: F401 -- loaded before paddle (Paddle 2.6.2 bug; README, Install)
 from typing import List, Sequence, Tuple
 
 import paddle

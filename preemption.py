@@ -15,6 +15,7 @@ import functools
 import itertools
 import multiprocessing
 import signal
+import zlib  # noqa: F401 -- loaded before paddle (Paddle 2.6.2 bug; README, Install)
 from typing import Callable, Iterator, List, Optional
 
 import paddle

@@ -418,6 +418,7 @@ def test_every_view_and_clip_of_real_world_videos_holds_the_recipes_frames(cfg, 
 LOADER_ERRORS = '''
 import json, sys, time
 sys.path.insert(0, {root!r})
+import zlib  # noqa: F401 -- loaded before paddle: see the README's note on Paddle 2.6.2
 import paddle
 from config_utils import parse_config
 from errors import ListError

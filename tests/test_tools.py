@@ -400,3 +400,19 @@ def test_every_script_config_and_page_the_docs_name_exists():
                 missing.append(f'{os.path.relpath(os.path.join(ROOT, source), ROOT)}: {path}')
     assert seen > 50 and not missing, missing
 
+
+def test_every_module_loads_zlib_before_paddle():
+    """Paddle 2.6.2 crashes in ``inflateReset2`` when the system zlib is loaded after it (README, Install): every
+    module and tool that imports paddle imports zlib, or numpy (which loads it), first, so that a script importing
+    any of them first is safe."""
+    import glob
+
+    files = glob.glob(os.path.join(ROOT, '*.py')) + glob.glob(os.path.join(ROOT, 'tools', '*', '*.py'))
+    late, checked = [], 0
+    for path in files:
+        lines = [line.split()[1] for line in open(path) if re.match(r'import (paddle|numpy|zlib)\b', line)]
+        if 'paddle' in lines:
+            checked += 1
+            if lines[0] == 'paddle':
+                late.append(os.path.relpath(path, ROOT))
+    assert checked > 15 and not late, late
