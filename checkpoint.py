@@ -374,6 +374,6 @@ def load_weights(model: paddle.nn.Layer, path: str, strict: bool = True,
             f'{weights_path(path)}: only {len(loaded)} of the model\'s {len(own)} tensors match it, and '
             f'{len(backbone)} backbone tensors are missing or of another shape (e.g. {", ".join(backbone[:3])}); '
             'a PySlowFast, pytorchvideo or PaddleVideo checkpoint must be converted first: '
-            'python tools/convert/convert_weights.py --src FILE --dst OUT.pdparams (see README)')
+            'python tools/weights/convert_weights.py --src FILE --dst OUT.pdparams (see docs/MODEL_ZOO.md)')
     model.set_state_dict({**own, **{k: state[k] for k in loaded}})  # the rest keep their values
     return loaded, skipped, reinitialised

@@ -1,10 +1,12 @@
 """Configuration: the YAML schema, validation, command-line flags and ``-o`` overrides.
 
 Every script starts with ``cfg, args = parse_args(mode)``. All config keys are declared once, in ``SCHEMA``, with
-their type and the original recipe's value (``slowfast.yaml``, SlowFast-R50 4x16); a YAML file may leave a key out
-(it then takes the recipe value) but may not add one. Errors exit with status 2 and name the culprit.
+their type, the original recipe's value (``slowfast.yaml``, SlowFast-R50 4x16) and their description; a YAML file
+may leave a key out (it then takes the recipe value) but may not add one. Errors exit with status 2 and name the
+culprit.
 
     python config_utils.py [train|eval|infer] --config slowfast.yaml -o TRAIN.epoch=1   # print it, exit
+    python config_utils.py --markdown > docs/CONFIG.md                                # the keys' reference page
 """
 import argparse
 import difflib
@@ -43,104 +45,133 @@ FACTOR_PAIRS = 'list of [frames factor, crop factor] pairs'
 DOWNSAMPLING_STAGES = ('res3', 'res4', 'res5')
 STAGE_LIST = 'a list of stage names from ' + ', '.join(DOWNSAMPLING_STAGES)
 
-# section -> key -> (type, recipe value). Values are the original slowfast.yaml's (spec 1.1) plus the network
-# knobs the original hard-coded (spec 1.5). Keep slowfast.yaml and this table in step: a test checks it.
-SCHEMA: Dict[str, Dict[str, Tuple[Any, Any]]] = {
+# section -> key -> (type, recipe value, help). Values are the original slowfast.yaml's (spec 1.1) plus the network
+# knobs the original hard-coded (spec 1.5). The help text is the one description of each key: docs/CONFIG.md is
+# generated from it (python config_utils.py --markdown > docs/CONFIG.md; a test fails when the page is stale), and
+# slowfast.yaml must carry every key with its recipe value (tested).
+SCHEMA: Dict[str, Dict[str, Tuple[Any, Any, str]]] = {
     'MODEL': {
-        'name': (str, 'SLOWFAST'),           # SLOWFAST, or SLOW: the Slow-only ResNet (one pathway)
-        'format': (str, 'mp4'),
-        'num_classes': (int, 400),
-        'num_frames': (int, 32),             # T, frames of the fast pathway
-        'sampling_rate': (int, 2),           # tau / alpha: source-frame stride of the fast pathway at target_fps
-        'target_fps': (int, 30),
-        'alpha': (int, 8),                   # slow pathway sees T / alpha frames; fuse stride
-        'beta': (int, 8),                    # beta_inv: fast channels = slow channels / beta
-        'crop_size': (int, 224),             # train crop; sets the head's pooling window (crop_size // 32)
-        'image_mean': (FLOAT_LIST, [0.45, 0.45, 0.45]),
-        'image_std': (FLOAT_LIST, [0.225, 0.225, 0.225]),
-        'depth': (int, 50),                  # ResNet depth: 50 or 101 (or 152)
-        'width_per_group': (int, 64),        # slow stem width; res2 inner width
-        'fusion_kernel_size': (int, 5),      # temporal kernel of the fast->slow lateral conv
-        'fusion_conv_channel_ratio': (int, 2),
-        'dropout_rate': (float, 0.5),
-        'shortcut_avg_pool': (STAGE_LIST, []),  # stages with ResNet-D shortcuts; []: the original's strided 1x1x1
-        'num_block_temp_kernel': (INT_LIST, []),  # res2..res5: blocks with the stage's temporal kernel; []: all
-        'frozen_stages': (int, 0),           # fine-tuning: 1 = stem, ... 4 = stem..res4 frozen (and their fusions)
-        'freeze_bn': (bool, False),          # fine-tuning: every BN keeps its statistics (affine still learns)
+        'name': (str, 'SLOWFAST', '`SLOWFAST`, or `SLOW`: the Slow-only ResNet, the paper\'s baseline (one pathway '
+                 'over every sampled frame; needs `alpha: 1`)'),
+        'format': (str, 'mp4', 'kept from the original; unused (every container FFmpeg decodes is read)'),
+        'num_classes': (int, 400, 'classes: the head\'s outputs; list labels lie in [0, num_classes)'),
+        'num_frames': (int, 32, 'T: frames of the fast pathway'),
+        'sampling_rate': (int, 2, 'source-frame stride of the fast pathway at `target_fps` (the recipe\'s clip spans '
+                          '64 frames = 2.13 s)'),
+        'target_fps': (int, 30, 'frame rate the sampling is normalised to (a video\'s own rate rescales the span)'),
+        'alpha': (int, 8, 'the slow pathway sees T / alpha frames and the lateral convs stride alpha (8: the 4x16 '
+                  'model; 4 with `fusion_kernel_size` 7: the 8x8 model)'),
+        'beta': (int, 8, 'beta_inv: fast-pathway channels = slow channels / beta'),
+        'crop_size': (int, 224, 'training crop; sets the head\'s pooling window (crop_size / 32)'),
+        'image_mean': (FLOAT_LIST, [0.45, 0.45, 0.45], 'RGB mean subtracted after scaling pixels to [0, 1]'),
+        'image_std': (FLOAT_LIST, [0.225, 0.225, 0.225], 'RGB standard deviation divided by after the mean'),
+        'depth': (int, 50, 'ResNet depth: 50, 101 or 152'),
+        'width_per_group': (int, 64, 'slow stem width and res2 inner width (the original hard-coded 64)'),
+        'fusion_kernel_size': (int, 5, 'temporal kernel of the fast-to-slow lateral conv (7 for the 8x8 model)'),
+        'fusion_conv_channel_ratio': (int, 2, 'channel multiplier of the lateral conv'),
+        'dropout_rate': (float, 0.5, 'dropout before the classifier'),
+        'shortcut_avg_pool': (STAGE_LIST, [], 'stages (`res3`, `res4`, `res5`) whose downsampling shortcut averages '
+                              'each 2x2 window before its 1x1x1 conv (ResNet-D) instead of keeping one position in '
+                              'four: the same parameters, another function, so leave `[]` for published weights; the '
+                              'demo uses `[res3, res4]`'),
+        'num_block_temp_kernel': (INT_LIST, [], 'res2..res5: how many blocks (the first) keep the stage\'s temporal '
+                                  'kernel, the others are 1x3x3 (PySlowFast\'s `NUM_BLOCK_TEMP_KERNEL`; `[3, 4, 6, '
+                                  '3]` for R101_50_50); `[]`: all'),
+        'frozen_stages': (int, 0, 'fine-tuning: 1 = the stem ... 4 = stem to res4 (and their fusions) get no '
+                          'gradients; 0: none'),
+        'freeze_bn': (bool, False, 'fine-tuning: every BN layer keeps its running statistics (its affine '
+                      'parameters still learn)'),
     },
     'DATA': {
-        'path_prefix': (str, ''),            # folder relative list paths are joined to; '' = the list file's folder
-        'num_workers': (int, 8),             # DataLoader worker processes per rank (the original's 8)
-        'num_retries': (int, 10),            # training: replacement samples tried for an undecodable video
-        'label_map': (str, ''),              # text file, one class name per line; relative: to the config's folder
+        'path_prefix': (str, '', 'folder that relative paths in the lists are joined to; "" = the list file\'s own '
+                        'folder'),
+        'num_workers': (int, 8, 'DataLoader worker processes per rank (0: in the main process)'),
+        'num_retries': (int, 10, 'training: an undecodable video is replaced by up to this many other samples; when '
+                        'they all fail too (11 in a row), training stops with exit status 3'),
+        'label_map': (str, '', 'class names, one per line, line N = class id N (relative: to the config\'s folder; '
+                      '"" = none): names in the confusion matrix and result.json. The shipped '
+                      '`kinetics400_labels.txt` is the published checkpoints\' order and applies only to 400-class '
+                      'models (with another `MODEL.num_classes` it is left out, logged); your own file must hold '
+                      '`num_classes` names'),
     },
     'TRAIN': {
-        'epoch': (int, 196),
-        'target_size': (int, 224),
-        'min_size': (int, 256),
-        'max_size': (int, 320),
-        'batch_size': (int, 64),             # global: divided by the number of ranks
-        'use_gpu': (bool, True),
-        'num_gpus': (int, 8),
-        'filelist': (str, './data/train.csv'),
-        'base_lr': (float, 0.1),
-        'warmup_epochs': (float, 34),
-        'warmup_start_lr': (float, 0.01),
-        'l2_weight_decay': (float, 1e-4),
-        'momentum': (float, 0.9),
-        'save_interval': (int, 1),           # checkpoint every N epochs (and after the last)
-        'checkpoint_every_steps': (int, 0),  # also a mid-epoch checkpoint every N optimizer steps (0: none)
-        'accumulate_steps': (int, 1),        # gradient accumulation: batch_size is the effective (global) batch
-        'use_amp': (bool, False),            # mixed precision on GPU (a logged no-op on CPU)
-        'amp_dtype': (str, 'float16'),       # float16 (with loss scaling) or bfloat16
-        'head_lr_scale': (float, 1.0),       # the classifier's LR = this x the schedule's (1.0: the original)
-        'random_flip': (bool, True),         # horizontal flip p=0.5; False when left/right is part of the class
-        'label_smoothing': (float, 0.0),     # fine-tuning: targets (1 - e) one-hot + e / K
-        'mixup_alpha': (float, 0.0),         # fine-tuning: mixup of clip pairs, lam ~ Beta(a, a); 0: off
-        'cutmix_alpha': (float, 0.0),        # fine-tuning: CutMix of clip pairs; 0: off
-        'mix_switch_prob': (float, 0.5),     # with both on: probability of CutMix for a batch
-        'mix_prob': (float, 1.0),            # probability that a batch is mixed at all
-        'lr_policy': (str, 'cosine'),        # cosine (warmup + half cosine), or steps (warmup + piecewise constant)
-        'lr_steps': (INT_LIST, []),          # steps: the epochs each LR step starts at, from 0
-        'lr_gamma': (float, 0.1),            # steps: the LR of step i is base_lr x lr_gamma^i
+        'epoch': (int, 196, 'epochs; checkpoints are `slowfast_epoch{N}` from N = 0'),
+        'target_size': (int, 224, 'side of the random square crop'),
+        'min_size': (int, 256, 'the short side is scaled to a random size in [min_size, max_size] before the crop'),
+        'max_size': (int, 320, 'see `min_size`'),
+        'batch_size': (int, 64, 'global batch: divided by the number of ranks (`--batch_size`)'),
+        'use_gpu': (bool, True, 'run on the GPU when Paddle has CUDA (`--use_gpu`)'),
+        'num_gpus': (int, 8, 'informative: the batch is divided by the ranks actually launched'),
+        'filelist': (str, './data/train.csv', 'the training list: `path label` or `path,label` lines '
+                     '(tools/data/make_lists.py)'),
+        'base_lr': (float, 0.1, 'the learning rate after the warmup (cosine: its peak), for the global batch'),
+        'warmup_epochs': (float, 34, 'linear warmup from `warmup_start_lr` to the schedule\'s value'),
+        'warmup_start_lr': (float, 0.01, 'the learning rate of the first step'),
+        'l2_weight_decay': (float, 1e-4, 'weight decay (none on BN parameters)'),
+        'momentum': (float, 0.9, 'SGD momentum (Nesterov)'),
+        'save_interval': (int, 1, 'checkpoint every N epochs (and after the last)'),
+        'checkpoint_every_steps': (int, 0, 'also a mid-epoch checkpoint every N optimizer steps, each replacing the '
+                                   'previous one (0: only when a stop signal comes)'),
+        'accumulate_steps': (int, 1, 'gradient accumulation; `batch_size` stays the effective global batch'),
+        'use_amp': (bool, False, 'mixed precision on GPU (a logged no-op on CPU)'),
+        'amp_dtype': (str, 'float16', '`float16` (with loss scaling) or `bfloat16`'),
+        'head_lr_scale': (float, 1.0, 'the classifier learns at this x the scheduled LR (1.0: the original; the demo '
+                          'uses 0.05: from scratch on small data, the classifier otherwise swings with every batch\'s '
+                          'class mix)'),
+        'random_flip': (bool, True, 'horizontal flip at p = 0.5; False when left/right is part of the class (a flip '
+                        'turns "moving right" into "moving left")'),
+        'label_smoothing': (float, 0.0, 'fine-tuning: targets (1 - e) one-hot + e / K; 0: the recipe\'s hard labels'),
+        'mixup_alpha': (float, 0.0, 'fine-tuning: mixup of clip pairs, lambda ~ Beta(a, a); 0: off'),
+        'cutmix_alpha': (float, 0.0, 'fine-tuning: CutMix of clip pairs (one box through all frames); 0: off'),
+        'mix_switch_prob': (float, 0.5, 'with mixup and CutMix on: the probability of CutMix for a batch'),
+        'mix_prob': (float, 1.0, 'the probability that a batch is mixed at all'),
+        'lr_policy': (str, 'cosine', '`cosine` (warmup, then half a cosine to 0) or `steps` (warmup, then `base_lr x '
+                      'lr_gamma^k` from epoch `lr_steps[k]`)'),
+        'lr_steps': (INT_LIST, [], 'steps: the epochs each LR step starts at, from 0 (e.g. `[0, 94, 154, 196]`)'),
+        'lr_gamma': (float, 0.1, 'steps: the factor between consecutive steps'),
     },
     'VALID': {
-        'use_preciseBN': (bool, True),
-        'preciseBN_interval': (int, 10),
-        'num_batches_preciseBN': (int, 200),
-        'target_size': (int, 224),
-        'min_size': (int, 256),
-        'max_size': (int, 320),
-        'batch_size': (int, 64),
-        'filelist': (str, './data/val.csv'),
+        'use_preciseBN': (bool, True, 'before validating, BN statistics become the exact average over training '
+                          'batches (precise BN)'),
+        'preciseBN_interval': (int, 10, 'precise BN every N epochs (and after the last)'),
+        'num_batches_preciseBN': (int, 200, 'training batches precise BN averages over'),
+        'target_size': (int, 224, 'validation during training: the centre crop of one clip centred in time'),
+        'min_size': (int, 256, 'validation: the short side is scaled to this'),
+        'max_size': (int, 320, 'kept from the original; validation scales to `min_size`'),
+        'batch_size': (int, 64, 'global validation batch'),
+        'filelist': (str, './data/val.csv', 'the validation list'),
     },
     'TEST': {
-        'target_size': (int, 256),
-        'batch_size': (int, 64),
-        'filelist': (str, './data/val.csv'),
-        'weights': (OPTIONAL_STR, 'checkpoints/slowfast_epoch195'),
-        'num_ensemble_views': (int, 10),
-        'num_spatial_crops': (int, 3),
+        'target_size': (int, 256, 'test views: the short side is scaled to this and square crops of it are cut'),
+        'batch_size': (int, 64, 'views per batch (global)'),
+        'filelist': (str, './data/val.csv', 'the list eval.py scores'),
+        'weights': (OPTIONAL_STR, 'checkpoints/slowfast_epoch195', 'the weights eval.py loads (`--weights`)'),
+        'num_ensemble_views': (int, 10, 'clips per video, uniformly spaced in time'),
+        'num_spatial_crops': (int, 3, 'crops per clip: 3 (left, centre, right; top to bottom for portrait video) or '
+                              '1 (centre)'),
     },
     'INFER': {
-        'target_size': (int, 256),
-        'batch_size': (int, 32),
-        'filelist': (str, './data/infer.csv'),
-        'weights': (OPTIONAL_STR, 'checkpoints/slowfast_epoch195'),
-        'num_ensemble_views': (int, 10),
-        'num_spatial_crops': (int, 3),
-        'save_path': (str, './data/results'),
-        'use_inference': (bool, False),      # eval.py / predict.py run the exported model with Paddle Inference
-        'model_dir': (str, './inference'),   # tools/deploy/export_model.py --save_dir
-        'use_tensorrt': (bool, False),       # with use_inference on GPU
+        'target_size': (int, 256, 'as `TEST.target_size`, for predict.py'),
+        'batch_size': (int, 32, 'views per batch (global)'),
+        'filelist': (str, './data/infer.csv', 'the list predict.py scores (paths, labels optional)'),
+        'weights': (OPTIONAL_STR, 'checkpoints/slowfast_epoch195', 'the weights predict.py loads (`--weights`)'),
+        'num_ensemble_views': (int, 10, 'as `TEST.num_ensemble_views`'),
+        'num_spatial_crops': (int, 3, 'as `TEST.num_spatial_crops`'),
+        'save_path': (str, './data/results', 'folder of result.json (`--save_path`)'),
+        'use_inference': (bool, False, 'eval.py and predict.py run the exported model with Paddle Inference'),
+        'model_dir': (str, './inference', 'the exported model\'s folder (tools/deploy/export_model.py '
+                      '`--save_dir`)'),
+        'use_tensorrt': (bool, False, 'with `use_inference` on GPU: TensorRT'),
     },
-    'MULTIGRID': {                           # multigrid training (Wu et al. 2020; multigrid.py, README)
-        'long_cycle': (bool, False),         # stages of fewer frames and smaller crops with larger batches
-        'short_cycle': (bool, False),        # inside a stage, iterations cycle through smaller crops
-        'long_cycle_factors': (FACTOR_PAIRS, [[0.25, 0.7071], [0.5, 0.7071], [0.5, 1.0], [1.0, 1.0]]),
-        'short_cycle_factors': (FLOAT_LIST, [0.5, 0.7071]),  # crop factors of the first two short-cycle iterations
-        'epoch_factor': (float, 1.5),        # the multigrid run lasts this x TRAIN.epoch epochs
-        'bn_base_size': (int, 8),            # BN statistics over this many clips (sub-batch BN)
+    'MULTIGRID': {
+        'long_cycle': (bool, False, 'multigrid training (Wu et al. 2020; docs/TRAINING.md): stages of fewer frames '
+                       'and smaller crops with larger batches'),
+        'short_cycle': (bool, False, 'inside a stage, iterations cycle through smaller crops'),
+        'long_cycle_factors': (FACTOR_PAIRS, [[0.25, 0.7071], [0.5, 0.7071], [0.5, 1.0], [1.0, 1.0]],
+                               '(frames, crop) factors of the long cycle\'s shapes'),
+        'short_cycle_factors': (FLOAT_LIST, [0.5, 0.7071], 'crop factors of the short cycle\'s first two iterations'),
+        'epoch_factor': (float, 1.5, 'the multigrid run lasts this x `TRAIN.epoch` epochs'),
+        'bn_base_size': (int, 8, 'BN statistics over this many clips (sub-batch BN)'),
     },
 }
 
@@ -232,7 +263,7 @@ def _set_key(cfg: AttrDict, section: str, key: str, value: Any, origin: str) -> 
 
 def default_config() -> AttrDict:
     """The original recipe (``slowfast.yaml``) as a config."""
-    return AttrDict({sec: AttrDict({k: (list(v) if isinstance(v, list) else v) for k, (_, v) in keys.items()})
+    return AttrDict({sec: AttrDict({k: (list(v) if isinstance(v, list) else v) for k, (_, v, _) in keys.items()})
                      for sec, keys in SCHEMA.items()})
 
 
@@ -443,7 +474,7 @@ _FLAGS: Dict[str, Tuple[dict, Dict[str, Tuple[str, ...]]]] = {
                 {'train': ('TRAIN.use_gpu',)}),
     'use_data_parallel': (dict(type=str2bool, default=True,
                                help='data parallel over the ranks started by paddle.distributed.launch'), {}),
-    'epoch': (dict(type=int, help='number of training epochs (TRAIN.epoch)'), {'train': ('TRAIN.epoch',)}),
+    'epoch': (dict(type=int, help='number of training epochs'), {'train': ('TRAIN.epoch',)}),
     'batch_size': (dict(type=int, help='global batch size, divided over ranks'),
                    {'train': ('TRAIN.batch_size', 'VALID.batch_size'), 'eval': ('TEST.batch_size',),
                     'infer': ('INFER.batch_size',)}),
@@ -511,7 +542,48 @@ def parse_args(mode: str, argv: Optional[Sequence[str]] = None,
     return cfg, args
 
 
+def config_markdown() -> str:
+    """docs/CONFIG.md: every key of SCHEMA (type, recipe value, help) and every script flag, generated here so that
+    each is described once (``python config_utils.py --markdown > docs/CONFIG.md``)."""
+    def value(v: Any) -> str:
+        text = yaml.safe_dump(v, default_flow_style=True).strip()
+        return '`""`' if v == '' else f'`{text[:-3].strip() if text.endswith("...") else text}`'
+
+    lines = ['# Configuration', '',
+             '<!-- generated by `python config_utils.py --markdown > docs/CONFIG.md` from config_utils.py: edit '
+             'the help text there -->', '',
+             'A config is a YAML file of the sections below. Every key has the original recipe\'s value '
+             '(`slowfast.yaml`, SlowFast-R50 4x16 on 8 GPUs); a file may leave keys out (they take that value) but '
+             'may not add any. **Batch sizes are global**, divided by the number of ranks. `slowfast-single.yaml` '
+             'differs only in the batch sizes (8) and `TRAIN.num_gpus` (1); `configs/` holds the other models and '
+             'the demo.', '',
+             'Precedence: flags > `-o SECTION.key=value` overrides (values read as YAML: `-o TRAIN.base_lr=1e-3`, '
+             '`-o MODEL.image_mean=[0.5,0.5,0.5]`) > the YAML file > the recipe values. A missing file, invalid '
+             'YAML, an unknown section or key (with a suggestion for typos), a value of the wrong type or an '
+             'inconsistent combination (`num_frames` not divisible by `alpha`, a crop larger than `min_size`) stops '
+             'with exit status 2 naming the culprit. See what a script will use: `python config_utils.py '
+             '[train|eval|infer] --config slowfast.yaml -o TRAIN.epoch=1`.', '']
+    for section, keys in SCHEMA.items():
+        lines += [f'## {section}', '', '| key | type | recipe | meaning |', '|---|---|---|---|']
+        for key, (kind, default, text) in keys.items():
+            kind = kind.__name__ if isinstance(kind, type) else kind
+            lines.append(f'| `{section}.{key}` | {kind} | {value(default)} | {text} |')
+        lines.append('')
+    lines += ['## Flags', '', 'Booleans accept `True/False/1/0`; a boolean flag alone means True (`--resume`).', '',
+              '| flag | train.py | eval.py | predict.py | meaning |', '|---|---|---|---|---|']
+    for name, (options, targets) in _FLAGS.items():
+        used = ['yes' if name in MODE_FLAGS[mode] else '' for mode in ('train', 'eval', 'infer')]
+        scripts = {'train': 'train.py', 'eval': 'eval.py', 'infer': 'predict.py'}
+        sets = ''.join(f'; sets {", ".join(keys)}' + (f' ({scripts[mode]})' if len(targets) > 1 else '')
+                       for mode, keys in targets.items())
+        lines.append(f'| `--{name}` | {" | ".join(used)} | {options["help"]}{sets} |')
+    return '\n'.join(lines) + '\n'
+
+
 def main(argv: Sequence[str]) -> None:
+    if argv == ['--markdown']:
+        sys.stdout.write(config_markdown())
+        return
     mode = argv[0] if argv and argv[0] in MODE_FLAGS else 'train'
     argv = argv[1:] if argv and argv[0] == mode else argv
     parser = build_parser(mode, description=f'Validate a config and print it as the {mode} script sees it.')

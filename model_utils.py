@@ -170,7 +170,7 @@ class ResBlock(nn.Layer):
     ``shortcut_avg_pool``: a spatially strided shortcut averages each [1, stride, stride] window and then applies the
     1x1x1 conv (ResNet-D, He et al., "Bag of Tricks for Image Classification", 2019) instead of keeping one
     position in stride^2. Same parameters, other function: off in the recipe (the original and every published
-    checkpoint); see the demo (README) for when it matters.
+    checkpoint); see docs/MODEL_ZOO.md (The network) for when it matters.
     """
 
     def __init__(self, dim_in: int, dim_out: int, dim_inner: int, temporal_kernel: int, stride: int,

@@ -142,7 +142,7 @@ def hostile_files(folder, marker):
 
 
 # ---- the publishers' checkpoint formats: Caffe2 and PySlowFast names spelled out from those projects' conventions,
-# independently of tools/convert/convert_weights.py -------------------------------------------------------------------
+# independently of tools/weights/convert_weights.py -------------------------------------------------------------------
 
 C2_LEAF = {'weight': 'w', 'bias': 'b', '_mean': 'rm', '_variance': 'riv'}
 

@@ -271,13 +271,15 @@ def test_every_entry_point_refuses_a_crafted_file_and_runs_none_of_it(demo_lists
         'export_model.py': (['tools/deploy/export_model.py', *config, '--weights', evil, '--save_dir',
                              str(tmp_path / 'export')], 4, evil),
         'gradcam.py': (['tools/analysis/gradcam.py', *config, '--weights', evil, '--video', video], 4, evil),
-        'convert_weights.py': (['tools/convert/convert_weights.py', *config, '--src', evil, '--dst',
+        'convert_weights.py': (['tools/weights/convert_weights.py', *config, '--src', evil, '--dst',
                                 str(tmp_path / 'out.pdparams')], 4, evil),
+        'zoo.py': (['tools/weights/zoo.py', 'get', 'paddlevideo-slowfast-4x16', '--file', evil, '--out',
+                    str(tmp_path / 'zoo')], 4, evil),
     }
     env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
     for name, (command, status, named) in commands.items():
-        extra = flags if name != 'convert_weights.py' else flags[:-2]
-        if name not in ('export_model.py', 'convert_weights.py'):
+        extra = {'convert_weights.py': flags[:-2], 'zoo.py': []}.get(name, flags)
+        if name not in ('export_model.py', 'convert_weights.py', 'zoo.py'):
             extra = extra + ['--use_gpu', 'False']
         result = subprocess.run([sys.executable, os.path.join(ROOT, command[0])] + command[1:] + extra,
                                 capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)

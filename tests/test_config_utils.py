@@ -198,3 +198,15 @@ def test_effective_config_is_logged_in_the_original_format(caplog):
     assert lines[0] == '---------------- Train Arguments ----------------'
     assert 'TRAIN:' in lines and '    base_lr:0.1' in lines and '    l2_weight_decay:0.0001' in lines
     assert lines[-1] == '-' * 50
+
+
+def test_the_config_page_is_the_schema_as_it_is_now():
+    """docs/CONFIG.md is generated from the schema's help text, the one description of each key: it is stale when
+    they differ (regenerate with `python config_utils.py --markdown > docs/CONFIG.md`)."""
+    from config_utils import config_markdown
+
+    for section, keys in SCHEMA.items():
+        for key, (_, _, text) in keys.items():
+            assert len(text) > 10, f'{section}.{key} has no description'
+    with open(os.path.join(ROOT, 'docs', 'CONFIG.md')) as f:
+        assert f.read() == config_markdown(), 'stale: python config_utils.py --markdown > docs/CONFIG.md'

@@ -1,4 +1,4 @@
-"""tools/convert/convert_weights.py: every published format maps every tensor; errors name the culprit and write
+"""tools/weights/convert_weights.py: every published format maps every tensor; errors name the culprit and write
 nothing. The files are written with the publishers' names as tests/helpers.py spells them out, independently of the
 tool."""
 import logging
@@ -20,7 +20,7 @@ from scoring import build_eval_model
 TINY_5 = ['MODEL.num_classes=5'] + TINY + ['TEST.target_size=96', 'INFER.target_size=96']  # as the tiny_cfg fixture
 WIDTHS = ['MODEL.width_per_group=8', 'MODEL.beta=4', 'MODEL.num_classes=5']  # a shipped model, narrow
 def convert(src, dst, *extra, tiny=True):
-    """tools/convert/convert_weights.py as its ``__main__`` runs it (with the tiny config, or recognising the model when
+    """tools/weights/convert_weights.py as its ``__main__`` runs it (with the tiny config, or recognising the model when
     not ``tiny``); returns the exit status."""
     argv = ['--src', str(src), '--dst', str(dst)]
     if tiny:

@@ -349,10 +349,10 @@ def test_finetune_a_converted_checkpoint_with_another_class_count(demo_lists, tm
     log = run_train(demo_lists, tmp_path / 'unconverted', '--weights', tmp_path / 'published.pdparams', '-o',
                     'MODEL.num_classes=6', epochs=1, expect=4)
     assert f'{tmp_path / "published.pdparams"}: only 0 of the model\'s 552 tensors match it' in log
-    assert 'tools/convert/convert_weights.py' in log
+    assert 'tools/weights/convert_weights.py' in log
     assert not (tmp_path / 'unconverted' / 'slowfast_epoch0.pdparams').exists()
 
-    # the README's step 4 as written (the configs' default label map holds the 400 Kinetics names), at tiny size
+    # docs/TRAINING.md's fine-tuning step 4 as written (the default label map holds the 400 Kinetics names), tiny
     train_list, val_list = demo_lists
     video = os.path.join(os.path.dirname(val_list), open(val_list).read().split()[0])
     tiny = [a for o in tiny_train_overrides(*demo_lists) for a in ('-o', o)] + ['--use_gpu', 'False']

@@ -1,7 +1,7 @@
 """Convert a published SlowFast checkpoint into this project's ``.pdparams``.
 
-    python tools/convert/convert_weights.py --src SLOWFAST_8x8_R50.pyth --dst weights/slowfast_8x8.pdparams
-    python tools/convert/convert_weights.py --src slowfast_16x8_r101_50_50.pyth --dst weights/sf16x8.pdparams \
+    python tools/weights/convert_weights.py --src SLOWFAST_8x8_R50.pyth --dst weights/slowfast_8x8.pdparams
+    python tools/weights/convert_weights.py --src slowfast_16x8_r101_50_50.pyth --dst weights/sf16x8.pdparams \
         --config configs/slowfast_16x8_r101_50_50.yaml
 
 Without ``--config`` the model is recognised from the file's tensors (depth, temporal kernels, fusion kernel,

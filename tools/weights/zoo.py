@@ -1,0 +1,256 @@
+"""Published Kinetics-400 checkpoints of the shipped configs: list them, download one, convert it, and print the
+commands that evaluate and fine-tune it.
+
+    python tools/weights/zoo.py list
+    python tools/weights/zoo.py get pytorchvideo-slowfast-r50 --out weights
+    python tools/weights/zoo.py get pyslowfast-slowfast-4x16-r50 --file SLOWFAST_4x16_R50.pkl   # a file you have
+    python tools/weights/zoo.py get paddlevideo-slowfast-4x16 --url http://mirror.lab/SlowFast.pdparams
+
+A download goes to ``OUT/downloads/`` through a ``.part`` file: an interrupted one resumes where it stopped (HTTP
+Range) when the command is run again, and the file appears under its name only when complete and verified (its
+SHA-256 against ``--sha256`` or a recorded one; the publishers give none). The converted weights are
+``OUT/NAME.pdparams``. The figures are each publisher's own for that file (10x3 views, K400 validation); this
+project has not re-measured them (no weights can be downloaded where it is built).
+"""
+import argparse
+import hashlib
+import http.client
+import logging
+import os
+import socket
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import NamedTuple, Optional
+
+from tqdm import tqdm
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from config_utils import setup_logging  # noqa: E402
+from convert_weights import convert_file  # noqa: E402
+from errors import WeightsError, exit_on_user_error  # noqa: E402
+
+logger = logging.getLogger('zoo')
+
+PYSLOWFAST = 'https://dl.fbaipublicfiles.com/pyslowfast/model_zoo/kinetics400'
+PYTORCHVIDEO = 'https://dl.fbaipublicfiles.com/pytorchvideo/model_zoo/kinetics'
+PADDLEVIDEO = 'https://videotag.bj.bcebos.com/PaddleVideo/SlowFast'
+PAGES = {'PySlowFast': 'https://github.com/facebookresearch/SlowFast/blob/main/MODEL_ZOO.md',
+         'pytorchvideo': 'https://github.com/facebookresearch/pytorchvideo/blob/main/docs/source/model_zoo.md',
+         'PaddleVideo': 'https://github.com/PaddlePaddle/PaddleVideo/blob/develop/docs/en/model_zoo/recognition/'
+                        'slowfast.md'}
+
+
+class Entry(NamedTuple):
+    name: str
+    source: str              # the publisher (a key of PAGES)
+    url: str                 # the address as the publisher gives it
+    config: str              # the shipped config the weights fit, relative to the repository
+    top1: float              # the publisher's K400 figures for this very file
+    top5: float
+    note: str = ''
+    sha256: Optional[str] = None  # recorded checksum; None: the publisher gives none and none was recorded
+
+
+ENTRIES = (
+    Entry('pyslowfast-slowfast-4x16-r50', 'PySlowFast', f'{PYSLOWFAST}/SLOWFAST_4x16_R50.pkl', 'slowfast.yaml',
+          75.6, 92.0, 'Caffe2; the original recipe'),
+    Entry('pyslowfast-slowfast-8x8-r50', 'PySlowFast', f'{PYSLOWFAST}/SLOWFAST_8x8_R50.pkl',
+          'configs/slowfast_r50_8x8.yaml', 77.0, 92.6, 'Caffe2'),
+    Entry('pyslowfast-slow-4x16-r50', 'PySlowFast', f'{PYSLOWFAST}/SLOWONLY_4x16_R50.pkl',
+          'configs/slow_r50_4x16.yaml', 72.7, 90.3, 'Caffe2'),
+    Entry('pyslowfast-slow-8x8-r50', 'PySlowFast', f'{PYSLOWFAST}/SLOWONLY_8x8_R50.pkl', 'configs/slow_r50_8x8.yaml',
+          74.8, 91.6, 'Caffe2'),
+    Entry('pytorchvideo-slowfast-4x16-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOWFAST_4x16_R50.pyth',
+          'slowfast.yaml', 75.34, 91.89, 'trained with PySlowFast'),
+    Entry('pytorchvideo-slowfast-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOWFAST_8x8_R50.pyth',
+          'configs/slowfast_r50_8x8.yaml', 76.94, 92.69, 'hub: slowfast_r50'),
+    Entry('pytorchvideo-slowfast-r101', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOWFAST_8x8_R101.pyth',
+          'configs/slowfast_r101_8x8.yaml', 77.90, 93.27, 'hub: slowfast_r101'),
+    Entry('pytorchvideo-slowfast-16x8-r101-50-50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOWFAST_16x8_R101_50_50.pyth',
+          'configs/slowfast_16x8_r101_50_50.yaml', 78.70, 93.61, 'hub: slowfast_16x8_r101_50_50'),
+    Entry('pytorchvideo-slow-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOW_8x8_R50.pyth', 'configs/slow_r50_8x8.yaml',
+          74.58, 91.63, 'hub: slow_r50'),
+    Entry('pytorchvideo-slow-4x16-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOW_4x16_R50.pyth',
+          'configs/slow_r50_4x16.yaml', 72.40, 90.18),
+    Entry('paddlevideo-slowfast-4x16', 'PaddleVideo', f'{PADDLEVIDEO}/SlowFast.pdparams', 'slowfast.yaml',
+          74.35, 91.33, 'measured on a K400 copy missing ~5 % of the videos'),
+    Entry('paddlevideo-slowfast-8x8', 'PaddleVideo', f'{PADDLEVIDEO}/SlowFast_8*8.pdparams',
+          'configs/slowfast_r50_8x8.yaml', 75.84, 92.33, 'trained with multigrid; K400 copy missing ~5 %'),
+)
+CHUNK = 1 << 20
+NO_NETWORK_HINT = 'download it on a machine that can, then run: python tools/weights/zoo.py get {name} --file PATH'
+
+
+class DownloadError(WeightsError):
+    """A download that did not give a complete, verified checkpoint; the message names the address."""
+
+
+def find(name: str, entries=ENTRIES) -> Entry:
+    for entry in entries:
+        if entry.name == name:
+            return entry
+    raise WeightsError(f'no published checkpoint named {name!r}; `python tools/weights/zoo.py list` names them all')
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(CHUNK), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _total_from(response, have: int) -> Optional[int]:
+    """The whole file's size from a 206's Content-Range or a 200's Content-Length (None: not given)."""
+    if response.status == 206:
+        span = response.headers.get('Content-Range', '')  # bytes START-END/TOTAL
+        if not span.startswith(f'bytes {have}-'):
+            raise DownloadError(f'{response.url}: asked for the bytes from {have}, got the range {span!r}')
+        total = span.rsplit('/', 1)[-1]
+        return int(total) if total.isdigit() else None
+    length = response.headers.get('Content-Length')
+    return int(length) if length and length.isdigit() else None
+
+
+def _looks_like_html(response, first: bytes) -> bool:
+    kind = response.headers.get('Content-Type', '').lower()
+    return kind.startswith('text/html') or first.lstrip()[:15].lower().startswith((b'<!doctype html', b'<html'))
+
+
+def download(url: str, dest: str, sha256: Optional[str] = None, name: str = 'NAME', timeout: float = 60) -> str:
+    """Download ``url`` to ``dest`` through ``dest.part`` (resumed with a Range request when it exists), verify the
+    size the server announced and ``sha256`` when given, and move it into place. Returns the file's SHA-256."""
+    part = dest + '.part'
+    have = os.path.getsize(part) if os.path.exists(part) else 0
+    headers = {'User-Agent': 'slowfast-paddle-zoo/1'}
+    if have:
+        headers['Range'] = f'bytes={have}-'
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # nothing after the part's end: the part may be the whole file
+            total = error.headers.get('Content-Range', '').rsplit('/', 1)[-1]
+            if total.isdigit() and int(total) == have:
+                return _finish(url, part, dest, sha256)
+            os.remove(part)
+            raise DownloadError(f'{url}: the server refused to resume ({error.code} {error.reason}); the partial '
+                                'file was removed: run the command again') from None
+        raise DownloadError(f'{url}: HTTP {error.code} {error.reason}') from None
+    except (urllib.error.URLError, socket.timeout, ConnectionError) as error:
+        reason = getattr(error, 'reason', error)
+        raise DownloadError(f'cannot reach {url} ({reason}): ' + NO_NETWORK_HINT.format(name=name)) from None
+    with response:
+        if response.status == 200 and have:
+            logger.info('%s does not resume downloads: starting again', url)
+            have = 0
+        total = _total_from(response, have)
+        try:
+            first = response.read(CHUNK)
+        except (OSError, http.client.HTTPException) as error:
+            raise DownloadError(f'{url}: the connection broke at once ({type(error).__name__}): run the command '
+                                'again') from None
+        if have == 0 and _looks_like_html(response, first):
+            raise DownloadError(f'{url} sent an HTML page ({response.headers.get("Content-Type")}), not a checkpoint: '
+                                f'{first[:120]!r}...; the address may have moved: see the publisher\'s page '
+                                'linked in docs/MODEL_ZOO.md')
+        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        with open(part, 'ab' if have else 'wb') as f, \
+                tqdm(total=total, initial=have, unit='B', unit_scale=True, unit_divisor=1024,
+                     desc=os.path.basename(dest)) as bar:
+            broken = None
+            try:
+                while first:
+                    f.write(first)
+                    bar.update(len(first))
+                    first = response.read(CHUNK)
+            except (OSError, http.client.HTTPException) as error:  # dropped mid-way: keep the part
+                broken = error
+            f.flush()
+            os.fsync(f.fileno())
+    size = os.path.getsize(part)
+    if broken is not None or (total is not None and size != total):
+        raise DownloadError(f'{url}: the download stopped after {size} of {total or "?"} bytes'
+                            f'{f" ({type(broken).__name__})" if broken else ""}; the part is kept in {part}: run the '
+                            'same command again to resume')
+    return _finish(url, part, dest, sha256)
+
+
+def _finish(url: str, part: str, dest: str, sha256: Optional[str]) -> str:
+    digest = sha256_of(part)
+    if sha256 and digest != sha256.lower():
+        os.remove(part)
+        raise DownloadError(f'{url}: SHA-256 {digest} is not the expected {sha256.lower()}; the file was removed')
+    os.replace(part, dest)
+    return digest
+
+
+def commands(entry: Entry, weights: str, overrides=()) -> str:
+    extra = ''.join(f' -o {o}' for o in overrides)
+    return '\n'.join((
+        'evaluate on Kinetics-400 (lists: tools/data/make_lists.py kinetics; 10x3 views as the publisher):',
+        f'    python eval.py --config {entry.config} --weights {weights}{extra} -o TEST.filelist=data/val.csv',
+        'fine-tune on your classes (lists: tools/data/make_lists.py folders):',
+        f'    python train.py --config {entry.config} --weights {weights}{extra} -o MODEL.num_classes=N '
+        'DATA.label_map=data/classes.txt TRAIN.filelist=data/train.csv VALID.filelist=data/val.csv'))
+
+
+def get(entry: Entry, out: str, file: Optional[str] = None, url: Optional[str] = None,
+        sha256: Optional[str] = None, allow_pickle: bool = False) -> str:
+    """Download (unless ``file``) and convert ``entry``; returns the converted weights' path without extension."""
+    sha256 = sha256 or entry.sha256
+    if file is None:
+        url = url or entry.url
+        file_name = urllib.parse.unquote(os.path.basename(urllib.parse.urlsplit(entry.url).path))
+        file = os.path.join(out, 'downloads', file_name)
+        if os.path.isfile(file) and (sha256 is None or sha256_of(file) == sha256.lower()):
+            logger.info('%s is already downloaded', file)
+        else:
+            logger.info('downloading %s from %s', entry.name, url)
+            digest = download(url, file, sha256, entry.name)
+            logger.info('%s: SHA-256 %s%s', file, digest, ' (verified)' if sha256 else '')
+    elif not os.path.isfile(file):
+        raise WeightsError(f'{file}: no such file')
+    weights = os.path.join(out, entry.name)
+    config, overrides = convert_file(file, weights + '.pdparams', os.path.join(ROOT, entry.config),
+                                     allow_pickle=allow_pickle)
+    logger.info('%s: %s top-1 %.2f, top-5 %.2f (the publisher\'s)\n%s', entry.name, entry.source, entry.top1,
+                entry.top5, commands(entry, weights, overrides))
+    return weights
+
+
+def table(entries=ENTRIES) -> str:
+    rows = [('name', 'source', 'config', 'top-1', 'top-5', 'address')]
+    rows += [(e.name, e.source, e.config, f'{e.top1:.2f}', f'{e.top5:.2f}', e.url) for e in entries]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return '\n'.join('  '.join(cell.ljust(w) for cell, w in zip(row, widths)) + '  ' + row[-1] for row in rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    verbs = parser.add_subparsers(dest='verb', required=True)
+    verbs.add_parser('list', help='the published checkpoints, their configs and the publishers\' figures')
+    fetch = verbs.add_parser('get', help='download and convert one')
+    fetch.add_argument('name', help='a name from `list`')
+    fetch.add_argument('--out', default='weights', help='folder of the download and the converted weights')
+    fetch.add_argument('--file', help='convert this file instead of downloading (offline)')
+    fetch.add_argument('--url', help='download from this address instead (a mirror)')
+    fetch.add_argument('--sha256', help='the file\'s expected SHA-256 (hex)')
+    fetch.add_argument('--allow_pickle', '--allow-pickle', action='store_true',
+                       help='read a file holding objects other than tensors with torch.load / paddle.load, which can '
+                            'run code from it (trusted files only)')
+    args = parser.parse_args(argv)
+    setup_logging()
+    if args.verb == 'list':
+        sys.stdout.write(table() + '\n')
+        return 0
+    get(find(args.name), args.out, args.file, args.url, args.sha256, args.allow_pickle)
+    return 0
+
+
+if __name__ == '__main__':
+    exit_on_user_error(main, logger)
