@@ -113,8 +113,9 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any, str]]] = {
         'checkpoint_every_steps': (int, 0, 'also a mid-epoch checkpoint every N optimizer steps, each replacing the '
                                    'previous one (0: only when a stop signal comes)'),
         'accumulate_steps': (int, 1, 'gradient accumulation; `batch_size` stays the effective global batch'),
-        'use_amp': (bool, False, 'mixed precision on GPU (a logged no-op on CPU)'),
-        'amp_dtype': (str, 'float16', '`float16` (with loss scaling) or `bfloat16`'),
+        'use_amp': (bool, False, 'mixed precision on GPU: convolutions and the head in `amp_dtype`, batch norm and '
+                    'the loss in float32 (docs/TRAINING.md); a logged no-op on CPU'),
+        'amp_dtype': (str, 'float16', '`float16` (with dynamic loss scaling) or `bfloat16`'),
         'head_lr_scale': (float, 1.0, 'the classifier learns at this x the scheduled LR (1.0: the original; the demo '
                           'uses 0.05: from scratch on small data, the classifier otherwise swings with every batch\'s '
                           'class mix)'),

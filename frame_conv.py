@@ -78,5 +78,6 @@ class FrameConv3D(nn.Conv3D):
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         if paddle.in_dynamic_mode() and paddle.get_device() == 'cpu':
-            return conv3d_by_frames(x, self.weight, self.frame_stride, self.frame_padding)
+            out = conv3d_by_frames(x, self.weight, self.frame_stride, self.frame_padding)
+            return out if self.bias is None else out + self.bias.reshape([1, -1, 1, 1, 1])  # a folded batch norm's
         return nn.Conv3D.forward(self, x)  # not super(): Paddle 2.6's to_static cannot translate a bare super()

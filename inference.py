@@ -6,6 +6,7 @@ are fixed at export. Its outputs are the eval network's class probabilities, ave
 the clip features the classifier sees (``VideoNetwork.scores_and_features``; exports made before they were added
 have the probabilities only).
 """
+import copy
 import json
 import logging
 import os
@@ -24,6 +25,38 @@ logger = logging.getLogger(__name__)
 NAME = 'slowfast'
 
 
+def fold_batch_norms(model: paddle.nn.Layer) -> int:
+    """Fold every batch norm of the eval network ``model`` into the convolution before it: the weight scaled per
+    output channel by ``gamma / sqrt(var + eps)``, a bias ``beta - mean * gamma / sqrt(var + eps)`` added, and an
+    identity left in the norm's place. The same function with one op fewer after every convolution (Paddle
+    Inference fuses batch norm into conv2d, not into conv3d). Each norm ``X_bn`` follows the convolution ``X`` of
+    its layer, a ``_bn`` its layer's one convolution. Returns how many were folded."""
+    folded = 0
+    for parent in [model] + list(model.sublayers()):
+        children = dict(parent.named_children())
+        for name, norm in children.items():
+            if not isinstance(norm, paddle.nn.BatchNorm3D):
+                continue
+            convs = [c for n, c in children.items() if isinstance(c, paddle.nn.Conv3D) and
+                     (n == name[:-len('_bn')] or name == '_bn')]
+            if len(convs) != 1:
+                raise ValueError(f'no single convolution before the batch norm {name} of {type(parent).__name__}')
+            conv = convs[0]
+            scale = norm.weight.numpy().astype(np.float64) / np.sqrt(norm._variance.numpy().astype(np.float64) +
+                                                                     norm._epsilon)
+            shift = norm.bias.numpy() - norm._mean.numpy() * scale
+            weight = conv.weight.numpy().astype(np.float64) * scale.reshape([-1] + [1] * (conv.weight.ndim - 1))
+            conv.weight.set_value(weight.astype(np.float32))
+            if conv.bias is None:
+                conv.bias = conv.create_parameter([len(shift)], is_bias=True)
+            else:
+                shift = shift + conv.bias.numpy() * scale
+            conv.bias.set_value(shift.astype(np.float32))
+            setattr(parent, name, paddle.nn.Identity())
+            folded += 1
+    return folded
+
+
 class _Exported(paddle.nn.Layer):
     """What is exported: the eval network's probabilities and clip features from one pass."""
 
@@ -35,9 +68,11 @@ class _Exported(paddle.nn.Layer):
         return self.network.scores_and_features(x)
 
 
-def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weights: str = '') -> Dict:
+def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weights: str = '',
+           fold: bool = True) -> Dict:
     """``paddle.jit.save`` ``model`` (eval mode) for its pathways' clips (``[slow, fast]``, or ``[slow]`` for
-    Slow-only) of ``size`` x ``size`` pixels, any batch.
+    Slow-only) of ``size`` x ``size`` pixels, any batch, with its batch norms folded into the convolutions (``fold``
+False: kept, for comparison).
 
     Writes into a temporary folder renamed to ``save_dir`` at the end, so an interrupted export leaves nothing
     half-written. Returns the description saved as ``export.json``.
@@ -55,7 +90,9 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
     os.makedirs(tmp, exist_ok=True)
     try:
         model.eval()
-        paddle.jit.save(_Exported(model), os.path.join(tmp, NAME), input_spec=[spec])
+        network = copy.deepcopy(model)  # the caller's network keeps its batch norms
+        meta['folded_batch_norms'] = fold_batch_norms(network) if fold else 0
+        paddle.jit.save(_Exported(network), os.path.join(tmp, NAME), input_spec=[spec])
         with open(os.path.join(tmp, 'export.json'), 'w') as f:
             json.dump(meta, f, indent=1)
         for name in os.listdir(tmp):  # on disk before the rename makes them visible (atomic.py's rule)

@@ -68,6 +68,17 @@ class EpochLR(paddle.optimizer.lr.LRScheduler):
         return lr_at_epoch(self.cfg, float(self.last_epoch), self.plan)
 
 
+def apply_step(optimizer, scaler=None) -> None:
+    """One optimizer step, through the float16 loss scaler when there is one (it unscales the gradients and skips a
+    step whose gradients overflowed), then the gradients cleared."""
+    if scaler:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.clear_grad()
+
+
 def build_optimizer(cfg: AttrDict, model: paddle.nn.Layer):
     """SGD with Nesterov momentum and L2 decay (BN parameters carry their own zero decay), LR stepped every
     iteration; the classifier's parameters learn at ``TRAIN.head_lr_scale`` times the schedule's LR."""

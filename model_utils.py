@@ -22,6 +22,23 @@ from frame_conv import FrameConv3D
 BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9  # Paddle's convention: running = 0.9 * running + 0.1 * batch (PyTorch momentum 0.1)
 
+# Mixed precision (TRAIN.use_amp). Paddle's O1 runs an op in low precision only when it is on the white list, and
+# its default lists (paddle/amp/amp_lists.py, the same in 2.6 and 3.x) hold conv2d and matmul but not conv3d: this
+# network, almost all conv3d, would train in float32. Added: every convolution of the network (conv3d; conv2d for
+# the by-frames stem, already on the list) and the head's projection under each name Paddle gives it (`linear` in
+# dygraph, on neither version's default list; `matmul`/`matmul_v2` when it is decomposed). Kept in float32: batch
+# norm (its input is cast back; scale, bias and statistics are float32 in any case) and, by Paddle's own black
+# list, softmax, log_softmax and the cross entropies, so the loss is computed in float32.
+AMP_WHITE_LIST = ('conv3d', 'conv2d', 'linear', 'linear_v2', 'matmul', 'matmul_v2')
+AMP_BLACK_LIST = ('batch_norm', 'sync_batch_norm')
+
+
+def autocast(enable: bool, dtype: str):
+    """The mixed-precision context of a training step: O1 with AMP_WHITE_LIST / AMP_BLACK_LIST in ``dtype``
+    (float16 or bfloat16)."""
+    return paddle.amp.auto_cast(enable=enable, custom_white_list=set(AMP_WHITE_LIST),
+                                custom_black_list=set(AMP_BLACK_LIST), level='O1', dtype=dtype)
+
 
 def conv3d(dim_in: int, dim_out: int, kernel: Sequence[int], stride: Sequence[int] = (1, 1, 1),
            padding: Sequence[int] = (0, 0, 0), by_frames: bool = False) -> nn.Conv3D:

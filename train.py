@@ -28,11 +28,11 @@ from checkpoint import agree_on_resume, check_mid_epoch, check_resumable, load_c
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from errors import STOPPED, ConfigError, DivergedError, exit_on_user_error
 from kinetics_dataset import KineticsDataset, model_inputs
-from lr_policy import EpochLR, build_optimizer
+from lr_policy import EpochLR, apply_step, build_optimizer
 from metrics import Meter, topk_errors
 from mixup import MixUp, soft_cross_entropy
 from model import build_model, freeze, model_summary
-from model_utils import precise_bn, set_bn_splits
+from model_utils import autocast, precise_bn, set_bn_splits
 from multigrid import (Plan, ShortCycleBatchSampler, Stage, bn_splits, describe_stage, expected_epoch_seconds,
                        is_multigrid, log_plan, stage_at, stage_batches, stage_index, stage_iterations, stage_shape,
                        stage_start, training_plan)
@@ -241,7 +241,7 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
         inputs, lam = model_inputs(clips, cfg), 1.0
         if trainee.mixer:  # mixes drawn from (seed, epoch, iteration), as dropout's
             inputs, targets, lam = trainee.mixer(inputs, labels, np.random.default_rng([run.seed, epoch, it, 1]))
-        with paddle.amp.auto_cast(enable=run.amp, dtype=t.amp_dtype, level='O1'):
+        with autocast(run.amp, t.amp_dtype):
             logits = model(inputs)
             loss = (soft_cross_entropy(logits, targets) if trainee.mixer
                     else F.cross_entropy(logits.astype('float32'), labels))
@@ -259,12 +259,7 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
         (scaler.scale(scaled) if scaler else scaled).backward()
         stepped = (it + 1) % t.accumulate_steps == 0
         if stepped:
-            if scaler:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            optimizer.clear_grad()
+            apply_step(optimizer, scaler)
             trainee.scheduler.step(epoch + (it + 1) / len(loader))
             progress.global_step += 1
         scored = labels if lam >= 0.5 else labels.flip(0)  # a mixed clip's errors: against its larger part

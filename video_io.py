@@ -413,8 +413,9 @@ def measured_rate(durations: np.ndarray, tick: float = 0.0) -> Optional[float]:
     return float(rate) if 1.0 <= rate <= 1000.0 else None
 
 
-def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 23) -> int:
-    """Encode RGB uint8 frames ``[H, W, 3]`` (even H and W) to ``path``; the codec follows the extension.
+def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 23, gop: Optional[int] = None) -> int:
+    """Encode RGB uint8 frames ``[H, W, 3]`` (even H and W) to ``path``; the codec follows the extension. ``gop``:
+    at most this many frames from one keyframe to the next (None: the encoder's default, x264's 250).
 
     Written through ``atomic.atomic_path``: an interrupted write leaves no half file under ``path``.
     Returns the number of frames written.
@@ -431,6 +432,8 @@ def write_video(path: str, frames: Iterable[np.ndarray], fps: float, crf: int = 
                 stream.options = {'crf': str(crf), 'preset': 'veryfast'}
             elif CODECS[ext] == 'libvpx-vp9':
                 stream.options = {'crf': str(crf + 8), 'b': '0', 'deadline': 'realtime', 'cpu-used': '8'}
+            if gop:
+                stream.options = {**stream.options, 'g': str(gop)}
             for frame in frames:
                 if count == 0:
                     stream.height, stream.width = frame.shape[:2]

@@ -287,6 +287,37 @@ def test_every_shipped_model_takes_a_training_step_and_exports_to_paddle_inferen
     assert np.abs(InferenceModel(str(tmp_path / 'exported'))(views).numpy() - expected).max() <= 1e-4
 
 
+@pytest.mark.parametrize('config', ['slowfast.yaml', 'configs/slowfast_r50_8x8.yaml', 'configs/slowfast_r101_8x8.yaml',
+                                    'configs/slowfast_16x8_r101_50_50.yaml', 'configs/slow_r50_8x8.yaml',
+                                    'configs/slow_r50_4x16.yaml', 'configs/slowfast_demo.yaml'])
+def test_folding_the_batch_norms_keeps_every_shipped_network_s_outputs(config):
+    """inference.fold_batch_norms (what the export runs) on each config's eval network at width 8, with random
+    weights and BN statistics: every batch norm becomes an identity and the probabilities and clip features stay
+    within 1e-4 (relative, for the features); the network given to export keeps its norms."""
+    import copy
+
+    from helpers import random_state
+    from inference import fold_batch_norms
+    from config_utils import input_shapes
+
+    narrow = ['MODEL.width_per_group=8', 'MODEL.beta=4', 'MODEL.num_classes=5']
+    cfg = parse_config(os.path.join(ROOT, config), narrow + ([] if 'demo' in config else ['MODEL.crop_size=64']))
+    model = build_model(cfg)
+    model.set_state_dict({k: paddle.to_tensor(v) for k, v in random_state(cfg, seed=3).items()})
+    model.eval()
+    norms = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm3D)]
+    folded = copy.deepcopy(model)
+    assert fold_batch_norms(folded) == len(norms) > 0
+    assert not any(isinstance(m, paddle.nn.BatchNorm3D) for m in folded.sublayers())
+    assert len([m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm3D)]) == len(norms)
+    rng = np.random.default_rng(0)
+    views = [paddle.to_tensor(rng.standard_normal([2] + shape).astype(np.float32)) for shape in input_shapes(cfg, 96)]
+    with paddle.no_grad():
+        (p0, f0), (p1, f1) = model.scores_and_features(views), folded.scores_and_features(views)
+    assert np.abs(p1.numpy() - p0.numpy()).max() <= 1e-4
+    assert np.abs(f1.numpy() - f0.numpy()).max() <= 1e-4 * max(1.0, float(np.abs(f0.numpy()).max()))
+
+
 # ---- any list length over any number of ranks ---------------------------------------------------------------------
 
 SWEEP = '''

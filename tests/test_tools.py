@@ -211,6 +211,45 @@ def test_resize_videos_converts_a_tree_and_resumes(videos, tmp_path):
     assert sorted((dst / 'videos.txt').read_text().split()) == ['a/one.mp4', 'two.mp4']
 
 
+def keyframe_gaps(path):
+    """Largest number of frames from one keyframe to the next, in presentation order (ffprobe's view, not ours)."""
+    out = subprocess.run(['ffprobe', '-v', 'error', '-select_streams', 'v:0', '-show_entries', 'packet=pts,flags',
+                          '-of', 'csv=p=0', str(path)], capture_output=True, text=True, check=True).stdout
+    packets = sorted((int(pts), 'K' in flags) for pts, flags in (line.split(',')[:2] for line in out.split()))
+    keys = [i for i, (_, key) in enumerate(packets) if key] + [len(packets)]
+    return max(b - a for a, b in zip(keys, keys[1:]))
+
+
+@needs_ffmpeg
+def test_resize_videos_puts_a_keyframe_every_gop_frames(videos, tmp_path):
+    """--gop N: no run between keyframes longer than N frames (the default's, and 0 gives x264's own 250)."""
+    import resize_videos
+
+    src = tmp_path / 'raw'
+    src.mkdir()
+    shutil.copy(videos['webm'], src / 'one.webm')  # 300 frames
+    for gop, at_most in ((8, 8), (resize_videos.GOP, resize_videos.GOP), (0, 250)):
+        dst = tmp_path / f'gop{gop}'
+        run_tool('resize_videos.py', src, dst, '--short_side', 48, '--gop', gop, '--workers', 1)
+        gap = keyframe_gaps(dst / 'one.mp4')
+        assert gap <= at_most and (gop == 0 or gap > at_most // 2), (gop, gap)
+    assert keyframe_gaps(tmp_path / 'gop0' / 'one.mp4') > 32  # x264's own interval is far longer
+
+
+@pytest.mark.slow
+def test_benchmark_data_gop_measures_each_keyframe_interval(tmp_path):
+    import benchmark_data
+
+    result = run_tool('benchmark_data.py', '--measures', 'gop', '--repeats', 1, '--quick', '--video_dir',
+                      tmp_path, '--json', tmp_path / 'gop.json')
+    rows = json.loads((tmp_path / 'gop.json').read_text())['gops']
+    assert [r['gop'] for r in rows] == [g or 250 for g in benchmark_data.GOPS]
+    assert all(r['ms_per_clip'] > 0 for r in rows) and rows[-1]['bytes'] > rows[0]['bytes']
+    for r in rows:
+        assert keyframe_gaps(tmp_path / f'bench_256p_gop{r["gop"] if r["gop"] != 250 else "default"}.mp4') <= r['gop']
+    assert 'speedup vs 250' in result
+
+
 def test_resize_videos_rejects_list_entries_outside_the_source(videos, tmp_path):
     (tmp_path / 'src').mkdir()
     (tmp_path / 'list.txt').write_text(f'{videos["mp4"]} 0\n')
@@ -232,7 +271,8 @@ def test_benchmark_infer_times_every_engine_at_every_batch(tmp_path):
                    tmp_path / 'infer.json', '-o', 'MODEL.width_per_group=8', '-o', 'MODEL.num_frames=8', '-o',
                    'MODEL.alpha=4', '-o', 'MODEL.beta=4', '-o', 'MODEL.crop_size=64', '-o', 'MODEL.num_classes=5')
     result = json.loads((tmp_path / 'infer.json').read_text())
-    engines = {'Paddle dygraph', 'Paddle Inference (oneDNN)'} | torch_engine()
+    engines = {'Paddle dygraph', 'Paddle Inference (oneDNN)', 'Paddle Inference, batch norms not folded'}
+    engines |= torch_engine()
     assert {(r['engine'], r['batch']) for r in result['rows']} == {(e, b) for e in engines for b in (1, 2)}
     assert all(r['ms_per_view'] > 0 for r in result['rows']) and result['threads'] >= 1
     assert '| Paddle Inference (oneDNN) | 2 |' in out and '1.00x' in out
@@ -416,3 +456,17 @@ def test_every_module_loads_zlib_before_paddle():
             if lines[0] == 'paddle':
                 late.append(os.path.relpath(path, ROOT))
     assert checked > 15 and not late, late
+
+
+def test_check_gpu_says_so_without_cuda_and_its_parts_run_on_the_cpu(tiny_cfg):
+    """tools/analysis/check_gpu.py: without CUDA, a line saying so and exit 0; its training steps (float32 and the
+    AMP path, which Paddle runs in float32 on a CPU) learn a fixed batch, and its export parity check holds here."""
+    import check_gpu
+
+    result = subprocess.run([sys.executable, tool_path('check_gpu.py')], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and 'no CUDA device in this Paddle' in result.stdout + result.stderr
+    for dtype in (None, 'float16', 'bfloat16'):
+        seconds, losses = check_gpu.train_steps(tiny_cfg, dtype, steps=8, batch=2)
+        assert len(seconds) == 8 and len(losses) == 11 and all(np.isfinite(losses))
+        assert losses[-1] < 0.5 * losses[0], (dtype, losses)
+    assert check_gpu.inference_difference(tiny_cfg, 96, gpu_id=None) <= check_gpu.TOLERANCE

@@ -532,3 +532,118 @@ def test_slow_only_trains_evaluates_predicts_exports_and_benchmarks(demo_lists, 
     assert a['top5_indices'] == b['top5_indices'] and np.allclose(a['top5_values'], b['top5_values'], atol=1e-4)
     log = script(tool_path('benchmark_infer.py'), '--size', '72', '--batches', '1', '--repeats', '1')
     assert '| Paddle Inference (oneDNN) | 1 |' in log
+
+
+# ---- mixed precision -----------------------------------------------------------------------------------------------
+# No GPU here, and Paddle ignores auto_cast on the CPU: what a GPU step casts is checked on paper, by Paddle's own
+# rule (paddle.amp.auto_cast's _update_list, the same in 2.6 and 3.x: the default O1 lists of the dtype, plus the
+# custom white list, minus the custom black list) applied to the context the step enters.
+
+def effective_amp_lists(kwargs):
+    """``(white, black)``: the ops Paddle's O1 runs in low precision / float32 under ``auto_cast(**kwargs)``."""
+    module = sys.modules['paddle.amp.auto_cast']  # the module (its function of that name shadows it in paddle.amp)
+    return module._update_list(kwargs['custom_white_list'], kwargs['custom_black_list'], kwargs['level'],
+                               kwargs['dtype'])
+
+
+class RecordedAutocast:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, **kwargs):
+        import contextlib
+        self.calls.append(kwargs)
+        return contextlib.nullcontext()
+
+
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_amp_casts_every_convolution_and_the_head_and_keeps_bn_and_the_loss_in_float32(tiny_cfg, dtype,
+                                                                                       monkeypatch):
+    """Every op the network calls in a training forward (recorded from paddle._C_ops, by their kernel names; the
+    lists hold the ops' names, which Paddle maps to kernel names) that convolves or projects is on the effective
+    white list, batch norm on the black list; so is the loss's softmax cross entropy. Paddle's default lists alone
+    would leave conv3d in float32."""
+    import model_utils
+    from model import build_model
+
+    recorded = RecordedAutocast()
+    monkeypatch.setattr(paddle.amp, 'auto_cast', recorded)
+    with model_utils.autocast(True, dtype):
+        pass
+    [kwargs] = recorded.calls
+    assert kwargs['enable'] is True and kwargs['dtype'] == dtype and kwargs['level'] == 'O1'
+    kernel = paddle.base.core._get_phi_kernel_name  # e.g. softmax_with_cross_entropy -> cross_entropy_with_softmax
+    white, black = ({kernel(op) for op in ops} for ops in effective_amp_lists(kwargs))
+    default_white, _ = effective_amp_lists(dict(kwargs, custom_white_list=None, custom_black_list=None))
+    assert 'conv3d' not in default_white  # why the custom list exists
+
+    called = []
+    for name in dir(paddle._C_ops):
+        function = getattr(paddle._C_ops, name)
+        if callable(function) and not name.startswith('_'):
+            def spy(*args, _name=name, _function=function, **kw):
+                called.append(_name)
+                return _function(*args, **kw)
+            monkeypatch.setattr(paddle._C_ops, name, spy)
+    model = build_model(tiny_cfg)
+    model.train()
+    rng = np.random.default_rng(0)
+    shapes = [[2, 3, 2, 64, 64], [2, 3, 8, 64, 64]]
+    logits = model([paddle.to_tensor(rng.normal(size=s).astype('float32')) for s in shapes])
+    paddle.nn.functional.cross_entropy(logits, paddle.to_tensor([[0], [1]]))
+    ops = set(called)
+    convolutions = {op for op in ops if op.startswith(('conv', 'linear', 'matmul'))}
+    norms = {op for op in ops if 'batch_norm' in op}
+    assert {'conv3d', 'linear'} <= convolutions and norms, sorted(ops)
+    assert convolutions <= white, (convolutions - white, dtype)
+    assert norms <= black and not norms & white, (norms, dtype)
+    losses = {op for op in ops if 'softmax' in op or 'cross_entropy' in op}
+    assert losses and losses <= black, (losses, dtype)
+
+
+AMP_STEP = '''
+import json, sys
+sys.path.insert(0, {root!r})
+import zlib  # noqa -- loaded before paddle (README, Install)
+import contextlib
+import paddle
+import distributed
+real_setup = distributed.setup
+def gpu_setup(use_gpu, use_data_parallel):  # the CPU, reported as a GPU: the step takes its AMP path
+    real_setup(False, use_data_parallel)
+    return 'gpu', 0, 1
+distributed.setup = gpu_setup
+calls = []
+def recorded(**kwargs):
+    calls.append({{k: sorted(v) if isinstance(v, set) else v for k, v in kwargs.items()}})
+    return contextlib.nullcontext()
+paddle.amp.auto_cast = recorded
+sys.argv = {argv!r}
+import train
+status = train.main()
+print('AMP CALLS ' + json.dumps(calls))
+sys.exit(status)
+'''
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('dtype', ['float16', 'bfloat16'])
+def test_the_training_step_enters_the_amp_context_on_a_gpu(demo_lists, tmp_path, dtype):
+    """train.py as on a GPU (the device reported as one) with TRAIN.use_amp: every step enters auto_cast with the
+    lists above in TRAIN.amp_dtype, and nothing else enters it."""
+    import model_utils
+
+    argv = train_command(demo_lists, tmp_path / 'ck', '-o', 'TRAIN.use_amp=True', '-o', f'TRAIN.amp_dtype={dtype}',
+                         '--valid_interval', '5', epochs=1)[1:]
+    script = tmp_path / 'amp_step.py'
+    script.write_text(AMP_STEP.format(root=ROOT, argv=argv))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=ENV, timeout=600,
+                            cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    calls = json.loads(result.stdout.split('AMP CALLS ')[-1].splitlines()[0])
+    steps = len(re.findall(r'\[Epoch 0, iter \d+/(\d+)\]', result.stdout + result.stderr))
+    iterations = int(re.search(r'\[Epoch 0, iter \d+/(\d+)\]', result.stdout + result.stderr).group(1))
+    assert steps and len(calls) == iterations
+    expected = {'enable': True, 'dtype': dtype, 'level': 'O1', 'custom_white_list': sorted(model_utils.AMP_WHITE_LIST),
+                'custom_black_list': sorted(model_utils.AMP_BLACK_LIST)}
+    assert all(call == expected for call in calls), calls[0]

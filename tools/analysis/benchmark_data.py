@@ -185,7 +185,7 @@ def median_item_ms(dataset, repeats: int) -> float:
 
 def bench_data(args) -> Dict:
     cfg = parse_config(os.path.join(ROOT, 'slowfast.yaml'), ['DATA.num_workers=0'])
-    videos = make_bench_videos(args.video_dir)
+    videos = make_bench_videos(args.video_dir) if {'train', 'test', 'decoders'} & set(args.measures) else {}
     clips = 8 if args.quick else 16
     workers_list = (0, 2) if args.quick else (0, 1, 2)
     rows = []
@@ -223,13 +223,46 @@ def bench_data(args) -> Dict:
             rows.append(dict(kind='test views/s', container=container, resolution=res, workers=workers, ours=ours,
                              original=original, floor=None))
             logger.info('%s', _row_text(rows[-1]))
+    gops = bench_gops(cfg, args.video_dir, clips, args.repeats) if 'gop' in args.measures else []
     decoders = []
     if 'decoders' in args.measures:
         clean = {f'clean {c} 256p (this benchmark\'s)': videos[c, '256p'] for c in CONTAINERS}
         decoders = bench_decoders({**clean, **hard_bench_videos(videos['mp4', '256p'], args.video_dir)}, cfg,
                                   clips, args.repeats)
     return {'benchmark': 'data', 'machine': machine_info(), 'clips_per_measure': clips, 'repeats': args.repeats,
-            'rows': rows, 'decoders': decoders}
+            'rows': rows, 'decoders': decoders, 'gops': gops}
+
+
+GOPS = (None, 64, 32, 16, 8)  # None: x264's default keyframe interval (250 frames)
+
+
+def bench_gops(cfg: AttrDict, folder: str, clips: int, repeats: int) -> List[Dict]:
+    """Training-clip read time (the pipeline alone, in this process) from 10-second 256p H.264 copies of one video
+    encoded with each keyframe interval of GOPS, and each copy's size."""
+    rows = []
+    for gop in GOPS:
+        path = os.path.join(folder, f'bench_256p_gop{gop or "default"}.mp4')
+        if not os.path.isfile(path):
+            logger.info('writing %s', path)
+            write_video(path, bench_frames(*RESOLUTIONS['256p'], 300), 30, gop=gop)
+        listing = os.path.join(folder, f'list_gop{gop or "default"}.txt')
+        with open(listing, 'w') as f:
+            f.writelines(f'{path} 0\n' for _ in range(clips))
+        cfg.TRAIN.filelist = listing
+        rows.append(dict(gop=gop or 250, bytes=os.path.getsize(path),
+                         ms_per_clip=median_item_ms(KineticsDataset(cfg, 'train'), repeats)))
+        logger.info('GOP %s: %.1f ms per training clip, %d bytes', gop or '250 (default)', rows[-1]['ms_per_clip'],
+                    rows[-1]['bytes'])
+    return rows
+
+
+def gop_table(rows: List[Dict]) -> str:
+    base = rows[0]
+    lines = ['keyframe interval (256p H.264, 10 s)  size   vs 250   ms/clip   speedup vs 250']
+    for row in rows:
+        lines.append(f"{row['gop']:>34}  {row['bytes'] / 1e6:5.2f}M  {row['bytes'] / base['bytes']:5.2f}x  "
+                     f"{row['ms_per_clip']:8.1f}   {base['ms_per_clip'] / row['ms_per_clip']:5.2f}x")
+    return '\n'.join(lines)
 
 
 def hard_bench_videos(source: str, folder: str) -> Dict[str, str]:
@@ -281,15 +314,16 @@ def main(argv=None) -> None:
     parser.add_argument('--quick', action='store_true', help='fewer clips and worker settings')
     parser.add_argument('--resolutions', nargs='+', default=list(RESOLUTIONS), choices=list(RESOLUTIONS))
     parser.add_argument('--measures', nargs='+', default=['train', 'test', 'decoders'],
-                        choices=['train', 'test', 'decoders'],
+                        choices=['train', 'test', 'decoders', 'gop'],
                         help='test: the 30-view evaluation\'s data side; decoders: OpenCV frame seeking vs PyAV (ours) '
-                             'for exactness and speed on clean and hard videos (needs the ffmpeg tool)')
+                             'for exactness and speed on clean and hard videos (needs the ffmpeg tool); gop: training '
+                             'clip reads from copies with keyframes every 250 (x264\'s default), 64, 32, 16, 8 frames')
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
     setup_logging()
     result = bench_data(args)
-    report(result, table(result) + ('\n\n' + decoder_table(result['decoders']) if result['decoders'] else ''),
-           args.json)
+    report(result, table(result) + ('\n\n' + decoder_table(result['decoders']) if result['decoders'] else '') +
+           ('\n\n' + gop_table(result['gops']) if result['gops'] else ''), args.json)
 
 
 if __name__ == '__main__':

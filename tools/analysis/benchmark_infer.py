@@ -1,8 +1,8 @@
 """Inference speed, measured side by side in one run: milliseconds per view of the full network (``--config``,
 default slowfast.yaml: the 4x16 R50) at ``--size`` pixels, batch 1 and 8: Paddle dygraph (eval mode, no grad), Paddle
-Inference on the exported model (oneDNN), and, when torch and pytorchvideo are importable, PyTorch eager
-(``create_slowfast`` with the same settings), all with the same input and thread count; random weights (timing does
-not depend on them).
+Inference on the exported model (oneDNN; and on an export with its batch norms not folded), and, when torch and
+pytorchvideo are importable, PyTorch eager (``create_slowfast`` with the same settings), all with the same input and
+thread count; random weights (timing does not depend on them).
 
     python tools/analysis/benchmark_infer.py [--size 256] [--batches 1 8] [--repeats 5] [--json out.json]
 """
@@ -42,6 +42,8 @@ def bench_infer(args) -> Dict:
     with tempfile.TemporaryDirectory() as folder:
         export(model, cfg, args.size, os.path.join(folder, 'model'))
         exported = InferenceModel(os.path.join(folder, 'model'), threads=threads)
+        export(model, cfg, args.size, os.path.join(folder, 'unfolded'), fold=False)
+        unfolded = InferenceModel(os.path.join(folder, 'unfolded'), threads=threads)
 
         def dygraph(clips):
             with paddle.no_grad():
@@ -49,6 +51,7 @@ def bench_infer(args) -> Dict:
 
         engines['Paddle dygraph'] = dygraph
         engines['Paddle Inference (oneDNN)'] = lambda clips: exported(clips).numpy()
+        engines['Paddle Inference, batch norms not folded'] = lambda clips: unfolded(clips).numpy()
         if torch_reference_available():
             import torch
             from torch_reference import build_reference, run_reference
@@ -79,7 +82,7 @@ def infer_table(result: Dict) -> str:
     lines = [f"infer: {result['config']}, {result['size']}x{result['size']} views, {result['threads']} threads, "
              f"median of {result['repeats']}", '| engine | batch | ms / view | vs Paddle Inference |',
              '|---|---|---|---|']
-    base = {r['batch']: r['ms_per_view'] for r in result['rows'] if r['engine'].startswith('Paddle Inference')}
+    base = {r['batch']: r['ms_per_view'] for r in result['rows'] if r['engine'] == 'Paddle Inference (oneDNN)'}
     for r in result['rows']:
         lines.append(f"| {r['engine']} | {r['batch']} | {r['ms_per_view']:.1f} | "
                      f"{r['ms_per_view'] / base[r['batch']]:.2f}x |")

@@ -4,7 +4,9 @@
 
 Decoding a 256-short-side copy is several times faster than decoding originals (PySlowFast and mmaction2 train on
 such copies; the recipe's test views are 256 anyway). Each ``SRC/a/b.webm`` becomes ``DST/a/b.mp4`` at the same frame
-rate, without audio, never upscaled. A video already in DST is skipped, so the tool can be re-run after a crash
+rate, without audio, never upscaled, with a keyframe at least every ``--gop`` frames (a clip read seeks to the
+keyframe before it: x264's default of 250 makes most reads of a 10-second clip decode from its start). A video
+already in DST is skipped, so the tool can be re-run after a crash
 (videos are written to a temporary name, then renamed). With ``--list`` only the list's videos are converted and
 ``DST/<list name>`` is written with the new paths (relative to DST) and the same labels; without it every video
 under SRC is converted and ``DST/videos.txt`` lists them. Videos that fail are reported and left out of the list.
@@ -26,11 +28,12 @@ from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, scaled_size, wri
 from video_pool import map_videos  # noqa: E402  (beside this file)
 
 logger = logging.getLogger('resize_videos')
+GOP = 32  # keyframe interval: training-clip reads against x264's 250 measured in docs/BENCHMARKS.md (GOP)
 
 
-def resize_one(job: Tuple[str, str, int, int]) -> Tuple[str, str]:
+def resize_one(job: Tuple[str, str, int, int, int]) -> Tuple[str, str]:
     """Convert ``src`` to ``dst``; returns ``(status, reason)`` with status 'done', 'skipped' or 'failed'."""
-    src, dst, short_side, crf = job
+    src, dst, short_side, crf, gop = job
     if os.path.isfile(dst):
         return 'skipped', ''
     try:
@@ -46,7 +49,7 @@ def resize_one(job: Tuple[str, str, int, int]) -> Tuple[str, str]:
                     if frame.shape[1::-1] != size:
                         frame = cv2.resize(frame, size, interpolation=cv2.INTER_AREA)
                     yield frame[:, :, ::-1]
-            write_video(dst, frames(), video.fps, crf=crf)
+            write_video(dst, frames(), video.fps, crf=crf, gop=gop or None)
         return 'done', ''
     except VideoError as error:
         return 'failed', error.reason
@@ -61,6 +64,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument('--short_side', '--short-side', type=int, default=256)
     parser.add_argument('--list', help='convert only the videos of this list and write DST/<list name>')
     parser.add_argument('--crf', type=int, default=23, help='x264 quality (lower is better; default %(default)s)')
+    parser.add_argument('--gop', type=int, default=GOP,
+                        help='at most this many frames between keyframes, so that a clip read seeks close to its '
+                             'start (default %(default)s, docs/BENCHMARKS.md; 0: x264\'s own, 250)')
     parser.add_argument('--workers', type=int, default=os.cpu_count(), help='parallel processes')
     args = parser.parse_args(argv)
     setup_logging()
@@ -83,7 +89,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.error(f'no videos found in {args.list or args.src}')
 
     rel = [os.path.splitext(os.path.relpath(p, src_root))[0] + '.mp4' for p, _ in items]
-    jobs = [(p, os.path.join(dst_root, r), args.short_side, args.crf) for (p, _), r in zip(items, rel)]
+    jobs = [(p, os.path.join(dst_root, r), args.short_side, args.crf, args.gop) for (p, _), r in zip(items, rel)]
     results = map_videos(resize_one, jobs, args.workers, f'resizing to {args.short_side}')
 
     lines, failed = [], 0

@@ -63,7 +63,7 @@ def main(argv=None) -> int:
 
     paddle.set_device('cpu')
     model = build_eval_model(cfg, args.weights, args.allow_pickle)
-    export(model, cfg, size, save_dir, weights=args.weights)
+    meta = export(model, cfg, size, save_dir, weights=args.weights)
 
     rng = np.random.default_rng(0)
     clips = [rng.standard_normal([2] + shape).astype(np.float32) for shape in input_shapes(cfg, size)]
@@ -71,8 +71,9 @@ def main(argv=None) -> int:
         expected = model([paddle.to_tensor(c) for c in clips]).numpy()
     got = InferenceModel(save_dir)(clips).numpy()
     diff = float(np.abs(got - expected).max())
-    logger.info('exported %s to %s: clips %s, any batch; Paddle Inference vs dygraph max abs '
-                'difference %.2e', args.weights, save_dir, ' + '.join(str(s) for s in input_shapes(cfg, size)), diff)
+    logger.info('exported %s to %s: clips %s, any batch, %d batch norms folded into their convolutions; Paddle '
+                'Inference vs dygraph max abs difference %.2e', args.weights, save_dir,
+                ' + '.join(str(s) for s in input_shapes(cfg, size)), meta['folded_batch_norms'], diff)
     if not diff <= TOLERANCE:
         logger.error('the exported model differs from the dygraph network by %.2e (> %g)', diff, TOLERANCE)
         return 1
