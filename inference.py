@@ -71,8 +71,8 @@ class _Exported(paddle.nn.Layer):
 def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weights: str = '',
            fold: bool = True) -> Dict:
     """``paddle.jit.save`` ``model`` (eval mode) for its pathways' clips (``[slow, fast]``, or ``[slow]`` for
-    Slow-only) of ``size`` x ``size`` pixels, any batch, with its batch norms folded into the convolutions (``fold``
-False: kept, for comparison).
+    Slow-only) of ``size`` x ``size`` pixels, any batch, with its batch norms folded into the convolutions
+    (``fold`` False: kept, for comparison).
 
     Writes into a temporary folder renamed to ``save_dir`` at the end, so an interrupted export leaves nothing
     half-written. Returns the description saved as ``export.json``.

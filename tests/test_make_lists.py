@@ -148,6 +148,12 @@ def test_kinetics_errors_name_the_culprit(tmp_path):
     (tmp_path / 'train_odd.csv').write_text('name,seconds\nx,1\n')
     with pytest.raises(make_lists.ListError, match='not a Kinetics annotation CSV'):
         make_lists.main(['kinetics', '--annotations', str(tmp_path / 'train_odd.csv'), '--videos', str(videos)])
+    unlabelled = tmp_path / 'unlabelled'
+    unlabelled.mkdir()
+    write_annotations(unlabelled / 'train.csv', [('', rows['train'][0][1], rows['train'][0][2], 'train')])
+    with pytest.raises(make_lists.ListError, match=rf"train.csv: the row of youtube_id {rows['train'][0][1]} has no"):
+        make_lists.main(['kinetics', '--annotations', str(unlabelled), '--videos', str(videos), '--out', out,
+                         '--labels', os.path.join(ROOT, 'kinetics400_labels.txt')])
     result = subprocess.run([sys.executable, tool_path('make_lists.py'), 'kinetics', '--annotations',
                              str(tmp_path / 'nowhere'), '--videos', str(videos)], capture_output=True, text=True)
     assert result.returncode == 3 and 'annotations not found' in result.stdout + result.stderr

@@ -31,6 +31,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from atomic import atomic_path  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from errors import ListError, exit_on_user_error  # noqa: E402
 from video_io import VIDEO_EXTENSIONS  # noqa: E402
@@ -144,20 +145,17 @@ def class_list(clips: Sequence[Clip], labels: Optional[str]) -> Tuple[List[str],
 
 
 def write_list(path: str, rows: Sequence[Tuple[str, Optional[int]]], out: str, relative: bool) -> None:
-    tmp = path + '.tmp'
-    with open(tmp, 'w', newline='', encoding='utf-8') as f:
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='', encoding='utf-8') as f:
         writer = csv.writer(f)
         for video, label in rows:
             video = os.path.relpath(video, out) if relative else os.path.abspath(video)
             writer.writerow([video] if label is None else [video, label])
-    os.replace(tmp, path)
 
 
 def write_classes(out: str, classes: Sequence[str]) -> str:
     path = os.path.join(out, 'classes.txt')
-    with open(path + '.tmp', 'w', encoding='utf-8') as f:
+    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         f.write(''.join(name + '\n' for name in classes))
-    os.replace(path + '.tmp', path)
     return path
 
 
@@ -194,6 +192,8 @@ def make_kinetics(args) -> Dict[str, str]:
         found, missing, several = match_clips(annotated[split], index)
         rows = []
         for clip, path in found:
+            if clip.label is None and split != 'test':
+                raise ListError(f'{splits[split]}: the row of youtube_id {clip.youtube_id} has no label')
             if clip.label is not None and class_key(clip.label) not in ids:
                 raise ListError(f'{splits[split]}: class {clip.label!r} (youtube_id {clip.youtube_id}) is not in '
                                 f'the class list ({origin})')
@@ -207,7 +207,7 @@ def make_kinetics(args) -> Dict[str, str]:
         write_list(written[split], rows, args.out, args.relative)
         missing_path = os.path.join(args.out, f'missing_{split}.csv')
         if missing:
-            with open(missing_path, 'w', newline='', encoding='utf-8') as f:
+            with atomic_path(missing_path) as tmp, open(tmp, 'w', newline='', encoding='utf-8') as f:
                 writer = csv.DictWriter(f, fieldnames=list(missing[0].row))
                 writer.writeheader()
                 writer.writerows(clip.row for clip in missing)
