@@ -191,3 +191,37 @@ def pyslowfast_name(key):
 
 def torch_layout(key, array):
     return array.T if key == 'head.projection.weight' else array  # Linear [out, in]
+
+
+def write_published(fmt, state, path, blocks=(3, 4, 6, 3)):
+    """``state`` (this project's names) written to ``path`` as the publisher of ``fmt`` writes it: ``caffe2`` (a
+    PySlowFast Caffe2 ``.pkl`` of blobs; ``blocks`` per stage name the fusions' blobs), ``paddlevideo``
+    (``backbone.``-prefixed ``.pdparams``) or ``pyslowfast`` (a ``.pyth`` with ``model_state``; needs torch)."""
+    import pickle
+
+    import paddle
+
+    if fmt == 'caffe2':
+        with open(path, 'wb') as f:
+            pickle.dump({'blobs': {caffe2_name(k, blocks): torch_layout(k, v) for k, v in state.items()}}, f,
+                        protocol=2)
+    elif fmt == 'paddlevideo':
+        paddle.save({(k if k.startswith('head.') else 'backbone.' + k): paddle.to_tensor(v)
+                     for k, v in state.items()}, str(path))
+    elif fmt == 'pyslowfast':
+        import torch
+
+        torch.save({'model_state': {pyslowfast_name(k): torch.from_numpy(np.ascontiguousarray(torch_layout(k, v)))
+                                    for k, v in state.items()}}, str(path))
+    else:
+        raise ValueError(fmt)
+
+
+def assert_same_weights(path, state):
+    """The ``.pdparams`` at ``path`` holds exactly ``state``'s tensors, bit for bit."""
+    import paddle
+
+    loaded = paddle.load(str(path))
+    assert set(loaded) == set(state)
+    for k, v in state.items():
+        assert np.array_equal(loaded[k].numpy(), v), k

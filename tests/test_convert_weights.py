@@ -10,7 +10,8 @@ import numpy as np
 import paddle
 import pytest
 
-from helpers import ROOT, TINY, caffe2_name, pyslowfast_name, random_state, torch_layout
+from helpers import (ROOT, TINY, assert_same_weights, caffe2_name, pyslowfast_name, random_state, torch_layout,
+                     write_published)
 from config_utils import STAGE_DEPTHS, parse_config
 from convert_weights import FAMILY
 from convert_weights import main as convert_main
@@ -31,13 +32,6 @@ def convert(src, dst, *extra, tiny=True):
     return stop.value.code
 
 
-def assert_same(path, state):
-    loaded = paddle.load(str(path))
-    assert set(loaded) == set(state)
-    for k, v in state.items():
-        assert np.array_equal(loaded[k].numpy(), v), k
-
-
 def test_caffe2_pkl_maps_every_blob_without_torch(tiny_cfg, tmp_path, capsys):
     state = random_state(tiny_cfg)
     blobs = {caffe2_name(k): torch_layout(k, v) for k, v in state.items()}
@@ -45,18 +39,17 @@ def test_caffe2_pkl_maps_every_blob_without_torch(tiny_cfg, tmp_path, capsys):
     with open(tmp_path / 'c2.pkl', 'wb') as f:
         pickle.dump({'blobs': blobs}, f, protocol=2)
     assert convert(tmp_path / 'c2.pkl', tmp_path / 'out.pdparams') == 0
-    assert_same(tmp_path / 'out.pdparams', state)
+    assert_same_weights(tmp_path / 'out.pdparams', state)
     assert 'caffe2 checkpoint' in (out := capsys.readouterr().out) and '3 dropped' in out
 
 
 def test_paddlevideo_and_paddle_checkpoints(tiny_cfg, tmp_path):
     state = random_state(tiny_cfg, seed=1)
-    paddle.save({(k if k.startswith('head.') else 'backbone.' + k): paddle.to_tensor(v) for k, v in state.items()},
-                str(tmp_path / 'pv.pdparams'))
+    write_published('paddlevideo', state, tmp_path / 'pv.pdparams')
     paddle.save({k: paddle.to_tensor(v) for k, v in state.items()}, str(tmp_path / 'orig.pdparams'))
     for name in ('pv', 'orig'):
         assert convert(tmp_path / f'{name}.pdparams', tmp_path / f'{name}_out') == 0
-        assert_same(tmp_path / f'{name}_out.pdparams', state)
+        assert_same_weights(tmp_path / f'{name}_out.pdparams', state)
 
 
 @pytest.mark.parametrize('prefix', ['', 'model.'])
@@ -68,7 +61,7 @@ def test_pyslowfast_pyth(tiny_cfg, tmp_path, prefix):
     model_state['s1.pathway0_stem.bn.num_batches_tracked'.replace('s1', prefix + 's1')] = torch.tensor(7)
     torch.save({'epoch': 3, 'model_state': model_state, 'cfg': 'MODEL:\n  NUM_CLASSES: 5\n'}, tmp_path / 'sf.pyth')
     assert convert(tmp_path / 'sf.pyth', tmp_path / 'out.pdparams') == 0
-    assert_same(tmp_path / 'out.pdparams', state)
+    assert_same_weights(tmp_path / 'out.pdparams', state)
 
 
 def test_pytorchvideo_pyth_gives_the_reference_probabilities(tiny_cfg, tmp_path):
@@ -146,17 +139,14 @@ def test_every_shipped_model_is_recognised_from_its_tensors_in_each_format(confi
     cfg = parse_config(os.path.join(ROOT, config), WIDTHS)
     state = random_state(cfg)
     files = {}
-    with open(tmp_path / 'c2.pkl', 'wb') as f:
-        blocks = STAGE_DEPTHS[cfg.MODEL.depth]
-        pickle.dump({'blobs': {caffe2_name(k, blocks): torch_layout(k, v) for k, v in state.items()}}, f)
+    write_published('caffe2', state, tmp_path / 'c2.pkl', STAGE_DEPTHS[cfg.MODEL.depth])
     files['c2.pkl'] = state
     try:
         import torch
     except ImportError:
         torch = None
     if torch is not None:
-        torch.save({'model_state': {pyslowfast_name(k): torch.from_numpy(np.ascontiguousarray(torch_layout(k, v)))
-                                    for k, v in state.items()}}, tmp_path / 'sf.pyth')
+        write_published('pyslowfast', state, tmp_path / 'sf.pyth')
         files['sf.pyth'] = state
         try:
             from torch_reference import build_hub_reference, reference_to_paddle
@@ -180,13 +170,12 @@ def test_every_shipped_model_is_recognised_from_its_tensors_in_each_format(confi
         found = re.search(rf'recognised {re.escape(named)} with (.*?): evaluate', log)
         assert found and set(found.group(1).split()) == widths, log
         assert ('differ in sampling only' in log) == (cfg.MODEL.name == 'SLOW')
-        assert_same(tmp_path / f'{name}.pdparams', expected)
+        assert_same_weights(tmp_path / f'{name}.pdparams', expected)
 
 
 def test_a_model_outside_the_family_is_named_not_guessed(tmp_path, capsys):
     cfg = parse_config(os.path.join(ROOT, 'slowfast.yaml'), WIDTHS + ['MODEL.fusion_kernel_size=3'])
-    with open(tmp_path / 'c2.pkl', 'wb') as f:
-        pickle.dump({'blobs': {caffe2_name(k): torch_layout(k, v) for k, v in random_state(cfg).items()}}, f)
+    write_published('caffe2', random_state(cfg), tmp_path / 'c2.pkl')
     assert convert(tmp_path / 'c2.pkl', tmp_path / 'x.pdparams', tiny=False) == 4
     assert 'none of the shipped models (name SLOWFAST, depth 50, fusion_kernel_size 3, num_block_temp_kernel [];' in \
         capsys.readouterr().out and not os.path.exists(tmp_path / 'x.pdparams')

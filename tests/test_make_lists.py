@@ -12,8 +12,7 @@ import pytest
 from helpers import ROOT, tool_path
 from video_lists import read_video_list
 
-sys.path.insert(0, os.path.join(ROOT, 'tools', 'data'))
-import make_lists  # noqa: E402
+import make_lists  # tools/data is on sys.path through helpers
 
 # PySlowFast's published Kinetics-400 class-name file (name -> class id), the one pytorchvideo's tutorials load
 # (dl.fbaipublicfiles.com/pyslowfast/dataset/class_names/kinetics_classnames.json): the reference for class ids.

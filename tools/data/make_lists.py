@@ -35,10 +35,10 @@ from atomic import atomic_path  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from errors import ListError, exit_on_user_error  # noqa: E402
 from video_io import VIDEO_EXTENSIONS  # noqa: E402
+from video_lists import KINETICS400_LABELS  # noqa: E402
 
 logger = logging.getLogger('make_lists')
 
-KINETICS400_LABELS = os.path.join(ROOT, 'kinetics400_labels.txt')
 SPLITS = ('train', 'val', 'test')
 # {youtube_id}[_{start}_{end}]: a YouTube id is 11 characters of [A-Za-z0-9_-]
 VIDEO_NAME = re.compile(r'^(?P<id>[A-Za-z0-9_-]{11})(?:_(?P<start>\d+)_(?P<end>\d+))?$')
@@ -124,19 +124,22 @@ def index_videos(paths: Sequence[str]) -> Tuple[Dict[str, List[Tuple[Optional[in
     return index, unnamed
 
 
+def read_names(path: str) -> List[str]:
+    if not os.path.isfile(path):
+        raise ListError(f'class list not found: {path}')
+    with open(path, encoding='utf-8') as f:
+        return [line.strip() for line in f if line.strip()]
+
+
 def class_list(clips: Sequence[Clip], labels: Optional[str]) -> Tuple[List[str], str]:
     """``(class names in id order, where they come from)``."""
     if labels:
-        if not os.path.isfile(labels):
-            raise ListError(f'class list not found: {labels}')
-        with open(labels, encoding='utf-8') as f:
-            return [line.strip() for line in f if line.strip()], labels
+        return read_names(labels), labels
     names = {}
     for clip in clips:
         if clip.label is not None:
             names.setdefault(class_key(clip.label), clip.label.strip().strip('"'))
-    with open(KINETICS400_LABELS, encoding='utf-8') as f:
-        kinetics400 = [line.strip() for line in f if line.strip()]
+    kinetics400 = read_names(KINETICS400_LABELS)
     if set(names) == {class_key(n) for n in kinetics400}:
         return kinetics400, 'the Kinetics-400 class order of the published checkpoints (kinetics400_labels.txt)'
     if not names:
