@@ -19,6 +19,7 @@ import paddle
 from atomic import fsync_dir, fsync_file
 from config_utils import AttrDict, input_shapes
 from errors import WeightsError
+from model_utils import pools_as_2d
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +72,9 @@ class _Exported(paddle.nn.Layer):
 def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weights: str = '',
            fold: bool = True) -> Dict:
     """``paddle.jit.save`` ``model`` (eval mode) for its pathways' clips (``[slow, fast]``, or ``[slow]`` for
-    Slow-only) of ``size`` x ``size`` pixels, any batch, with its batch norms folded into the convolutions
-    (``fold`` False: kept, for comparison).
+    Slow-only) of ``size`` x ``size`` pixels, any batch, rewritten for Paddle Inference: its batch norms folded into
+    the convolutions and its ``[1, k, k]`` pools run as 2D pools, which oneDNN runs (``fold`` False: neither, for
+    comparison).
 
     Writes into a temporary folder renamed to ``save_dir`` at the end, so an interrupted export leaves nothing
     half-written. Returns the description saved as ``export.json``.
@@ -92,6 +94,7 @@ def export(model: paddle.nn.Layer, cfg: AttrDict, size: int, save_dir: str, weig
         model.eval()
         network = copy.deepcopy(model)  # the caller's network keeps its batch norms
         meta['folded_batch_norms'] = fold_batch_norms(network) if fold else 0
+        meta['pools_as_2d'] = pools_as_2d(network) if fold else 0
         paddle.jit.save(_Exported(network), os.path.join(tmp, NAME), input_spec=[spec])
         with open(os.path.join(tmp, 'export.json'), 'w') as f:
             json.dump(meta, f, indent=1)

@@ -93,6 +93,36 @@ def set_bn_splits(model: nn.Layer, num_splits: int) -> None:
             layer.num_splits = num_splits
 
 
+def frame_pool(x: paddle.Tensor, kind: str, window: int, stride: int, padding: int = 0, ceil_mode: bool = False,
+               as_2d: bool = False) -> paddle.Tensor:
+    """A ``[1, window, window]`` max or average (exclusive) pool of ``x [N, C, T, H, W]``, stride ``[1, stride,
+    stride]``. ``as_2d``: computed as a 2D pool of ``[N, C*T, H, W]`` (a free reshape), the same windows and values;
+    for the export (``pools_as_2d``): Paddle Inference runs ``pool2d`` with oneDNN but ``pool3d`` with its own
+    single-threaded kernel between two layout conversions. In dygraph ``pool3d`` is the faster."""
+    if not as_2d:
+        window3, stride3 = [1, window, window], [1, stride, stride]
+        if kind == 'max':
+            return F.max_pool3d(x, window3, stride=stride3, padding=[0, padding, padding], ceil_mode=ceil_mode)
+        return F.avg_pool3d(x, window3, stride=stride3, padding=[0, padding, padding], ceil_mode=ceil_mode,
+                            exclusive=True)
+    _, c, t, h, w = x.shape
+    frames = x.reshape([0, c * t, h, w])  # 0: the batch as it is (unknown in an exported graph)
+    if kind == 'max':
+        y = F.max_pool2d(frames, window, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    else:
+        y = F.avg_pool2d(frames, window, stride=stride, padding=padding, ceil_mode=ceil_mode, exclusive=True)
+    return y.reshape([0, c, t, y.shape[2], y.shape[3]])
+
+
+def pools_as_2d(model: nn.Layer) -> int:
+    """Make every ``[1, k, k]`` pool of ``model`` run as a 2D pool (``frame_pool``'s ``as_2d``; for the export).
+    Returns how many layers pool that way."""
+    layers = [layer for layer in model.sublayers(include_self=True) if hasattr(layer, 'pool_as_2d')]
+    for layer in layers:
+        layer.pool_as_2d = True
+    return len(layers)
+
+
 def batch_norm(channels: int, zero_init: bool = False) -> nn.BatchNorm3D:
     """BatchNorm3D (sub-batch capable) with gamma 1 (or 0: zero-init of a residual branch's last BN), beta 0, and no
     weight decay."""
@@ -117,10 +147,11 @@ class ResNetBasicStem(nn.Layer):
         self._conv = conv3d(dim_in, dim_out, (temporal_kernel, 7, 7), (1, 2, 2), (temporal_kernel // 2, 3, 3),
                             by_frames=temporal_kernel > 1)
         self._bn = batch_norm(dim_out)
+        self.pool_as_2d = False
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         x = F.relu(self._bn(self._conv(x)))
-        return F.max_pool3d(x, kernel_size=[1, 3, 3], stride=[1, 2, 2], padding=[0, 1, 1])
+        return frame_pool(x, 'max', 3, stride=2, padding=1, as_2d=self.pool_as_2d)
 
 
 class VideoModelStem(nn.Layer):
@@ -195,6 +226,7 @@ class ResBlock(nn.Layer):
         super().__init__()
         self.has_branch1 = dim_in != dim_out or stride != 1
         self.shortcut_pool = stride if shortcut_avg_pool and stride > 1 else 0
+        self.pool_as_2d = False
         if self.has_branch1:
             self.branch1 = conv3d(dim_in, dim_out, (1, 1, 1), (1, 1, 1) if self.shortcut_pool else (1, stride, stride))
             self.branch1_bn = batch_norm(dim_out)
@@ -203,8 +235,8 @@ class ResBlock(nn.Layer):
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
         shortcut = x
         if self.shortcut_pool:  # ceil_mode: the same output size as branch2's padded strided conv
-            window = [1, self.shortcut_pool, self.shortcut_pool]
-            shortcut = F.avg_pool3d(shortcut, window, stride=window, ceil_mode=True)
+            shortcut = frame_pool(shortcut, 'avg', self.shortcut_pool, self.shortcut_pool, ceil_mode=True,
+                                  as_2d=self.pool_as_2d)
         if self.has_branch1:
             shortcut = self.branch1_bn(self.branch1(shortcut))
         return F.relu(shortcut + self.branch2(x))

@@ -291,14 +291,16 @@ def test_every_shipped_model_takes_a_training_step_and_exports_to_paddle_inferen
                                     'configs/slowfast_16x8_r101_50_50.yaml', 'configs/slow_r50_8x8.yaml',
                                     'configs/slow_r50_4x16.yaml', 'configs/slowfast_demo.yaml'])
 def test_folding_the_batch_norms_keeps_every_shipped_network_s_outputs(config):
-    """inference.fold_batch_norms (what the export runs) on each config's eval network at width 8, with random
-    weights and BN statistics: every batch norm becomes an identity and the probabilities and clip features stay
-    within 1e-4 (relative, for the features); the network given to export keeps its norms."""
+    """The export's rewrites (inference.fold_batch_norms, model_utils.pools_as_2d) on each config's eval network at
+    width 8, with random weights and BN statistics: every batch norm becomes an identity, every [1, k, k] pool a 2D
+    pool, and the probabilities and clip features stay within 1e-4 (relative, for the features); the network given to
+    export keeps its norms."""
     import copy
 
     from helpers import random_state
     from inference import fold_batch_norms
     from config_utils import input_shapes
+    from model_utils import pools_as_2d
 
     narrow = ['MODEL.width_per_group=8', 'MODEL.beta=4', 'MODEL.num_classes=5']
     cfg = parse_config(os.path.join(ROOT, config), narrow + ([] if 'demo' in config else ['MODEL.crop_size=64']))
@@ -308,6 +310,8 @@ def test_folding_the_batch_norms_keeps_every_shipped_network_s_outputs(config):
     norms = [m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm3D)]
     folded = copy.deepcopy(model)
     assert fold_batch_norms(folded) == len(norms) > 0
+    pooling = [m for m in folded.sublayers() if getattr(m, 'shortcut_pool', 0) or type(m).__name__ == 'ResNetBasicStem']
+    assert pools_as_2d(folded) >= len(pooling) > 0 and all(m.pool_as_2d for m in pooling)
     assert not any(isinstance(m, paddle.nn.BatchNorm3D) for m in folded.sublayers())
     assert len([m for m in model.sublayers() if isinstance(m, paddle.nn.BatchNorm3D)]) == len(norms)
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ resume where they stopped.
 import argparse
 import json
 import logging
+import multiprocessing
 import os
 import shutil
 import sys
@@ -99,6 +100,16 @@ def make_video(seed: int, label: int, height: int, width: int, frames: int, shuf
     return out
 
 
+def usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+
+
+def write_one(job) -> None:
+    """Make and write one video: ``(path, label, seed, args)``."""
+    path, label, seed, args = job
+    write_video(path, make_video(seed, label, args.height, args.width, args.frames, args.shuffle_frames), args.fps)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', default='data/demo', help='output folder (default: %(default)s)')
@@ -112,6 +123,8 @@ def main(argv=None) -> None:
     parser.add_argument('--shuffle_frames', '--shuffle-frames', action='store_true',
                         help='write every video\'s frames in a random order (the frame-shuffle control)')
     parser.add_argument('--fresh', action='store_true', help='delete OUT and regenerate')
+    parser.add_argument('--jobs', type=int, default=usable_cores(),
+                        help='videos made in parallel (default: the usable cores, %(default)s)')
     args = parser.parse_args(argv)
     setup_logging()
     if args.height % 2 or args.width % 2:
@@ -150,13 +163,16 @@ def main(argv=None) -> None:
         jobs[split] = [(f'videos/{split}/{name}_{i:04d}.mp4', label, args.seed * 10 ** 7 + offset + i * 8 + label)
                        for label, name in enumerate(CLASSES) for i in range(per_class)]
     total = sum(len(v) for v in jobs.values())
-    with tqdm(total=total, desc='demo videos', unit='video') as bar:
-        for split, items in jobs.items():
-            for rel, label, seed in items:
-                path = os.path.join(args.out, rel)
-                if not os.path.isfile(path):  # finished videos of an interrupted run are kept
-                    frames = make_video(seed, label, args.height, args.width, args.frames, args.shuffle_frames)
-                    write_video(path, frames, args.fps)
+    todo = [(os.path.join(args.out, rel), label, seed, args) for items in jobs.values() for rel, label, seed in items
+            if not os.path.isfile(os.path.join(args.out, rel))]  # finished videos of an interrupted run are kept
+    with tqdm(total=total, initial=total - len(todo), desc='demo videos', unit='video') as bar:
+        if args.jobs > 1 and len(todo) > 1:  # every video has its own seed: the same files for any --jobs
+            with multiprocessing.Pool(args.jobs) as pool:
+                for _ in pool.imap_unordered(write_one, todo, chunksize=4):
+                    bar.update()
+        else:
+            for job in todo:
+                write_one(job)
                 bar.update()
     for split, items in jobs.items():
         with open(os.path.join(args.out, f'{split}.txt'), 'w') as f:
