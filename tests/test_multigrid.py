@@ -324,23 +324,89 @@ def test_two_cpu_ranks_train_through_the_stage_changes(mg_lists, tmp_path):
     assert '[TRAIN] training finished' in log
 
 
+def bench_multigrid():
+    sys.path.insert(0, os.path.dirname(tool_path('benchmark_multigrid.py')))
+    import benchmark_multigrid
+    return benchmark_multigrid
+
+
+def test_time_to_target_and_the_seeds_summary_on_made_up_curves():
+    bm = bench_multigrid()
+    curve = [dict(seconds=100, top1=0.5), dict(seconds=200, top1=0.9), dict(seconds=300, top1=0.95)]
+    assert bm.time_to_target(curve, 0.9) == 200 and bm.time_to_target(curve, 0.5) == 100
+    assert bm.time_to_target(curve, 0.96) is None and bm.time_to_target([], 0.1) is None
+    assert bm.time_to_target([dict(seconds=5, top1=0.1 + 0.2)], 0.3) == 5  # a float top-1 equal to the target
+    rows = [dict(variant='plain', seed=1, seconds=310.0, top1=0.95, epochs=25, iterations=750, curve=curve),
+            dict(variant='multigrid', seed=1, seconds=190.0, top1=0.93, epochs=37, iterations=262,
+                 curve=[dict(seconds=60, top1=0.6), dict(seconds=120, top1=0.94), dict(seconds=180, top1=0.93)]),
+            dict(variant='plain', seed=2, seconds=300.0, top1=0.90, epochs=25, iterations=750,
+                 curve=[dict(seconds=150, top1=0.7), dict(seconds=300, top1=0.90)]),
+            dict(variant='multigrid', seed=2, seconds=200.0, top1=0.80, epochs=37, iterations=262,
+                 curve=[dict(seconds=100, top1=0.75), dict(seconds=200, top1=0.80)])]
+    summary = bm.summarize(rows, num_val=100)
+    first = {(s['variant'], s['seed']): s for s in summary}
+    # seed 1: the plain final top-1 0.95 within one of 100 videos -> 0.94, reached by multigrid at 120 s of plain's 310
+    assert first['multigrid', 1]['times'] == {'plain_final': 120, '0.90': 120, '0.95': None}
+    assert first['multigrid', 1]['ratios']['plain_final'] == pytest.approx(120 / 310)
+    assert first['plain', 1]['times']['plain_final'] == 300 and first['plain', 1]['time_ratio'] == 1.0
+    assert first['multigrid', 2]['times']['plain_final'] is None and first['plain', 2]['times']['0.90'] == 300
+    mg = bm.spread([s['ratios']['plain_final'] for s in summary if s['variant'] == 'multigrid'])
+    assert mg == dict(mean=pytest.approx(120 / 310), min=pytest.approx(120 / 310), max=pytest.approx(120 / 310),
+                      reached=1, of=2)
+    assert bm.spread([0.5, 0.7, None])['mean'] == pytest.approx(0.6) and bm.spread([None])['mean'] is None
+    machine = dict(cpu='AMD EPYC', cores='2', paddle='3.3.1', OMP_NUM_THREADS='2', date='today')
+    text = bm.table(dict(machine=machine, rows=rows, summary=summary, videos='4 videos'))
+    assert '| 1 | multigrid | 37 | 262 | 190 s | 0.61x | 0.930 | 120 s (0.39x) | 120 s (0.39x) | not reached |' in text
+    assert '| multigrid | 2 | 0.865 (0.800-0.930) | 0.64 (0.61-0.67) | 0.39 (0.39-0.39), 1 of 2 |' in text
+
+
+def test_checkpoint_times_are_each_epoch_checkpoint_s_write_time(tmp_path):
+    bm = bench_multigrid()
+    for name, at in [('slowfast_epoch4', 1050.0), ('slowfast_epoch9', 1100.5), ('slowfast_epoch12_iter7', 1111.0)]:
+        for ext in ('.pdparams', '.pdopt'):
+            (tmp_path / (name + ext)).write_bytes(b'x')
+            os.utime(tmp_path / (name + ext), (at, at))
+    (tmp_path / 'train.log').write_text('')
+    assert bm.checkpoint_times(str(tmp_path), 1000.0) == [(4, 50.0), (9, 100.5)]  # not the mid-epoch checkpoint
+
+
+def test_the_curves_plot_is_a_png_with_a_line_per_run(tmp_path):
+    import cv2
+
+    bm = bench_multigrid()
+    rows = [dict(variant=v, seed=s, curve=[dict(seconds=10.0 * k, top1=0.2 * k) for k in range(1, 5)])
+            for v in ('plain', 'multigrid') for s in (1, 2)]
+    bm.plot(rows, str(tmp_path / 'c.png'))
+    image = cv2.imread(str(tmp_path / 'c.png'))
+    assert image.shape == (450, 700, 3) and len(np.unique(image.reshape(-1, 3), axis=0)) > 10
+
+
 @pytest.mark.slow
 def test_benchmark_multigrid_trains_scores_and_tabulates_each_variant(tmp_path):
     """tools/analysis/benchmark_multigrid.py at toy scale: 64 demo videos (a stage-1 batch of 64 needs them), 2 recipe
-    epochs; each variant's epochs and iterations are the ones its training logged, its top-1 eval.py's."""
+    epochs, one seed, a checkpoint every epoch; each variant's epochs and iterations are the ones its training logged,
+    its curve eval.py's top-1 of each checkpoint at the checkpoint's time."""
     import json
     result = subprocess.run(
         [sys.executable, tool_path('benchmark_multigrid.py'), '--out', str(tmp_path / 'b'),
          '--train_per_class', '16', '--val_per_class', '1', '--crop', '32', '--variants', 'plain', 'multigrid',
+         '--seeds', '7', '--score_every', '1',
          '-o', 'TRAIN.epoch=2', '-o', 'TRAIN.lr_steps=[0, 1]', '-o', 'TEST.num_ensemble_views=2',
          '--json', str(tmp_path / 'b.json')], capture_output=True, text=True, env=ENV, timeout=600, cwd=ROOT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     rows = {row['variant']: row for row in json.loads((tmp_path / 'b.json').read_text())['rows']}
     assert rows['plain']['epochs'] == 2 and rows['plain']['iterations'] == 2 * 8  # 64 videos / batch 8
     assert rows['multigrid']['epochs'] == 3  # 2 x epoch_factor 1.5
-    mg_log = (tmp_path / 'b' / 'multigrid' / 'train.log').read_text()
+    mg_log = (tmp_path / 'b' / 'seed7' / 'multigrid' / 'train.log').read_text()
     assert '3 stages' in mg_log or 'stages, 3 epochs' in mg_log
     for name, row in rows.items():
-        scored = json.loads((tmp_path / 'b' / name / 'eval' / 'eval_result.json').read_text())
-        assert row['top1'] == scored['top1'] and 0.0 <= row['top1'] <= 1.0
-    assert '| plain | 2 | 16 |' in result.stdout and '| multigrid | 3 |' in result.stdout and '1.00x' in result.stdout
+        assert [p['epoch'] for p in row['curve']] == list(range(row['epochs']))
+        seconds = [p['seconds'] for p in row['curve']]
+        assert seconds == sorted(seconds) and 0 < seconds[-1] <= row['seconds']
+        for point in row['curve']:
+            scored = json.loads((tmp_path / 'b' / 'seed7' / name / f"eval_epoch{point['epoch']}" /
+                                 'eval_result.json').read_text())
+            assert point['top1'] == scored['top1'] and 0.0 <= point['top1'] <= 1.0
+        assert row['top1'] == row['curve'][-1]['top1'] and row['seed'] == 7
+    assert '| 7 | plain | 2 | 16 |' in result.stdout and '| 7 | multigrid | 3 |' in result.stdout
+    assert '1.00x' in result.stdout and (tmp_path / 'b' / 'curves.png').stat().st_size > 1000

@@ -1,7 +1,10 @@
-"""Time to accuracy with and without multigrid training, measured side by side: the demo network
-(configs/slowfast_demo.yaml) trained on one demo set by train.py, once per variant, one after the other on this machine,
-each to the end of its schedule, then scored by eval.py (10 x 3 views). Reports the training wall time, epochs,
-iterations and multi-view top-1 of each variant and the time ratio to the plain recipe.
+"""Time to accuracy with and without multigrid training, measured side by side over several seeds: the demo network
+(configs/slowfast_demo.yaml) trained by train.py on a demo set per seed, once per variant, one after the other on this
+machine. Every few epochs a checkpoint is written (on the clock, as any run's) and, after the run, scored by eval.py
+(10 x 3 views, off the clock), so each variant has a curve of multi-view top-1 against training seconds. Reports per
+seed and as mean and spread over the seeds: the wall time at which each variant first reaches the plain recipe's
+final top-1 (within one validation video) and fixed levels (0.90, 0.95), against the plain recipe's whole wall time;
+and a plot of the curves (PNG).
 
     python tools/analysis/benchmark_multigrid.py --out output/bench_multigrid --json multigrid.json
     python tools/analysis/benchmark_multigrid.py --step_costs      # what one iteration of each stage's shape costs here
@@ -11,9 +14,11 @@ Variants (``--variants``):
   steps      the same 25 epochs with the step LR multigrid cuts its stages from (the LR policy alone)
   multigrid  that step recipe with the long and short cycles (MULTIGRID section below): 25 x epoch_factor epochs
   long_cycle the long cycle alone
-Only the wall time of train.py counts (its start-up, training, precise BN and one validation at the end); the demo
-data is made once, before. ``-o`` overrides apply to every variant: the figures in docs/BENCHMARKS.md train at
-64-pixel crops of the demo videos (``--crop``, default 64), where the network's compute, not decoding, dominates a step.
+Seeds (``--seeds``, default 3 chosen before any run of this tool; no setting was chosen on them): each makes its own
+demo set (``make_demo_data.py --seed``) and trains with it (``train.py --seed``). Only the wall time of train.py
+counts (its start-up, training, precise BN, checkpoints and one validation at the end); the data is made before.
+``-o`` overrides apply to every variant: the figures in docs/BENCHMARKS.md train at 64-pixel crops of the demo videos
+(``--crop``, default 64), where the network's compute, not decoding, dominates a step.
 """
 import argparse
 import json
@@ -23,7 +28,7 @@ import re
 import subprocess
 import sys
 import time
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
@@ -43,6 +48,8 @@ MULTIGRID = STEPS + ['MULTIGRID.long_cycle=True', 'MULTIGRID.short_cycle=True',
                      'MULTIGRID.long_cycle_factors=[[0.5, 0.7071], [0.5, 1], [1, 1]]', 'MULTIGRID.bn_base_size=8']
 VARIANTS = {'plain': [], 'steps': STEPS, 'multigrid': MULTIGRID,
             'long_cycle': [o for o in MULTIGRID if o != 'MULTIGRID.short_cycle=True']}
+SEEDS = [1001, 1002, 1003]  # fixed before this tool first ran them: no setting of any variant was chosen on them
+LEVELS = (0.90, 0.95)  # fixed top-1 levels whose time to reach is reported beside the plain recipe's final top-1
 
 
 def run(command: List[str], log_path: str) -> float:
@@ -64,30 +71,106 @@ def crop_overrides(crop: int) -> List[str]:
             f'VALID.max_size={crop}', f'TEST.target_size={crop}', f'INFER.target_size={crop}']
 
 
-def bench_variant(name: str, args, data: str) -> Dict:
-    folder = os.path.join(args.out, name)
+def checkpoint_times(folder: str, start: float) -> List[Tuple[int, float]]:
+    """``(epoch, seconds)`` of every end-of-epoch checkpoint in ``folder``, in epoch order: seconds from ``start``
+    (a ``time.time()``) to the moment its parameters file was written (its modification time)."""
+    found = []
+    for name in os.listdir(folder):
+        match = re.fullmatch(r'slowfast_epoch(\d+)\.pdparams', name)
+        if match:
+            found.append((int(match.group(1)), os.path.getmtime(os.path.join(folder, name)) - start))
+    return sorted(found)
+
+
+def time_to_target(curve: Sequence[Dict], target: float) -> Optional[float]:
+    """The training seconds of the first point of ``curve`` (``{'seconds', 'top1'}`` in time order) whose top-1 is at
+    least ``target``; None when none is."""
+    return next((point['seconds'] for point in curve if point['top1'] >= target - 1e-9), None)
+
+
+def bench_variant(name: str, args, data: str, seed: int) -> Dict:
+    """Train variant ``name`` on ``data`` with ``seed`` (a checkpoint every ``--score_every`` epochs), then score
+    every checkpoint: the row with its curve."""
+    folder = os.path.join(args.out, f'seed{seed}', name)
     os.makedirs(folder, exist_ok=True)
     flags = ['--config', os.path.join(ROOT, 'configs', 'slowfast_demo.yaml'), '--use_gpu', 'False', '-o',
              'MODEL.num_classes=4',
              '-o', f'DATA.label_map={data}/classes.txt', '-o', f'TRAIN.filelist={data}/train.txt', '-o',
              f'VALID.filelist={data}/val.txt', '-o', f'TEST.filelist={data}/val.txt']
     flags += [a for o in crop_overrides(args.crop) + VARIANTS[name] + args.override for a in ('-o', o)]
-    logger.info('%s: training (%s)', name,
+    checkpoints = os.path.join(folder, 'checkpoints')
+    logger.info('seed %d, %s: training (%s)', seed, name,
                 ' '.join(VARIANTS[name] + args.override) or 'configs/slowfast_demo.yaml as is')
-    seconds = run([sys.executable, 'train.py', *flags, '--save_dir', os.path.join(folder, 'checkpoints'),
-                   '--log_interval', '100', '--valid_interval', '100000', '--seed', str(args.seed)],
-                  os.path.join(folder, 'train.log'))
+    start = time.time()
+    seconds = run([sys.executable, 'train.py', *flags, '-o', f'TRAIN.save_interval={args.score_every}',
+                   '--save_dir', checkpoints, '--log_interval', '100', '--valid_interval', '100000',
+                   '--seed', str(seed)], os.path.join(folder, 'train.log'))
     log = open(os.path.join(folder, 'train.log')).read()
     epochs = len(re.findall(r'\[Epoch \d+ end\]', log))
     iterations = sum(int(n) for n in re.findall(r'\[Epoch \d+, iter (\d+)/\1\]', log))
-    weights = os.path.join(folder, 'checkpoints', f'slowfast_epoch{epochs - 1}')
-    run([sys.executable, 'eval.py', *flags, '--weights', weights, '--save_path', os.path.join(folder, 'eval')],
-        os.path.join(folder, 'eval.log'))
-    top1 = json.load(open(os.path.join(folder, 'eval', 'eval_result.json')))['top1']
-    row = dict(variant=name, seconds=round(seconds, 1), epochs=epochs, iterations=iterations, top1=top1,
-               overrides=VARIANTS[name] + args.override)
-    logger.info('%s: %.0f s, %d epochs, %d iterations, 10x3-view top-1 %.3f', name, seconds, epochs, iterations, top1)
+    curve = []
+    for epoch, at in checkpoint_times(checkpoints, start):  # scored after the run: off the clock
+        scored = os.path.join(folder, f'eval_epoch{epoch}')
+        run([sys.executable, 'eval.py', *flags, '--weights', os.path.join(checkpoints, f'slowfast_epoch{epoch}'),
+             '--save_path', scored], os.path.join(folder, f'eval_epoch{epoch}.log'))
+        top1 = json.load(open(os.path.join(scored, 'eval_result.json')))['top1']
+        curve.append(dict(epoch=epoch, seconds=round(at, 1), top1=top1))
+        logger.info('seed %d, %s: epoch %d at %.0f s: 10x3-view top-1 %.3f', seed, name, epoch, at, top1)
+    row = dict(variant=name, seed=seed, seconds=round(seconds, 1), epochs=epochs, iterations=iterations,
+               top1=curve[-1]['top1'], curve=curve, overrides=VARIANTS[name] + args.override)
+    logger.info('seed %d, %s: %.0f s, %d epochs, %d iterations, final 10x3-view top-1 %.3f', seed, name, seconds,
+                epochs, iterations, row['top1'])
     return row
+
+
+def summarize(rows: Sequence[Dict], num_val: int) -> List[Dict]:
+    """Per seed and variant: the time to reach the plain run's final top-1 of that seed (within one of the
+    ``num_val`` validation videos) and each of LEVELS, and these times over the plain run's whole wall time; then,
+    per variant, their mean, min and max over the seeds (a target a seed's run never reached counts as missing:
+    ``reached`` says how many did)."""
+    plain = {r['seed']: r for r in rows if r['variant'] == 'plain'}
+    out = []
+    for r in rows:
+        base = plain.get(r['seed'])
+        target = base['top1'] - 1.0 / num_val if base else None
+        times = {'plain_final': time_to_target(r['curve'], target) if base else None}
+        times.update({f'{level:.2f}': time_to_target(r['curve'], level) for level in LEVELS})
+        out.append(dict(variant=r['variant'], seed=r['seed'], seconds=r['seconds'], top1=r['top1'], target=target,
+                        times=times, ratios={k: (v / base['seconds'] if base and v is not None else None)
+                                             for k, v in times.items()},
+                        time_ratio=r['seconds'] / base['seconds'] if base else None))
+    return out
+
+
+def spread(values: Sequence[Optional[float]]) -> Dict:
+    """Mean, min and max of the values that are not None, and how many of them there are."""
+    got = [v for v in values if v is not None]
+    if not got:
+        return dict(mean=None, min=None, max=None, reached=0, of=len(values))
+    return dict(mean=sum(got) / len(got), min=min(got), max=max(got), reached=len(got), of=len(values))
+
+
+def plot(rows: Sequence[Dict], path: str) -> None:
+    """Multi-view top-1 against training seconds: one colour per variant, one marker per seed."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    variants = list(dict.fromkeys(r['variant'] for r in rows))
+    seeds = list(dict.fromkeys(r['seed'] for r in rows))
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for r in rows:
+        ax.plot([0] + [p['seconds'] for p in r['curve']], [0.25] + [p['top1'] for p in r['curve']],
+                color=f'C{variants.index(r["variant"])}', marker='os^vD<>'[seeds.index(r['seed']) % 7], markersize=4,
+                label=f'{r["variant"]}, seed {r["seed"]}')
+    ax.set_xlabel('training wall time (s)')
+    ax.set_ylabel('10x3-view top-1 (chance 0.25 at 0 s)')
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def step_costs(args) -> List[Dict]:
@@ -151,17 +234,40 @@ def step_table(rows: List[Dict]) -> str:
 
 
 def table(result: Dict) -> str:
-    rows = result['rows']
-    base = next((r for r in rows if r['variant'] == 'plain'), rows[0])
-    lines = [f"Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, Paddle "
-             f"{result['machine']['paddle']}, OMP_NUM_THREADS {result['machine']['OMP_NUM_THREADS']}, "
-             f"{result['machine']['date']}; demo set: {result['videos']}",
+    summary = result['summary']
+    machine = result['machine']
+
+    def cell(seconds, ratio):
+        return 'not reached' if seconds is None else f'{seconds:.0f} s ({ratio:.2f}x)'
+
+    lines = [f"Machine: {machine['cpu']}, {machine['cores']} cores, Paddle {machine['paddle']}, OMP_NUM_THREADS "
+             f"{machine['OMP_NUM_THREADS']}, {machine['date']}; per seed: {result['videos']}",
              '',
-             '| variant | epochs | iterations | training wall time | vs plain | 10x3-view top-1 |',
-             '|---|---:|---:|---:|---:|---:|']
-    for r in rows:
-        lines.append(f"| {r['variant']} | {r['epochs']} | {r['iterations']} | {r['seconds']:.0f} s | "
-                     f"{r['seconds'] / base['seconds']:.2f}x | {r['top1']:.3f} |")
+             '| seed | variant | epochs | iterations | wall time | vs plain | final top-1 | to plain\'s final '
+             + ' | '.join(f'to {level:.2f}' for level in LEVELS) + ' |',
+             '|---:|---|---:|---:|---:|---:|---:|---:|' + '---:|' * len(LEVELS)]
+    for r, t in zip(result['rows'], summary):
+        lines.append(f"| {r['seed']} | {r['variant']} | {r['epochs']} | {r['iterations']} | {r['seconds']:.0f} s | "
+                     f"{t['time_ratio']:.2f}x | {r['top1']:.3f} | "
+                     + ' | '.join(cell(t['times'][k], t['ratios'][k]) for k in t['times']) + ' |')
+    lines += ['', '(times: the first scored checkpoint at or above the target; in brackets, over the plain run\'s '
+              'whole wall time of the same seed; the plain run\'s final top-1 counts as reached within one '
+              'validation video)', '',
+              '| variant | seeds | final top-1, mean (min-max) | wall time vs plain | to plain\'s final top-1 vs plain '
+              '| ' + ' | '.join(f'to {level:.2f} vs plain' for level in LEVELS) + ' |',
+              '|---|---:|---:|---:|---:|' + '---:|' * len(LEVELS)]
+
+    def mean_range(d, fmt):
+        return 'not reached' if d['mean'] is None else (
+            f"{d['mean']:{fmt}} ({d['min']:{fmt}}-{d['max']:{fmt}})" + (f", {d['reached']} of {d['of']}"
+                                                                        if d['reached'] < d['of'] else ''))
+
+    for variant in dict.fromkeys(r['variant'] for r in result['rows']):
+        mine = [s for s in summary if s['variant'] == variant]
+        lines.append(f"| {variant} | {len(mine)} | {mean_range(spread([s['top1'] for s in mine]), '.3f')} | "
+                     f"{mean_range(spread([s['time_ratio'] for s in mine]), '.2f')} | "
+                     + ' | '.join(mean_range(spread([s['ratios'][k] for s in mine]), '.2f') for k in mine[0]['ratios'])
+                     + ' |')
     return '\n'.join(lines)
 
 
@@ -171,8 +277,13 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument('--out', default=os.path.join(ROOT, 'output', 'bench_multigrid'))
     parser.add_argument('--variants', nargs='+', default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument('--train_per_class', '--train-per-class', type=int, default=60)
-    parser.add_argument('--val_per_class', '--val-per-class', type=int, default=10)
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--val_per_class', '--val-per-class', type=int, default=25,
+                        help='validation videos per class (default: %(default)s: 100 videos, one is 1 point)')
+    parser.add_argument('--seeds', type=int, nargs='+', default=SEEDS,
+                        help='data and training seeds, one run of every variant each (default: %(default)s)')
+    parser.add_argument('--score_every', '--score-every', type=int, default=5,
+                        help='a checkpoint every N epochs (and the last), each scored after the run (default: 5)')
+    parser.add_argument('--plot', help='the curves\' PNG (default: OUT/curves.png)')
     parser.add_argument('--crop', type=int, default=64, help='training and test crop (and short side up to +25%%) '
                         'instead of the demo\'s 32 pixels; a multiple of 32 (default: %(default)s)')
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value',
@@ -192,16 +303,19 @@ def main(argv: Sequence[str] = None) -> None:
             with open(args.json, 'w') as f:
                 json.dump(dict(machine=machine_info(), crop=args.crop, rows=rows), f, indent=1)
         return
-    data = os.path.join(args.out, 'data')
     from make_demo_data import main as make_demo_data  # tools/data/make_demo_data.py
-    make_demo_data(['--out', data, '--train_per_class', str(args.train_per_class), '--val_per_class',
-                    str(args.val_per_class), '--frames', '48'])
-    rows = [bench_variant(name, args, os.path.abspath(data)) for name in args.variants]
-    result = dict(machine=machine_info(), rows=rows, crop=args.crop,
+    rows = []
+    for seed in args.seeds:
+        data = os.path.abspath(os.path.join(args.out, f'seed{seed}', 'data'))
+        make_demo_data(['--out', data, '--train_per_class', str(args.train_per_class), '--val_per_class',
+                        str(args.val_per_class), '--frames', '48', '--seed', str(seed)])
+        rows += [bench_variant(name, args, data, seed) for name in args.variants]
+    result = dict(machine=machine_info(), rows=rows, crop=args.crop, seeds=args.seeds,
+                  summary=summarize(rows, 4 * args.val_per_class),
                   videos=f'{4 * args.train_per_class} training and {4 * args.val_per_class} validation videos, '
                          f'96x128, 48 frames; {args.crop}-pixel crops')
+    plot(rows, args.plot or os.path.join(args.out, 'curves.png'))
     report(result, table(result), args.json)
-
 
 if __name__ == '__main__':
     main()
