@@ -116,11 +116,11 @@ def frame_pool(x: paddle.Tensor, kind: str, window: int, stride: int, padding: i
 
 def pools_as_2d(model: nn.Layer) -> int:
     """Make every ``[1, k, k]`` pool of ``model`` run as a 2D pool (``frame_pool``'s ``as_2d``; for the export).
-    Returns how many layers pool that way."""
+    Returns how many pools run that way."""
     layers = [layer for layer in model.sublayers(include_self=True) if hasattr(layer, 'pool_as_2d')]
     for layer in layers:
         layer.pool_as_2d = True
-    return len(layers)
+    return sum(1 for layer in layers if getattr(layer, 'shortcut_pool', True))  # not the blocks that do not pool
 
 
 def batch_norm(channels: int, zero_init: bool = False) -> nn.BatchNorm3D:

@@ -358,6 +358,9 @@ def test_time_to_target_and_the_seeds_summary_on_made_up_curves():
     text = bm.table(dict(machine=machine, rows=rows, summary=summary, videos='4 videos'))
     assert '| 1 | multigrid | 37 | 262 | 190 s | 0.61x | 0.930 | 120 s (0.39x) | 120 s (0.39x) | not reached |' in text
     assert '| multigrid | 2 | 0.865 (0.800-0.930) | 0.64 (0.61-0.67) | 0.39 (0.39-0.39), 1 of 2 |' in text
+    header = next(line for line in text.splitlines() if line.startswith('| seed |'))
+    row = next(line for line in text.splitlines() if line.startswith('| 1 | multigrid |'))
+    assert header.count('|') == row.count('|') == 11
 
 
 def test_checkpoint_times_are_each_epoch_checkpoint_s_write_time(tmp_path):

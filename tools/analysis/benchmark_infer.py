@@ -1,8 +1,8 @@
-"""Inference speed, measured side by side in one run: milliseconds per view of the full network (``--config``,
-default slowfast.yaml: the 4x16 R50) at ``--size`` pixels, batch 1 and 8: Paddle dygraph (eval mode, no grad), Paddle
-Inference on the exported model (oneDNN; and on an export without its rewrites: batch norms folded, 2D pools), and, when torch and
-pytorchvideo are importable, PyTorch eager (``create_slowfast`` with the same settings), all with the same input and
-thread count; random weights (timing does not depend on them).
+"""Inference speed, measured side by side in one run: milliseconds per view of the full network (``--config``, default
+slowfast.yaml: the 4x16 R50) at ``--size`` pixels, batch 1 and 8: Paddle dygraph (eval mode, no grad), Paddle
+Inference on the exported model (oneDNN; and on an export without its rewrites: batch norms kept, 3D pools), and,
+when torch and pytorchvideo are importable, PyTorch eager (``create_slowfast`` with the same settings), all with the
+same input and thread count; random weights (timing does not depend on them).
 
     python tools/analysis/benchmark_infer.py [--size 256] [--batches 1 8] [--repeats 5] [--rounds 3] [--json out.json]
 """
@@ -86,8 +86,8 @@ def bench_infer(args) -> Dict:
 def infer_table(result: Dict) -> str:
     lines = [f"infer: {result['config']}, {result['size']}x{result['size']} views, {result['threads']} threads, "
              f"median of {result['repeats']}" + (f", median of {result['rounds']} rounds in turn"
-                                                 if result.get('rounds', 1) > 1 else ''), '| engine | batch | ms / view | vs Paddle Inference |',
-             '|---|---|---|---|']
+                                                 if result.get('rounds', 1) > 1 else ''),
+             '| engine | batch | ms / view | vs Paddle Inference |', '|---|---|---|---|']
     base = {r['batch']: r['ms_per_view'] for r in result['rows'] if r['engine'] == 'Paddle Inference (oneDNN)'}
     for r in result['rows']:
         lines.append(f"| {r['engine']} | {r['batch']} | {r['ms_per_view']:.1f} | "

@@ -71,8 +71,8 @@ def main(argv=None) -> int:
         expected = model([paddle.to_tensor(c) for c in clips]).numpy()
     got = InferenceModel(save_dir)(clips).numpy()
     diff = float(np.abs(got - expected).max())
-    logger.info('exported %s to %s: clips %s, any batch, %d batch norms folded into their convolutions, %d pooling '
-                'layers as 2D pools; Paddle Inference vs dygraph max abs difference %.2e', args.weights, save_dir,
+    logger.info('exported %s to %s: clips %s, any batch, %d batch norms folded into their convolutions, %d pools '
+                'run as 2D pools; Paddle Inference vs dygraph max abs difference %.2e', args.weights, save_dir,
                 ' + '.join(str(s) for s in input_shapes(cfg, size)), meta['folded_batch_norms'], meta['pools_as_2d'],
                 diff)
     if not diff <= TOLERANCE:
