@@ -73,8 +73,8 @@ def test_make_demo_data_writes_a_motion_dataset_and_reuses_it(tmp_path):
 
 def test_make_demo_data_in_parallel_writes_the_same_files(tmp_path):
     args = ['--train_per_class', 2, '--val_per_class', 1, '--frames', 8]
-    run_tool('make_demo_data.py', '--out', tmp_path / 'one', '--jobs', 1, *args)
-    run_tool('make_demo_data.py', '--out', tmp_path / 'two', '--jobs', 2, *args)
+    run_tool('make_demo_data.py', '--out', tmp_path / 'one', '--workers', 1, *args)
+    run_tool('make_demo_data.py', '--out', tmp_path / 'two', '--workers', 2, *args)
     one = sorted(p.relative_to(tmp_path / 'one') for p in (tmp_path / 'one').rglob('*') if p.is_file())
     two = sorted(p.relative_to(tmp_path / 'two') for p in (tmp_path / 'two').rglob('*') if p.is_file())
     assert one == two and len([p for p in one if p.suffix == '.mp4']) == 12

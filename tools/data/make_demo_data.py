@@ -19,7 +19,6 @@ resume where they stopped.
 import argparse
 import json
 import logging
-import multiprocessing
 import os
 import shutil
 import sys
@@ -27,11 +26,11 @@ from typing import Dict, List, Optional
 
 import cv2
 import numpy as np
-from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from config_utils import setup_logging  # noqa: E402
 from video_io import write_video  # noqa: E402
+from video_pool import map_videos  # noqa: E402  (beside this file)
 
 logger = logging.getLogger('make_demo_data')
 
@@ -100,10 +99,6 @@ def make_video(seed: int, label: int, height: int, width: int, frames: int, shuf
     return out
 
 
-def usable_cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
-
-
 def write_one(job) -> None:
     """Make and write one video: ``(path, label, seed, args)``."""
     path, label, seed, args = job
@@ -123,8 +118,7 @@ def main(argv=None) -> None:
     parser.add_argument('--shuffle_frames', '--shuffle-frames', action='store_true',
                         help='write every video\'s frames in a random order (the frame-shuffle control)')
     parser.add_argument('--fresh', action='store_true', help='delete OUT and regenerate')
-    parser.add_argument('--jobs', type=int, default=usable_cores(),
-                        help='videos made in parallel (default: the usable cores, %(default)s)')
+    parser.add_argument('--workers', type=int, default=os.cpu_count(), help='parallel processes')
     args = parser.parse_args(argv)
     setup_logging()
     if args.height % 2 or args.width % 2:
@@ -165,15 +159,8 @@ def main(argv=None) -> None:
     total = sum(len(v) for v in jobs.values())
     todo = [(os.path.join(args.out, rel), label, seed, args) for items in jobs.values() for rel, label, seed in items
             if not os.path.isfile(os.path.join(args.out, rel))]  # finished videos of an interrupted run are kept
-    with tqdm(total=total, initial=total - len(todo), desc='demo videos', unit='video') as bar:
-        if args.jobs > 1 and len(todo) > 1:  # every video has its own seed: the same files for any --jobs
-            with multiprocessing.Pool(args.jobs) as pool:
-                for _ in pool.imap_unordered(write_one, todo, chunksize=4):
-                    bar.update()
-        else:
-            for job in todo:
-                write_one(job)
-                bar.update()
+    # every video has its own seed: the same files for any --workers
+    map_videos(write_one, todo, args.workers, f'demo videos ({total - len(todo)} of {total} kept)')
     for split, items in jobs.items():
         with open(os.path.join(args.out, f'{split}.txt'), 'w') as f:
             f.writelines(f'{rel} {label}\n' for rel, label, _ in items)
