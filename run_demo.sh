@@ -9,12 +9,15 @@
 #                                       # (Kinetics list format, paths relative to DIR) and DIR/classes.txt (optional);
 #                                       # nothing in DIR is written; output in output/demo-<DIR's name>
 # Environment: DEMO_DATA (data/demo), DEMO_OUT (output/demo), DEMO_DATA_ARGS (extra tools/data/make_demo_data.py flags),
-# USE_GPU (auto), OMP_NUM_THREADS (2).
+# USE_GPU (auto), OMP_NUM_THREADS (the cores less one).
 set -euo pipefail
 cd "$(dirname "$0")"
 DATA=${DEMO_DATA:-data/demo}
 OUT=${DEMO_OUT:-output/demo}
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# one compute thread per core the demo config's decoding worker (DATA.num_workers: 1) leaves free: on 2 cores, two
+# compute threads beside the worker made each epoch ~25 % slower (docs/RESULTS.md)
+cores=$(nproc 2>/dev/null || echo 2)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores > 1 ? cores - 1 : 1 ))}
 fresh=()
 overrides=()
 own_data=''
@@ -60,7 +63,7 @@ common=(--config configs/slowfast_demo.yaml --use_gpu "$USE_GPU" -o "MODEL.num_c
         -o "TRAIN.filelist=$DATA/train.txt" -o "VALID.filelist=$DATA/val.txt" -o "TEST.filelist=$DATA/val.txt"
         -o "DATA.label_map=$label_map" "${overrides[@]}")
 
-step "2/4 training (checkpoints in $OUT/checkpoints; an interrupted run continues from the last one)"
+step "2/4 training with $OMP_NUM_THREADS compute thread(s) (checkpoints in $OUT/checkpoints; an interrupted run continues from the last one)"
 python train.py "${common[@]}" --save_dir "$OUT/checkpoints" --resume True --use_visualdl True \
     --vd_logdir "$OUT/vdl" --log_interval 10
 weights=$(python -c "import sys; sys.path.insert(0, '.'); from checkpoint import find_resume_checkpoint; \

@@ -21,9 +21,9 @@ def demo_env(tmp_path):
                 DEMO_DATA_ARGS='--train_per_class 4 --val_per_class 2 --frames 24 --height 72 --width 96')
 
 
-def run_demo(tmp_path, *args):
+def run_demo(tmp_path, *args, env=None):
     result = subprocess.run(['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT + list(args), capture_output=True,
-                            text=True, env=demo_env(tmp_path), timeout=900)
+                            text=True, env=env or demo_env(tmp_path), timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result.stdout + result.stderr
 
@@ -81,8 +81,12 @@ def test_demo_on_your_own_dataset_leaves_it_untouched(tmp_path):
                 lines.append(f'clips/{os.path.basename(rel)} {label}\n')
         (mine / f'{split}.txt').write_text(''.join(lines))
     before = {p: p.stat().st_mtime_ns for p in mine.rglob('*')}
-    log = run_demo(tmp_path, '--data', str(mine))
+    env = demo_env(tmp_path)
+    del env['OMP_NUM_THREADS']  # unset: one compute thread per core left by the one decoding worker
+    log = run_demo(tmp_path, '--data', str(mine), env=env)
+    threads = max(1, len(os.sched_getaffinity(0)) - 1)
     assert f'your dataset in {mine}' in log and '(chance 0.333)' in log
+    assert f'training with {threads} compute thread(s)' in log
     assert {p: p.stat().st_mtime_ns for p in mine.rglob('*')} == before
     result = json.loads((tmp_path / 'out' / 'eval' / 'eval_result.json').read_text())
     assert result['num_videos'] == 6 and result['num_failed'] == 0
