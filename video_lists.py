@@ -88,11 +88,32 @@ def read_video_list(list_path: str, num_classes: int, path_prefix: str = '',
     return [(e.path, e.label) for e in parse_video_list(list_path, num_classes, path_prefix, labels_required)]
 
 
+def find_videos(root: str) -> List[str]:
+    """The video files (by extension) under folder ``root``, recursively, sorted by path: what predict.py,
+    tools/analysis/gradcam.py, tools/data/make_lists.py and tools/data/resize_videos.py take from a folder. Folders
+    reached through symbolic links are walked, each real folder once (a link back up ends there); hidden files and
+    folders (``.name``, e.g. the ``._clip.mp4`` files macOS leaves on shared drives) are skipped. ListError when
+    ``root`` is not a folder; [] when it holds no videos."""
+    if not os.path.isdir(root):
+        raise ListError(f'video folder not found: {root}')
+    found, walked = [], set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        found += [os.path.join(folder, f) for f in files
+                  if not f.startswith('.') and f.lower().endswith(VIDEO_EXTENSIONS)]
+    return sorted(found)
+
+
 def collect_inputs(listing: Optional[str], videos: Sequence[str],
                    cfg: AttrDict) -> Tuple[List[Tuple[str, int]], List[str]]:
     """What predict.py and tools/analysis/gradcam.py run on: ``(samples, video_ids)`` in input order, the ``listing``'s
-    videos (labels optional), then each of ``videos`` (a folder: its videos, sorted, recursively; a missing file is
-    kept, to be reported as undecodable). ListError for an empty folder or no input at all."""
+    videos (labels optional), then each of ``videos`` (a folder: its videos, find_videos; a missing file is kept, to be
+    reported as undecodable). ListError for an empty folder or no input at all."""
     samples, ids = [], []
     if listing:
         for entry in parse_video_list(listing, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False):
@@ -100,8 +121,7 @@ def collect_inputs(listing: Optional[str], videos: Sequence[str],
             ids.append(entry.given)
     for given in videos:
         if os.path.isdir(given):
-            found = sorted(os.path.join(d, f) for d, _, files in os.walk(given) for f in files
-                           if f.lower().endswith(VIDEO_EXTENSIONS))
+            found = find_videos(given)
             if not found:
                 raise ListError(f'--video {given}: no video files in this folder')
         else:

@@ -5,7 +5,7 @@ from errors import ListError
 from helpers import use_list, write_list
 from kinetics_dataset import KineticsDataset, KineticsMultiViewDataset
 from timeline import SlidingWindowDataset
-from video_lists import NO_LABEL, check_listed_files, read_video_list
+from video_lists import NO_LABEL, check_listed_files, find_videos, read_video_list
 
 
 def test_list_formats_and_path_resolution(tmp_path):
@@ -61,3 +61,27 @@ def test_listed_files_are_stat_ed_up_front_most_missing_is_an_error_a_few_a_warn
                  lambda: SlidingWindowDataset(cfg, [(p, 0) for p in gone], stride='1s')):
         with pytest.raises(ListError, match='4 of 4 listed videos do not exist'):
             make()
+
+
+def test_find_videos_walks_nested_and_linked_folders_once_skipping_hidden_files(tmp_path):
+    """The one folder walker of predict.py, gradcam.py, make_lists.py and resize_videos.py: videos by extension (any
+    case) at any depth, sorted by path; a linked folder is walked, a link back up is not walked again; hidden files
+    and folders (macOS ``._x.mp4`` forks, ``.cache``) and other files are skipped; no folder is a ListError."""
+    import os
+
+    root, elsewhere = tmp_path / 'videos', tmp_path / 'elsewhere'
+    for folder in (root / 'b' / 'deep', root / '.cache', elsewhere):
+        folder.mkdir(parents=True)
+    for path in (root / 'z.mp4', root / 'b' / 'a.MKV', root / 'b' / 'deep' / 'c.webm', elsewhere / 'e.avi',
+                 root / '._z.mp4', root / '.cache' / 'x.mp4', root / 'b' / 'notes.txt', root / 'b' / 'mp4'):
+        path.write_bytes(b'')
+    os.symlink(elsewhere, root / 'linked')
+    os.symlink(root, root / 'b' / 'loop')  # a link back up: walked once, not forever
+    assert find_videos(str(root)) == [str(root / 'b' / 'a.MKV'), str(root / 'b' / 'deep' / 'c.webm'),
+                                      str(root / 'linked' / 'e.avi'), str(root / 'z.mp4')]
+    assert find_videos(str(elsewhere)) == [str(elsewhere / 'e.avi')]
+    (tmp_path / 'empty').mkdir()
+    assert find_videos(str(tmp_path / 'empty')) == []
+    for missing in (tmp_path / 'gone', root / 'z.mp4'):
+        with pytest.raises(ListError, match=f'video folder not found: {missing}'):
+            find_videos(str(missing))

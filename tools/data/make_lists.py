@@ -35,7 +35,7 @@ from atomic import atomic_path  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from errors import ListError, exit_on_user_error  # noqa: E402
 from video_io import VIDEO_EXTENSIONS  # noqa: E402
-from video_lists import KINETICS400_LABELS  # noqa: E402
+from video_lists import KINETICS400_LABELS, find_videos  # noqa: E402
 
 logger = logging.getLogger('make_lists')
 
@@ -98,17 +98,6 @@ def read_annotations(path: str) -> List[Clip]:
             label = (row.get('label') or '').strip() or None
             clips.append(Clip(row['youtube_id'].strip(), int(float(row['time_start'])), label, row))
     return clips
-
-
-def video_files(root: str) -> List[str]:
-    if not os.path.isdir(root):
-        raise ListError(f'video folder not found: {root}')
-    found = []
-    for folder, dirs, files in os.walk(root, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-        found += [os.path.join(folder, f) for f in sorted(files)
-                  if not f.startswith('.') and f.lower().endswith(VIDEO_EXTENSIONS)]
-    return found
 
 
 def index_videos(paths: Sequence[str]) -> Tuple[Dict[str, List[Tuple[Optional[int], str]]], List[str]]:
@@ -183,7 +172,7 @@ def make_kinetics(args) -> Dict[str, str]:
     annotated = {split: read_annotations(path) for split, path in splits.items()}
     classes, origin = class_list([c for clips in annotated.values() for c in clips], args.labels)
     ids = {class_key(name): i for i, name in enumerate(classes)}
-    paths = video_files(args.videos)
+    paths = find_videos(args.videos)
     index, unnamed = index_videos(paths)
     logger.info('%d video files under %s (%d without a YouTube id in their name); %d classes from %s',
                 len(paths), args.videos, len(unnamed), len(classes), origin)
@@ -242,7 +231,7 @@ def make_folders(args) -> Dict[str, str]:
                if os.path.isdir(os.path.join(args.videos, name))}
     if 'train' in folders:
         classes = class_folders(folders['train'])
-        videos = {split: {c: video_files(os.path.join(folder, c)) for c in class_folders(folder)}
+        videos = {split: {c: find_videos(os.path.join(folder, c)) for c in class_folders(folder)}
                   for split, folder in folders.items()}
         for split, by_class in videos.items():
             unknown = sorted(set(by_class) - set(classes))
@@ -253,7 +242,7 @@ def make_folders(args) -> Dict[str, str]:
         rng = random.Random(args.seed)
         videos = {'train': {}, 'val': {}}
         for c in classes:
-            paths = video_files(os.path.join(args.videos, c))
+            paths = find_videos(os.path.join(args.videos, c))
             rng.shuffle(paths)
             held = int(round(len(paths) * args.val_fraction))
             videos['val'][c], videos['train'][c] = sorted(paths[:held]), sorted(paths[held:])

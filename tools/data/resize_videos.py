@@ -23,8 +23,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from atomic import atomic_path  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from errors import ListError, exit_on_user_error  # noqa: E402
-from video_lists import NO_LABEL, parse_video_list  # noqa: E402
-from video_io import VIDEO_EXTENSIONS, VideoError, VideoReader, scaled_size, write_video  # noqa: E402
+from video_lists import NO_LABEL, find_videos, parse_video_list  # noqa: E402
+from video_io import VideoError, VideoReader, scaled_size, write_video  # noqa: E402
 from video_pool import map_videos  # noqa: E402  (beside this file)
 
 logger = logging.getLogger('resize_videos')
@@ -82,8 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             raise ListError(f'{len(outside)} videos of {args.list} are not under {args.src}, e.g. {outside[0]}')
         out_list = os.path.join(dst_root, os.path.basename(args.list))
     else:
-        items = [(os.path.join(d, f), NO_LABEL) for d, _, files in sorted(os.walk(src_root)) for f in sorted(files)
-                 if f.lower().endswith(VIDEO_EXTENSIONS)]
+        items = [(path, NO_LABEL) for path in find_videos(src_root)]
         out_list = os.path.join(dst_root, 'videos.txt')
     if not items:
         parser.error(f'no videos found in {args.list or args.src}')
