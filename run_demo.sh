@@ -15,7 +15,7 @@ cd "$(dirname "$0")"
 DATA=${DEMO_DATA:-data/demo}
 OUT=${DEMO_OUT:-output/demo}
 # one compute thread per core the demo config's decoding worker (DATA.num_workers: 1) leaves free: on 2 cores, two
-# compute threads beside the worker made each epoch ~25 % slower (docs/RESULTS.md)
+# compute threads beside the worker made each epoch ~1.3x as long (docs/RESULTS.md)
 cores=$(nproc 2>/dev/null || echo 2)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores > 1 ? cores - 1 : 1 ))}
 fresh=()
