@@ -36,7 +36,11 @@ if [[ -n $own_data ]]; then
     DATA=$own_data
     OUT=${DEMO_OUT:-output/demo-$(basename "$(cd "$own_data" && pwd)")}
 fi
-trap 'echo; echo "interrupted: the data and every finished checkpoint are kept; run bash run_demo.sh again to continue"; exit 130' INT
+stopped() {
+    echo; echo "interrupted: the data and every finished checkpoint are kept; run bash run_demo.sh again to continue"
+    exit "$1"
+}
+trap 'stopped 130' INT
 USE_GPU=${USE_GPU:-$(python -c 'import paddle; print(paddle.device.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0)' 2>/dev/null)}
 start=$(date +%s)
 step() { echo; echo "== $* ($(( $(date +%s) - start )) s)"; }
@@ -64,8 +68,12 @@ common=(--config configs/slowfast_demo.yaml --use_gpu "$USE_GPU" -o "MODEL.num_c
         -o "DATA.label_map=$label_map" "${overrides[@]}")
 
 step "2/4 training with $OMP_NUM_THREADS compute thread(s) (checkpoints in $OUT/checkpoints; an interrupted run continues from the last one)"
+trained=0
 python train.py "${common[@]}" --save_dir "$OUT/checkpoints" --resume True --use_visualdl True \
-    --vd_logdir "$OUT/vdl" --log_interval 10
+    --vd_logdir "$OUT/vdl" --log_interval 10 || trained=$?
+# 75: train.py caught the signal itself and saved where it stopped; bash then runs no INT trap (the child did not
+# die of the signal), so say it here
+if ((trained == 75)); then stopped 75; elif ((trained)); then exit "$trained"; fi
 weights=$(python -c "import sys; sys.path.insert(0, '.'); from checkpoint import find_resume_checkpoint; \
 print(find_resume_checkpoint('$OUT/checkpoints'))" 2>/dev/null)
 

@@ -64,6 +64,29 @@ def test_demo_interrupted_then_rerun_finishes(tmp_path):
 
 
 @pytest.mark.slow
+def test_demo_says_how_to_continue_when_training_is_stopped_by_a_signal(tmp_path):
+    """A signal that only train.py receives (a scheduler's SIGTERM; or a Ctrl-C that train.py handles before bash):
+    train.py saves where it stopped and exits 75, bash runs no trap, and run_demo.sh still says how to continue
+    (found by CI: the message was missing when the Ctrl-C landed inside training)."""
+    command = ['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT + ['-o', 'TRAIN.epoch=30']  # still training later
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=demo_env(tmp_path), start_new_session=True)
+    first = tmp_path / 'out' / 'checkpoints' / 'slowfast_epoch0.pdopt'
+    deadline = time.time() + 600
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    children = subprocess.run(['ps', '-o', 'pid=,args=', '--ppid', str(process.pid)], capture_output=True,
+                              text=True).stdout.splitlines()
+    trainer = [int(line.split()[0]) for line in children if 'train.py' in line]
+    assert first.exists() and len(trainer) == 1, (children, process.poll())
+    os.kill(trainer[0], signal.SIGTERM)
+    output = process.communicate(timeout=120)[0]
+    assert process.returncode == 75, output[-3000:]
+    assert 'SIGTERM: stopped at epoch' in output and 'run bash run_demo.sh again to continue' in output, output[-3000:]
+    assert '3/4' not in output  # nothing evaluated after a stopped training
+
+
+@pytest.mark.slow
 def test_demo_on_your_own_dataset_leaves_it_untouched(tmp_path):
     """--data DIR: a foreign dataset (3 classes, no classes.txt, other names) is trained on, never rewritten."""
     made = tmp_path / 'made'
