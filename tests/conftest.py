@@ -8,7 +8,7 @@ import numpy as np  # noqa: E402
 import paddle  # noqa: E402
 import pytest  # noqa: E402
 
-from helpers import ROOT, TINY, small_demo_lists  # noqa: E402  (also puts the repository on sys.path)
+from helpers import ROOT, TINY, demo_threads, small_demo_lists  # noqa: E402  (also puts the repository on sys.path)
 from config_utils import parse_config  # noqa: E402
 from distributed import tune_cpu_blas  # noqa: E402
 
@@ -107,8 +107,7 @@ def trained_demo(tmp_path_factory):
              'MODEL.num_classes=4',
              '-o', f'DATA.label_map={data / "classes.txt"}', '-o', f'TRAIN.filelist={data / "train.txt"}', '-o',
              f'VALID.filelist={data / "val.txt"}', '-o', f'TEST.filelist={data / "val.txt"}']
-    threads = str(max(1, len(os.sched_getaffinity(0)) - 1))  # as run_demo.sh: a core for the decoding worker
-    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS=threads)
+    env = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS=str(demo_threads()))
 
     def run(script, *args):
         result = subprocess.run([sys.executable, os.path.join(ROOT, script)] + flags + list(args), cwd=ROOT, env=env,

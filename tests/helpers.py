@@ -43,6 +43,12 @@ def tiny_train_overrides(train_list, val_list, epochs=2):
         'TEST.target_size=72', 'INFER.target_size=72', 'DATA.num_workers=0']
 
 
+def demo_threads() -> int:
+    """The compute threads run_demo.sh gives training when OMP_NUM_THREADS is unset: one per core its one decoding
+    worker leaves (at least one)."""
+    return max(1, len(os.sched_getaffinity(0)) - 1)
+
+
 def small_demo_lists(out, train_per_class: int):
     """``(train list, val list)`` of a small motion-only set from tools/data/make_demo_data.py in ``out``: 4 classes,
     ``train_per_class`` train and 2 val videos each, 24 frames of 72x96."""

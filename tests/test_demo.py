@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from helpers import ROOT, tool_path
+from helpers import ROOT, demo_threads, tool_path
 
 SHORT = ['-o', 'TRAIN.epoch=2', '-o', 'TRAIN.save_interval=1', '-o', 'VALID.num_batches_preciseBN=2', '-o',
          'TEST.num_ensemble_views=2', '-o', 'INFER.num_ensemble_views=2']
@@ -26,6 +26,21 @@ def run_demo(tmp_path, *args, env=None):
                             text=True, env=env or demo_env(tmp_path), timeout=900)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     return result.stdout + result.stderr
+
+
+def start_demo_until_first_checkpoint(tmp_path, *args):
+    """``run_demo.sh`` (SHORT settings, ``args`` after them) started in a session of its own, once epoch 0's
+    checkpoint is complete and while it still runs."""
+    command = ['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT + list(args)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=demo_env(tmp_path), start_new_session=True)
+    # the .pdopt is renamed last: once it exists, epoch 0's checkpoint is complete (the .pdparams alone is not)
+    first = tmp_path / 'out' / 'checkpoints' / 'slowfast_epoch0.pdopt'
+    deadline = time.time() + 600
+    while not first.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    assert first.exists() and process.poll() is None, 'the demo ended or stalled before its first checkpoint'
+    return process
 
 
 @pytest.mark.slow
@@ -47,15 +62,7 @@ def test_demo_trains_evaluates_predicts_and_reruns(tmp_path):
 
 @pytest.mark.slow
 def test_demo_interrupted_then_rerun_finishes(tmp_path):
-    command = ['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=demo_env(tmp_path), start_new_session=True)
-    # the .pdopt is renamed last: once it exists, epoch 0's checkpoint is complete (the .pdparams alone is not)
-    first = tmp_path / 'out' / 'checkpoints' / 'slowfast_epoch0.pdopt'
-    deadline = time.time() + 600
-    while not first.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
-    assert first.exists() and process.poll() is None, 'the demo ended or stalled before its first checkpoint'
+    process = start_demo_until_first_checkpoint(tmp_path)
     os.killpg(process.pid, signal.SIGINT)  # Ctrl-C in a terminal reaches the whole foreground group
     output = process.communicate(timeout=120)[0]
     assert process.returncode != 0 and 'run bash run_demo.sh again to continue' in output, output[-3000:]
@@ -68,17 +75,11 @@ def test_demo_says_how_to_continue_when_training_is_stopped_by_a_signal(tmp_path
     """A signal that only train.py receives (a scheduler's SIGTERM; or a Ctrl-C that train.py handles before bash):
     train.py saves where it stopped and exits 75, bash runs no trap, and run_demo.sh still says how to continue
     (found by CI: the message was missing when the Ctrl-C landed inside training)."""
-    command = ['bash', os.path.join(ROOT, 'run_demo.sh')] + SHORT + ['-o', 'TRAIN.epoch=30']  # still training later
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               env=demo_env(tmp_path), start_new_session=True)
-    first = tmp_path / 'out' / 'checkpoints' / 'slowfast_epoch0.pdopt'
-    deadline = time.time() + 600
-    while not first.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.2)
+    process = start_demo_until_first_checkpoint(tmp_path, '-o', 'TRAIN.epoch=30')  # still training afterwards
     children = subprocess.run(['ps', '-o', 'pid=,args=', '--ppid', str(process.pid)], capture_output=True,
                               text=True).stdout.splitlines()
     trainer = [int(line.split()[0]) for line in children if 'train.py' in line]
-    assert first.exists() and len(trainer) == 1, (children, process.poll())
+    assert len(trainer) == 1, (children, process.poll())
     os.kill(trainer[0], signal.SIGTERM)
     output = process.communicate(timeout=120)[0]
     assert process.returncode == 75, output[-3000:]
@@ -107,7 +108,7 @@ def test_demo_on_your_own_dataset_leaves_it_untouched(tmp_path):
     env = demo_env(tmp_path)
     del env['OMP_NUM_THREADS']  # unset: one compute thread per core left by the one decoding worker
     log = run_demo(tmp_path, '--data', str(mine), env=env)
-    threads = max(1, len(os.sched_getaffinity(0)) - 1)
+    threads = demo_threads()
     assert f'your dataset in {mine}' in log and '(chance 0.333)' in log
     assert f'training with {threads} compute thread(s)' in log
     assert {p: p.stat().st_mtime_ns for p in mine.rglob('*')} == before
