@@ -13,8 +13,12 @@ after epoch N, ``slowfast_epoch{N}_iter{I}`` the model in the middle of epoch N,
 Each file is written to a temporary name and renamed; the ``.pdopt`` is renamed last, so a checkpoint whose
 ``.pdopt`` exists is complete, whatever moment the writer was killed at. A mid-epoch checkpoint is removed once a
 later checkpoint is written.
+
+``save_dir`` is one run's (``claim_save_dir``): locked while the run lives, cleared of the temporary files of saves
+that were killed, and refused to a run that does not resume the checkpoints it holds.
 """
 import _compat_pickle
+import errno
 import glob
 import hashlib
 import logging
@@ -22,14 +26,21 @@ import math
 import os
 import pickle
 import re
-from typing import Any, Dict, List, Optional, Tuple, Type
+import socket
+import time
+from typing import IO, Any, Dict, List, NamedTuple, Optional, Tuple, Type
+
+try:
+    import fcntl
+except ImportError:  # Windows: no POSIX locks
+    fcntl = None
 
 import numpy as np
 import paddle
 
 import distributed
-from atomic import atomic_path
-from errors import CheckpointError, WeightsError
+from atomic import atomic_path, check_output_folder, size_text
+from errors import CheckpointError, OutputError, RunFolderError, WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -113,17 +124,18 @@ def load_paddle_file(path: str, allow_pickle: bool = False, error: Type[Exceptio
     that asks for any other object is refused with ``error`` naming the file and what it asked for. Tensors that
     paddle.save split (over 1 GiB, pickle protocol 2 or 3) are joined again. ``allow_pickle``: ``paddle.load`` itself,
     for a file the user trusts."""
-    if allow_pickle:
-        return paddle.load(path, return_numpy=True)
     try:
+        if allow_pickle:
+            return paddle.load(path, return_numpy=True)
         obj = restricted_unpickle(path)
+    except FileNotFoundError:
+        raise error(f'not found: {path}') from None
     except RefusedPickle as refused:
         raise error(f'{path}: refusing to load it: it asks for {refused}, which a file written by paddle.save for '
                     'weights or a checkpoint never holds, and loading it could run code. If you trust the file, '
                     'pass --allow_pickle') from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError,
-            MemoryError) as broken:
-        raise error(f'{path}: not a file written by paddle.save ({type(broken).__name__}: '
+    except Exception as broken:  # paddle.load of a cut file: ValueError, EOFError, UnpicklingError, RuntimeError, ...
+        raise error(f'{path}: not a file written by paddle.save, or cut short ({type(broken).__name__}: '
                     f'{str(broken)[:200]})') from None
     if isinstance(obj, dict):
         split = obj.pop('UnpackBigParamInfor@@', {})  # paddle.framework.io_utils._unpack_saved_dict's layout
@@ -198,26 +210,44 @@ def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer
     """Write the checkpoint of the end of ``epoch`` (or of its first ``iteration`` iterations) atomically, with the
     float16 loss scaler's state and each rank's BN statistics when given; then remove every other mid-epoch
     checkpoint (older ones are superseded, later ones belong to a run resumed from before them). Returns its
-    prefix."""
+    prefix. A write that fails (a full disk, ``atomic.write_failure``) leaves no file of this checkpoint and raises
+    OutputError saying so and which checkpoint is intact."""
     os.makedirs(save_dir, exist_ok=True)
     prefix = checkpoint_prefix(save_dir, epoch, iteration)
-    atomic_save(model.state_dict(), prefix + '.pdparams')
-    # the .pdparams stays a plain state dict (what eval, predict and other ports load); the .pdopt records its digest
-    meta = dict(meta, epoch=epoch, weights_sha256=file_digest(prefix + '.pdparams'))
-    if iteration is not None:
-        meta['iteration'] = iteration
-    state = {'optimizer': optimizer.state_dict(), 'meta': meta}
-    if scaler is not None:
-        state['scaler'] = scaler.state_dict()
-    if rank_state is not None:
-        state['rank_state'] = rank_state
-    atomic_save(state, prefix + '.pdopt')
+    try:
+        atomic_save(model.state_dict(), prefix + '.pdparams')
+        # the .pdparams stays a plain state dict (what eval, predict and other ports load); the .pdopt records its
+        # digest
+        meta = dict(meta, epoch=epoch, weights_sha256=file_digest(prefix + '.pdparams'))
+        if iteration is not None:
+            meta['iteration'] = iteration
+        state = {'optimizer': optimizer.state_dict(), 'meta': meta}
+        if scaler is not None:
+            state['scaler'] = scaler.state_dict()
+        if rank_state is not None:
+            state['rank_state'] = rank_state
+        atomic_save(state, prefix + '.pdopt')
+    except OutputError as error:
+        if os.path.isfile(prefix + '.pdparams') and not os.path.isfile(prefix + '.pdopt'):
+            os.remove(prefix + '.pdparams')  # half a checkpoint: what it takes is what the next attempt needs
+        raise OutputError(f'{error}. {os.path.basename(prefix)} was not written; ' + _intact(save_dir)) from None
     for position in complete_checkpoints(save_dir):
         if position[1] is not None and position != (epoch, iteration):
             old = checkpoint_prefix(save_dir, *position)
             os.remove(old + '.pdopt')  # first: what is left is incomplete, never taken for a checkpoint
             os.remove(old + '.pdparams')
     return prefix
+
+
+def _intact(save_dir: str) -> str:
+    """What a run whose save failed can continue from."""
+    positions = complete_checkpoints(save_dir)
+    if not positions:
+        return 'no checkpoint of this run is complete yet'
+    prefix = checkpoint_prefix(save_dir, *positions[-1])
+    size = sum(os.path.getsize(prefix + ext) for ext in ('.pdparams', '.pdopt'))
+    return (f'the newest complete one, {os.path.basename(prefix)}, is intact (a checkpoint takes {size_text(size)}): '
+            'free some space, then continue with --resume')
 
 
 def file_digest(path: str) -> str:
@@ -326,6 +356,125 @@ def check_mid_epoch(meta: Dict, prefix: str, layout: List[int], shape: List) -> 
                               f'frames and {shape[1]}: resume with the config it was written with')
 
 
+# ---- the run's folder ----------------------------------------------------------------------------------------------
+# One run per folder: two runs writing one save_dir interleave their checkpoints and train.log, and a run that does
+# not resume would leave an earlier run's later epochs for --resume to take.
+
+LOCK_FILE = 'slowfast_run.lock'
+CHECKPOINT_FILE = re.compile(rf'{PREFIX}\d+(?:_iter\d+)?\.(?:pdparams|pdopt)')
+# what a killed atomic save leaves (atomic.atomic_path's temporary names), and check_output_folder's probe
+STALE_TEMPORARY = re.compile(rf'\.{PREFIX}\d+(?:_iter\d+)?\.(?:pdparams|pdopt)\.part(\d+)|\.write_check\..+')
+
+
+class RunFolder(NamedTuple):
+    path: str
+    lock: Optional[IO]  # the locked file, open while the run lives (None: the file system has no locks)
+
+
+def claim_save_dir(save_dir: str, resume: bool, start_over: bool = False) -> RunFolder:
+    """Make ``save_dir`` this run's, before any work (rank 0): it can be written (OutputError otherwise); no other run
+    holds it (a POSIX lock on ``save_dir/slowfast_run.lock``, which the kernel releases when the holder ends, however
+    it ends; RunFolderError naming the holder's host, process and start time otherwise); the temporary files of saves
+    that were killed are removed (logged); and a run that does not ``resume`` refuses a folder holding checkpoints
+    (RunFolderError naming the newest and the ways on), unless ``start_over``, which moves them and their
+    ``train.log`` into ``save_dir/previous_run_<time>``. The returned lock must stay referenced while the run lives."""
+    check_output_folder(save_dir, '--save_dir')
+    lock = _lock(save_dir)
+    _remove_stale_temporaries(save_dir, locked=lock is not None)
+    held = sorted(name for name in os.listdir(save_dir) if CHECKPOINT_FILE.fullmatch(name))
+    if held and not resume:
+        if not start_over:
+            complete = complete_checkpoints(save_dir)
+            newest = (checkpoint_prefix(save_dir, *complete[-1]) if complete
+                      else os.path.join(save_dir, max(held, key=lambda n: os.path.getmtime(os.path.join(save_dir, n)))))
+            raise RunFolderError(
+                f'--save_dir {save_dir} holds the checkpoints of an earlier run ({len(held)} files, the newest '
+                f'{newest}), and this run does not resume it: starting over in the same folder would mix the two '
+                'runs\' checkpoints. Continue that run with --resume, give this one another --save_dir, or move the '
+                'old checkpoints aside with --start_over')
+        _move_aside(save_dir, held)
+    return RunFolder(save_dir, lock)
+
+
+def _lock(save_dir: str) -> Optional[IO]:
+    path = os.path.join(save_dir, LOCK_FILE)
+    if fcntl is None:
+        logger.warning('%s: no POSIX locks on this system: make sure no other run uses this --save_dir', save_dir)
+        return None
+    try:
+        f = open(path, 'a+', encoding='utf-8')
+    except OSError as error:
+        raise OutputError(f'--save_dir {save_dir}: cannot open its lock file {path} ({error.strerror}): give another '
+                          '--save_dir, or make it writable') from None
+    try:
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EAGAIN):  # ENOLCK, EOPNOTSUPP, ENOSYS: a file system without locks
+            f.close()
+            logger.warning('--save_dir %s: cannot lock %s (%s): this file system takes no locks, so nothing stops a '
+                           'second run from writing the same folder: make sure none does', save_dir, path,
+                           error.strerror)
+            return None
+        holder = ''
+        for _ in range(20):  # a run that has just locked it writes its name at once
+            f.seek(0)
+            holder = f.read().strip()
+            if holder:
+                break
+            time.sleep(0.05)
+        f.close()  # this process holds no lock on it: closing releases nothing
+        holder = holder or 'it has not written its name yet'
+        raise RunFolderError(f'--save_dir {save_dir} is in use by another training run ({holder}): one run per '
+                             'folder. Give this run another --save_dir, or stop that one first') from None
+    f.seek(0)
+    f.truncate()
+    f.write(f'host {socket.gethostname()}, process {os.getpid()}, started '
+            f'{time.strftime("%Y-%m-%d %H:%M:%S %Z")}\n')
+    f.flush()
+    return f
+
+
+def _remove_stale_temporaries(save_dir: str, locked: bool) -> None:
+    """The temporary files of killed saves in ``save_dir`` (with the folder locked every one is stale; without, only
+    those of processes that no longer run here)."""
+    removed = []
+    for name in sorted(os.listdir(save_dir)):
+        match = STALE_TEMPORARY.fullmatch(name)
+        if not match or (not locked and match.group(1) and _alive(int(match.group(1)))):
+            continue
+        path = os.path.join(save_dir, name)
+        size = os.path.getsize(path)
+        os.remove(path)
+        removed.append(f'{name} ({size_text(size)})')
+    if removed:
+        logger.info('%s: removed %d temporary files of saves that were killed: %s', save_dir, len(removed),
+                    ', '.join(removed))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _move_aside(save_dir: str, names: List[str]) -> None:
+    """--start_over: the earlier run's checkpoint files and train.log into ``save_dir/previous_run_<time>`` (each
+    ``.pdopt`` first: a move cut short leaves incomplete checkpoints behind, never a complete one)."""
+    aside = os.path.join(save_dir, 'previous_run_' + time.strftime('%Y%m%d_%H%M%S'))
+    os.makedirs(aside, exist_ok=True)
+    names = sorted(names, key=lambda n: (n.endswith('.pdparams'), n))
+    if os.path.isfile(os.path.join(save_dir, 'train.log')):
+        names.append('train.log')
+    for name in names:
+        os.replace(os.path.join(save_dir, name), os.path.join(aside, name))
+    logger.warning('--start_over: moved the earlier run\'s %d checkpoint files%s to %s', len(names) - (
+        names[-1] == 'train.log'), ' and its train.log' if names[-1] == 'train.log' else '', aside)
+
+
 def weights_path(path: str) -> str:
     """``path`` with ``.pdparams`` appended when given without it (the original's prefix convention)."""
     if os.path.isfile(path) or path.endswith('.pdparams'):
@@ -333,12 +482,24 @@ def weights_path(path: str) -> str:
     return path + '.pdparams'
 
 
-def read_weights(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarray]:
-    """A ``.pdparams`` state dict (the extension may be left out), read by ``load_paddle_file``; WeightsError naming
-    the file."""
+def weights_file(path: str) -> str:
+    """The ``.pdparams`` file ``path`` names (``weights_path``); WeightsError when there is none, and for a folder
+    one naming its newest complete checkpoint as the flag to give."""
+    if os.path.isdir(path):
+        positions = complete_checkpoints(path)
+        found = (f'its newest complete checkpoint: --weights {checkpoint_prefix(path, *positions[-1])}' if positions
+                 else f'it holds no complete checkpoint ({PREFIX}N.pdparams + .pdopt)')
+        raise WeightsError(f'--weights {path} is a folder, not a weights file; {found}')
     full = weights_path(path)
     if not os.path.isfile(full):
         raise WeightsError(f'weights not found: {full}')
+    return full
+
+
+def read_weights(path: str, allow_pickle: bool = False) -> Dict[str, np.ndarray]:
+    """A ``.pdparams`` state dict (the extension may be left out), read by ``load_paddle_file``; WeightsError naming
+    the file."""
+    full = weights_file(path)
     state = load_paddle_file(full, allow_pickle)
     if not isinstance(state, dict) or not all(isinstance(v, np.ndarray) for v in state.values()):
         raise WeightsError(f'{full} is not a state dict of named tensors')

@@ -282,7 +282,7 @@ def _load(path: str, overrides: Sequence[str]) -> AttrDict:
     if not os.path.isfile(path):
         raise ConfigError(f'config file not found: {path}')
     try:
-        with open(path, encoding='utf-8') as f:
+        with open(path, encoding='utf-8-sig') as f:
             loaded = yaml.load(f, Loader=_Loader)
     except yaml.YAMLError as e:
         raise ConfigError(f'{path}: not valid YAML: {e}') from None
@@ -479,10 +479,17 @@ _FLAGS: Dict[str, Tuple[dict, Dict[str, Tuple[str, ...]]]] = {
     'batch_size': (dict(type=int, help='global batch size, divided over ranks'),
                    {'train': ('TRAIN.batch_size', 'VALID.batch_size'), 'eval': ('TEST.batch_size',),
                     'infer': ('INFER.batch_size',)}),
-    'save_dir': (dict(default='./checkpoints', help='checkpoint folder'), {}),
-    'resume': (dict(type=str2bool, default=False, help='continue from the newest complete checkpoint in save_dir'),
+    'save_dir': (dict(default='./checkpoints', help='checkpoint folder, and train.log: one run\'s (locked while it '
+                                                    'runs; a run that does not resume refuses one holding checkpoints)'),
+                 {}),
+    'resume': (dict(type=str2bool, default=False, help='continue from the newest complete checkpoint in save_dir '
+                                                       '(none yet: start from scratch)'),
                {}),
     'resume_epoch': (dict(type=int, help='resume from this (0-indexed) epoch instead of the newest'), {}),
+    'start_over': (dict(type=str2bool, default=False,
+                        help='start from scratch in a save_dir that holds an earlier run\'s checkpoints: they and its '
+                             'train.log are moved into save_dir/previous_run_<time> (without it such a run is '
+                             'refused: one run per folder)'), {}),
     'use_visualdl': (dict(type=str2bool, default=False, help='write VisualDL scalars'), {}),
     'vd_logdir': (dict(default='./vdlog', help='VisualDL log folder'), {}),
     'log_interval': (dict(type=int, default=10, help='log every N iterations'), {}),
@@ -499,7 +506,7 @@ _FLAGS: Dict[str, Tuple[dict, Dict[str, Tuple[str, ...]]]] = {
 
 MODE_FLAGS = {
     'train': ('use_gpu', 'use_data_parallel', 'epoch', 'batch_size', 'save_dir', 'resume', 'resume_epoch',
-              'use_visualdl', 'vd_logdir', 'log_interval', 'valid_interval', 'weights', 'seed', 'allow_pickle'),
+              'start_over', 'use_visualdl', 'vd_logdir', 'log_interval', 'valid_interval', 'weights', 'seed', 'allow_pickle'),
     'eval': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path', 'allow_pickle'),
     'infer': ('use_gpu', 'use_data_parallel', 'batch_size', 'weights', 'log_interval', 'save_path', 'allow_pickle'),
 }

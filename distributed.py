@@ -5,15 +5,16 @@ rank 0 of 1.
 """
 import logging
 import os
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
 import numpy as np
 import paddle
 import paddle.distributed as dist
 
-from errors import ConfigError
+from errors import ConfigError, UserError, error_of_status
 
 logger = logging.getLogger(__name__)
+T = TypeVar('T')
 
 
 def cuda_available() -> bool:
@@ -114,6 +115,34 @@ def all_reduce_max(values, world: int):
     tensor = paddle.to_tensor(np.atleast_1d(np.asarray(values, dtype=np.float32)))
     dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor.numpy().tolist() if isinstance(values, (list, tuple)) else tensor.item()
+
+
+def rank_0_does(work: Callable[[], T], rank: int, world: int) -> Optional[T]:
+    """Rank 0 runs ``work`` (a check before the run's work, a checkpoint's save) and every rank learns how it went:
+    when it raises, every rank raises (rank 0 its own error, the others one of the same kind quoting it), so that no
+    rank goes on to wait in a collective for a rank that has stopped. Returns ``work``'s result on rank 0, None on the
+    others."""
+    result, failure, status, text = None, None, 0, ''
+    if rank == 0:
+        try:
+            result = work()
+        except UserError as error:
+            failure, status, text = error, error.status, str(error)
+        except Exception as error:
+            failure, status, text = error, 1, f'{type(error).__name__}: {error} (its traceback is in rank 0\'s log)'
+    if world > 1:
+        message = np.zeros(4097, np.int32)  # [status, the message's first 4096 UTF-8 bytes]
+        encoded = np.frombuffer(text.encode('utf-8')[:4096], np.uint8)
+        message[0], message[1:1 + len(encoded)] = status, encoded
+        tensor = paddle.to_tensor(message)
+        dist.broadcast(tensor, src=0)
+        message = tensor.numpy()
+        status, text = int(message[0]), bytes(message[1:][message[1:] > 0].astype(np.uint8)).decode('utf-8', 'replace')
+    if failure is not None:
+        raise failure
+    if status:
+        raise error_of_status(status, f'rank 0 stopped: {text}')
+    return result
 
 
 def all_gather_array(array: np.ndarray, world: int) -> np.ndarray:

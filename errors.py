@@ -11,6 +11,11 @@ Raised where the fault is found (the message names the file, key, line or flag);
     4       weights: missing, not a state dict, or not fitting the model; an exported model that does not match
     5       a checkpoint that cannot be resumed: missing, unreadable on some rank, or not belonging together
     6       training diverged: the loss is not finite (every rank stops, no checkpoint of it is written)
+    7       an output cannot be written: its folder cannot be made or written (read-only, no permission), a file
+            stands where a folder must go or a folder where a file must, or the disk (or quota, or ulimit -f) is
+            full; found before the work where it can be, and a run's results are then written elsewhere (named)
+    8       train.py: --save_dir is another run's: in use by a running one, or holding checkpoints that a run
+            without --resume would mix with its own
     75      train.py stopped on SIGTERM / SIGINT / SIGUSR1 after writing a checkpoint: run it again with --resume
             (75 is EX_TEMPFAIL of sysexits.h, "try again later")
     130     interrupted (a second Ctrl-C during training, which does not wait for the step)
@@ -57,8 +62,26 @@ class DivergedError(UserError, FloatingPointError):
     status = 6
 
 
+class OutputError(UserError):
+    """An output location that cannot be written; the message names the path (and, for a full disk, what is free)."""
+    status = 7
+
+
+class RunFolderError(UserError):
+    """A checkpoint folder that belongs to another training run; the message names the folder and the run."""
+    status = 8
+
+
 _USER_ERRORS = {cls.__name__: cls for cls in (UserError, ConfigError, ListError, WeightsError, CheckpointError,
-                                              DivergedError)}
+                                              DivergedError, OutputError, RunFolderError)}
+
+
+def error_of_status(status: int, message: str) -> Exception:
+    """An error of the kind ``status`` names (a UserError's status; otherwise a RuntimeError, a crash)."""
+    for cls in _USER_ERRORS.values():
+        if cls.status == status and cls is not UserError:
+            return cls(message)
+    return RuntimeError(message)
 
 
 class WorkerErrors:

@@ -14,12 +14,12 @@ import os
 import numpy as np
 
 import distributed
-from atomic import atomic_path, write_json
+from atomic import atomic_path, check_output_folder, write_json, write_npy, write_outputs
 from config_utils import log_config, parse_args, setup_logging
 from errors import exit_on_user_error
 from kinetics_dataset import KineticsMultiViewDataset, model_inputs
 from metrics import classification_report
-from scoring import build_scoring_model, score_videos
+from scoring import build_scoring_model, score_videos, scoring_source
 from video_lists import read_label_map
 
 logger = logging.getLogger('eval')
@@ -56,6 +56,10 @@ def main() -> int:
     t = cfg.TEST
     batch = distributed.split_batch(t.batch_size, world, 'TEST.batch_size')
     names = read_label_map(cfg.DATA.label_map, cfg.MODEL.num_classes)
+    source = scoring_source(cfg, t.weights)
+    save_path = args.save_path or (source if cfg.INFER.use_inference else os.path.dirname(os.path.abspath(source)))
+    default = '' if args.save_path else f'not given: the folder of {source}'
+    distributed.rank_0_does(lambda: check_output_folder(save_path, '--save_path', default), rank, world)
     dataset = KineticsMultiViewDataset(cfg, 'test', rank, world)  # checks that the files exist: before the model
     model, source = build_scoring_model(cfg, t.weights, t.target_size, device, args.allow_pickle)
     logger.info('evaluating %s on %d videos x %d views, %d ranks', source, len(dataset.samples),
@@ -71,22 +75,23 @@ def main() -> int:
     failed = [dataset.samples[i][0] for i in np.flatnonzero(~ok)]
     for path in failed:
         logger.warning('not evaluated (undecodable): %s', path)
-    save_path = args.save_path or (source if cfg.INFER.use_inference else os.path.dirname(os.path.abspath(source)))
-    os.makedirs(save_path, exist_ok=True)
-    scores = np.where(ok[:, None], sums, np.nan)
-    with atomic_path(os.path.join(save_path, 'video_scores.npy')) as tmp, open(tmp, 'wb') as f:
-        np.save(f, scores)
-    plot_confusion(report['confusion'], names or [str(c) for c in range(cfg.MODEL.num_classes)],
-                   os.path.join(save_path, 'confusion_matrix.png'))
     result = {'top1': report['top1'], 'top5': report['top5'], 'num_videos': int(ok.sum()),
               'num_failed': len(failed), 'failed': failed, 'mean_class_acc': report['mean_class_acc'],
               'per_class_acc': report['per_class_acc'], 'weights': source, 'filelist': t.filelist,
               'views_per_video': dataset.num_views}
-    write_json(os.path.join(save_path, 'eval_result.json'), result)
-    logger.info('%d videos evaluated, %d failed; mean class accuracy %.5f; results in %s', ok.sum(), len(failed),
-                report['mean_class_acc'], save_path)
+    logger.info('%d videos evaluated, %d failed; mean class accuracy %.5f', ok.sum(), len(failed),
+                report['mean_class_acc'])
     logger.info('[EVAL] eval finished, avg_acc1= %s, avg_acc5= %s (%d videos evaluated, %d failed)', report['top1'],
                 report['top5'], ok.sum(), len(failed))
+
+    def write(place) -> None:  # the accuracy is logged above: a failed write loses none of it
+        write_npy(place(os.path.join(save_path, 'video_scores.npy')), np.where(ok[:, None], sums, np.nan))
+        plot_confusion(report['confusion'], names or [str(c) for c in range(cfg.MODEL.num_classes)],
+                       place(os.path.join(save_path, 'confusion_matrix.png')))
+        write_json(place(os.path.join(save_path, 'eval_result.json')), result)
+
+    write_outputs(write, 'eval')
+    logger.info('results in %s (eval_result.json, video_scores.npy, confusion_matrix.png)', save_path)
     return 1 if failed else 0
 
 

@@ -123,7 +123,7 @@ def model_files(model_dir: str):
     if not (program and os.path.isfile(params) and os.path.isfile(meta_file)):
         raise WeightsError(f'no exported model in {model_dir!r} (expected {NAME}.pdmodel or {NAME}.json, '
                                 f'{NAME}.pdiparams and export.json; make one with tools/deploy/export_model.py)')
-    with open(meta_file) as f:
+    with open(meta_file, encoding='utf-8-sig') as f:
         return program, params, json.load(f)
 
 

@@ -35,7 +35,7 @@ build_launch() {
 #   - The status is that of the N training processes when they all ended with the same one (75: stopped at a
 #     checkpoint; 0: done), even though paddle.distributed.launch exits with the signal's number when it was
 #     signalled itself (Slurm and Ctrl-C signal every process): each process appends its exit status to
-#     $SLOWFAST_STATUS_FILE (errors.exit_on_user_error). When they differ, the first input error's (2-6) if a rank
+#     $SLOWFAST_STATUS_FILE (errors.exit_on_user_error). When they differ, the first input error's (2-8) if a rank
 #     had one (the others then fail or are stopped), else the launcher's.
 #   until bash run_train_multi.sh --resume; [ $? -ne 75 ]; do :; done   # a restart loop
 run_stoppable() {
@@ -63,7 +63,7 @@ run_stoppable() {
     trap - TERM INT USR1
     if [ "$(wc -l < "$statuses")" -eq "$expected" ] && [ "$(sort -u "$statuses" | wc -l)" -eq 1 ]; then
         status=$(head -n 1 "$statuses")
-    elif user_error=$(grep -m 1 -x '[2-6]' "$statuses"); then
+    elif user_error=$(grep -m 1 -x '[2-8]' "$statuses"); then
         status=$user_error  # the first rank's input error (errors.py), which the other ranks' failures followed
     fi
     rm -f "$statuses"

@@ -18,16 +18,16 @@ per window with ``--timeline``.
 import argparse
 import logging
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
 import distributed
-from atomic import atomic_path, write_json
+from atomic import check_output_file, check_output_folder, write_json, write_npy, write_outputs
 from config_utils import build_parser, log_config, parse_args, setup_logging, str2bool
 from errors import exit_on_user_error
 from kinetics_dataset import KineticsMultiViewDataset, model_inputs
-from scoring import build_scoring_model, score_videos
+from scoring import build_scoring_model, score_videos, scoring_source
 from timeline import SlidingWindowDataset, annotate_video, make_timeline, plot_timeline, smooth, span_frames
 from video_io import VideoError
 from video_lists import collect_inputs, file_stems, read_label_map
@@ -100,6 +100,9 @@ def main() -> int:
     samples, ids = collect_inputs(listing, args.video, cfg)
     inputs_name = listing if listing and not args.video else 'the inputs'  # what the check of the files names
     batch = distributed.split_batch(i.batch_size, world, 'INFER.batch_size')
+    scoring_source(cfg, i.weights)
+    save_path = args.save_path or i.save_path
+    distributed.rank_0_does(lambda: check_outputs(args, save_path), rank, world)  # before the work
     if args.timeline:  # the datasets check that the files exist: before the model is loaded
         dataset = SlidingWindowDataset(cfg, samples, args.stride, args.window, args.window_clips, args.window_crops,
                                        rank, world, inputs_name)
@@ -119,21 +122,34 @@ def main() -> int:
     if rank != 0:
         return 0
     done = counts == dataset.num_views  # per row: a video, or a window
-    if args.timeline:
-        results = write_timelines(args, cfg, dataset, ids, sums / dataset.num_views, done, names)
-    else:
-        results = [video_entry(video_id, sums[n] / dataset.num_views, names) if done[n] else error_entry(video_id)
-                   for n, video_id in enumerate(ids)]
-    save_path = args.save_path or i.save_path
-    os.makedirs(save_path, exist_ok=True)
-    out = os.path.join(save_path, 'result.json')
-    write_json(out, results)
-    if args.features:
-        failed = np.array(['error' in r for r in results], dtype=bool)
-        write_features(args.features, features, counts, dataset, ids, failed, source, args.features_per_view)
+    entries = None if args.timeline else [
+        video_entry(video_id, sums[n] / dataset.num_views, names) if done[n] else error_entry(video_id)
+        for n, video_id in enumerate(ids)]
+
+    def write(place) -> List[Dict]:  # every output; again below a temporary folder when one cannot be written
+        results = entries if entries is not None else write_timelines(
+            args, cfg, dataset, ids, sums / dataset.num_views, done, names, place)
+        write_json(place(os.path.join(save_path, 'result.json')), results)
+        if args.features:
+            failed = np.array(['error' in r for r in results], dtype=bool)
+            write_features(place(args.features), features, counts, dataset, ids, failed, source,
+                           args.features_per_view)
+        return results
+
+    results = write_outputs(write, 'predict')
     bad = sum('error' in r or 'annotate_error' in r for r in results)
-    logger.info('[INFER] infer finished, results saved in %s (%d videos, %d failed)', out, len(results), bad)
+    logger.info('[INFER] infer finished, results saved in %s (%d videos, %d failed)',
+                os.path.join(save_path, 'result.json'), len(results), bad)
     return 1 if bad else 0
+
+
+def check_outputs(args, save_path: str) -> None:
+    """Every place predict.py writes, checked before the work (``atomic.check_output_folder``)."""
+    check_output_folder(save_path, '--save_path', '' if args.save_path else 'not given: INFER.save_path')
+    if args.features:
+        check_output_file(args.features if args.features.endswith('.npy') else args.features + '.npy', '--features')
+    if args.timeline:
+        check_output_folder(args.timeline, '--timeline')
 
 
 def video_entry(video_id: str, probs: np.ndarray, names: Optional[List[str]]) -> Dict:
@@ -156,10 +172,10 @@ def error_entry(video_id: str) -> Dict:
 
 
 def write_timelines(args, cfg, dataset: SlidingWindowDataset, ids: Sequence[str], probs: np.ndarray,
-                    done: np.ndarray, names: Optional[List[str]]) -> List[Dict]:
-    """Per video, its timeline (.json, .png, and the annotated .mp4 with ``--annotate``) in ``args.timeline``;
-    returns result.json's entries (the mean over the windows, and where the timeline is)."""
-    os.makedirs(args.timeline, exist_ok=True)
+                    done: np.ndarray, names: Optional[List[str]], place: Callable[[str], str]) -> List[Dict]:
+    """Per video, its timeline (.json, .png, and the annotated .mp4 with ``--annotate``) in ``args.timeline`` (each
+    at ``place(path)``: ``atomic.write_outputs``); returns result.json's entries (the mean over the windows, and where
+    the timeline is)."""
     results = []
     for n, (video_id, stem) in enumerate(zip(ids, file_stems(ids))):
         layout, rows = dataset.layouts[n], dataset.rows(n)
@@ -169,7 +185,7 @@ def write_timelines(args, cfg, dataset: SlidingWindowDataset, ids: Sequence[str]
         window_probs, times = smooth(probs[rows], args.smooth), layout.times()
         duration = layout.num_frames / layout.fps
         timeline = make_timeline(window_probs, times, duration, names, args.top_k, args.threshold)
-        base = os.path.join(args.timeline, stem)
+        base = place(os.path.join(args.timeline, stem))
         write_json(base + '.json', {
             'video_id': video_id, 'fps': layout.fps, 'num_frames': layout.num_frames, 'duration': duration,
             'window_seconds': layout.window / layout.fps, 'stride': args.stride, 'smooth': args.smooth,
@@ -204,13 +220,11 @@ def write_features(path: str, features: np.ndarray, counts: np.ndarray, dataset,
     else:
         means = np.where(ok[:, None], features / np.maximum(counts, 1)[:, None], np.nan).astype(np.float32)
     stem = path[:-len('.npy')] if path.endswith('.npy') else path
-    os.makedirs(os.path.dirname(os.path.abspath(stem)), exist_ok=True)
     outputs = {stem + '.npy': means}
     if per_view:
         outputs[stem + '_views.npy'] = views
     for name, array in outputs.items():
-        with atomic_path(name) as tmp, open(tmp, 'wb') as f:
-            np.save(f, array)
+        write_npy(name, array)
     index = {'video_ids': ids, 'views_per_window' if windows else 'views_per_video': dataset.num_views,
              'feature': 'classifier input, mean over positions (and views in the .npy)', 'weights': source}
     if windows:

@@ -12,7 +12,7 @@ import paddle.nn.functional as F
 from tqdm import tqdm
 
 import distributed
-from checkpoint import load_weights
+from checkpoint import load_weights, weights_file
 from config_utils import AttrDict
 from errors import WeightsError
 from kinetics_dataset import UNDECODABLE
@@ -33,6 +33,18 @@ def build_eval_model(cfg: AttrDict, weights: Optional[str], allow_pickle: bool =
     load_weights(model, weights, strict=True, allow_pickle=allow_pickle)
     model.eval()
     return model
+
+
+def scoring_source(cfg: AttrDict, weights: Optional[str]) -> str:
+    """What eval.py and predict.py will score with, checked before any work: ``INFER.model_dir`` with
+    ``INFER.use_inference``, else the weights file (WeightsError when none is given, it is missing, or it is a
+    folder: ``checkpoint.weights_file``)."""
+    if cfg.INFER.use_inference:
+        return cfg.INFER.model_dir
+    if not weights:
+        raise WeightsError('no weights: give --weights (or TEST.weights / INFER.weights)')
+    weights_file(weights)
+    return weights
 
 
 def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device: str, allow_pickle: bool = False):

@@ -24,7 +24,9 @@ import paddle
 import paddle.nn.functional as F
 
 import distributed
-from checkpoint import agree_on_resume, check_mid_epoch, check_resumable, load_checkpoint, load_weights, save_checkpoint
+from atomic import check_output_folder
+from checkpoint import (RunFolder, agree_on_resume, check_mid_epoch, check_resumable, claim_save_dir, load_checkpoint,
+                        load_weights, save_checkpoint)
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from errors import STOPPED, ConfigError, DivergedError, exit_on_user_error
 from kinetics_dataset import KineticsDataset, model_inputs
@@ -139,6 +141,7 @@ class Run:
     amp: bool
     stop: StopRequest
     plan: Plan
+    folder: Optional[RunFolder]  # rank 0: save_dir, locked while the run lives
     writer: Optional[object] = None
     epoch_iterations: List[int] = dataclasses.field(default_factory=list)  # a rank's iterations in each epoch
 
@@ -350,10 +353,13 @@ def save(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int,
         kept = progress.epoch_meter.sums() + progress.window.sums() + [progress.replaced]
         meta['progress'] = distributed.all_gather_array(np.array(kept, np.float64), world).tolist()
         rank_state = distributed.gather_non_trainable_state(trainee.model, world) if world > 1 else None
-    if run.rank == 0:
+
+    def write() -> None:  # a failed write (a full disk) stops every rank with rank 0's message
         saved = save_checkpoint(run.args.save_dir, epoch, trainee.model, trainee.optimizer, meta, trainee.scaler,
                                 iteration, rank_state)
         logger.info('saved %s.pdparams/.pdopt', saved)
+
+    distributed.rank_0_does(write, run.rank, world)
 
 
 def stopped(run: Run, where: str) -> int:
@@ -366,18 +372,30 @@ def stopped(run: Run, where: str) -> int:
     return STOPPED
 
 
+def claim_outputs(args: argparse.Namespace, resume: bool) -> RunFolder:
+    """Rank 0, before any work: the run's folder (``checkpoint.claim_save_dir``: writable, one run's, no other run's
+    checkpoints unless resumed), its train.log, and the VisualDL folder writable."""
+    folder = claim_save_dir(args.save_dir, resume, args.start_over)
+    if args.use_visualdl:
+        check_output_folder(args.vd_logdir, '--vd_logdir')
+    handler = logging.FileHandler(os.path.join(args.save_dir, 'train.log'))
+    handler.setFormatter(logging.getLogger().handlers[0].formatter)
+    logging.getLogger().addHandler(handler)
+    return folder
+
+
 def main() -> int:
     stop = StopRequest().install()  # first: a signal that comes during the start-up stops the run at its first step
     cfg, args = parse_args('train')
     t = cfg.TRAIN
     use_gpu = t.use_gpu if args.use_gpu is None else args.use_gpu
+    resume = args.resume or args.resume_epoch is not None
+    if args.start_over and resume:
+        raise ConfigError('--start_over moves the checkpoints in --save_dir aside, --resume continues from them: give '
+                          'one of them')
     setup_logging()  # before setup, which logs
     device, rank, world = distributed.setup(use_gpu, args.use_data_parallel)
-    if rank == 0:
-        os.makedirs(args.save_dir, exist_ok=True)
-        handler = logging.FileHandler(os.path.join(args.save_dir, 'train.log'))
-        handler.setFormatter(logging.getLogger().handlers[0].formatter)
-        logging.getLogger().addHandler(handler)
+    folder = distributed.rank_0_does(lambda: claim_outputs(args, resume), rank, world)
     log_config(cfg, 'Train')
     micro_batch = distributed.split_batch(t.batch_size, world * t.accumulate_steps, 'TRAIN.batch_size',
                                           'ranks x TRAIN.accumulate_steps')
@@ -388,7 +406,7 @@ def main() -> int:
     logger.info('device %s, rank %d of %d, batch %d = %d ranks x %d x %d accumulation steps', device, rank, world,
                 t.batch_size, world, micro_batch, t.accumulate_steps)
     run = Run(cfg, args, rank, world, args.seed, [world, micro_batch, t.accumulate_steps], amp, stop,
-              training_plan(cfg))
+              training_plan(cfg), folder)
 
     prefix = agree_on_resume(args.save_dir, args.resume, args.resume_epoch, rank, world)
     resumed = None

@@ -31,7 +31,7 @@ def parse_video_list(list_path: str, num_classes: int, path_prefix: str = '',
     if not os.path.isfile(list_path):
         raise ListError(f'video list not found: {list_path}')
     root = path_prefix or os.path.dirname(os.path.abspath(list_path))
-    with open(list_path, encoding='utf-8') as f:
+    with open(list_path, encoding='utf-8-sig') as f:
         lines = [(n, line.strip()) for n, line in enumerate(f, 1)]
     lines = [(n, line) for n, line in lines if line and not line.startswith('#')]
     if not lines:
@@ -152,7 +152,7 @@ def read_label_map(path: str, num_classes: int) -> Optional[List[str]]:
         return None
     if not os.path.isfile(path):
         raise ListError(f'label map not found: {path}')
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8-sig') as f:
         names = [line.strip() for line in f if line.strip()]
     if len(names) != num_classes and os.path.realpath(path) == os.path.realpath(KINETICS400_LABELS):
         logger.info('no class names: the default label map holds the 400 Kinetics names, MODEL.num_classes is %d '

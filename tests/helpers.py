@@ -1,10 +1,14 @@
 """What the tests share: paths, the tiny network, small demo lists, list writing, reading clips back, hostile
 files. Fixtures live in conftest.py (pytest finds them); tests import these from here."""
+import functools
 import glob
 import os
 import re
+import shlex
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -82,6 +86,53 @@ def shown_indices(fast):
     from videos import read_index
 
     return [read_index(frame) for frame in pixels(fast)]
+
+
+# ---- read-only folders and full disks, as root sees them too --------------------------------------------------------
+
+@functools.lru_cache(maxsize=None)
+def mount_namespaces() -> str:
+    """'' when this process may make private mount namespaces with their own mounts (root, unshare -m), else why
+    not."""
+    if shutil.which('unshare') is None:
+        return 'no unshare command'
+    folder = tempfile.mkdtemp()
+    try:
+        result = subprocess.run(['unshare', '-m', 'sh', '-c', f'mount -t tmpfs -o size=64k tmpfs {shlex.quote(folder)}'],
+                                capture_output=True, text=True)
+    finally:
+        os.rmdir(folder)
+    return '' if result.returncode == 0 else f'cannot make a mount namespace: {result.stderr.strip()[:200]}'
+
+
+def in_mount_namespace(command, readonly=(), small=None, then=''):
+    """``command`` (argv) as run in a private mount namespace in which each folder of ``readonly`` is a read-only
+    view of itself and each ``{folder: size}`` of ``small`` a new empty file system of that size (a read-only share
+    and a full disk as root sees them: root writes through permission bits; nothing outside the namespace sees the
+    mounts). ``then``: shell lines run in the namespace after the command (``$status`` holds its exit status).
+    Skips the test where mount namespaces cannot be made."""
+    reason = mount_namespaces()
+    if reason:
+        pytest.skip(reason)
+    lines = ['set -e']
+    for folder in readonly:
+        folder = shlex.quote(str(folder))
+        lines += [f'mount --bind {folder} {folder}', f'mount -o remount,bind,ro {folder}']
+    for folder, size in (small or {}).items():
+        os.makedirs(folder, exist_ok=True)
+        lines.append(f'mount -t tmpfs -o size={size} tmpfs {shlex.quote(str(folder))}')
+    lines += ['set +e', '"$@"', 'status=$?', then, 'exit $status']
+    return ['unshare', '-m', 'sh', '-c', '\n'.join(lines), 'sh'] + [str(c) for c in command]
+
+
+def one_error_line(log: str, *names) -> str:
+    """The one ERROR line of a log that ended in a user error, checked to name each of ``names`` and to come without
+    a traceback."""
+    errors = [line for line in log.splitlines() if ' ERROR ' in line]
+    assert errors and 'Traceback' not in log, log[-3000:]
+    for name in names:
+        assert str(name) in errors[-1], (name, errors[-1])
+    return errors[-1]
 
 
 def wait_for_line(path, text, process, timeout=300):

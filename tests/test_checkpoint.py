@@ -288,3 +288,148 @@ def test_every_entry_point_refuses_a_crafted_file_and_runs_none_of_it(demo_lists
         assert named in log and 'refusing to load it: it asks for posix.system' in log, (name, log[-3000:])
         assert not marker.exists(), name
     assert not (tmp_path / 'out.pdparams').exists() and not (tmp_path / 'export').exists()
+
+
+# ---- the run's folder: one run's, cleared of killed saves, never mixed -----------------------------------------------
+
+HOLDER = '''
+import sys, time
+sys.path.insert(0, {root!r})
+from checkpoint import claim_save_dir
+folder = claim_save_dir({folder!r}, resume=True)
+print('claimed', flush=True)
+time.sleep(600)
+'''
+
+
+def test_a_folder_in_use_is_refused_naming_the_run_and_freed_when_that_run_dies(tmp_path):
+    import socket
+
+    from checkpoint import claim_save_dir
+    from errors import RunFolderError
+
+    folder = str(tmp_path / 'ck')
+    script = tmp_path / 'holder.py'
+    script.write_text(HOLDER.format(root=ROOT, folder=folder))
+    holder = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'claimed'
+        with pytest.raises(RunFolderError) as error:
+            claim_save_dir(folder, resume=True)
+        assert str(error.value).startswith(f'--save_dir {folder} is in use by another training run (host '
+                                           f'{socket.gethostname()}, process {holder.pid}, started 20')
+        assert 'one run per folder' in str(error.value) and error.value.status == 8
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no clean-up of its own: the kernel releases the lock
+        holder.wait()
+    claimed = claim_save_dir(folder, resume=True)
+    assert open(os.path.join(folder, 'slowfast_run.lock')).read().startswith(f'host {socket.gethostname()}, '
+                                                                             f'process {os.getpid()}, started ')
+    claimed.lock.close()
+
+
+def small_checkpoints(folder, epochs):
+    layer = paddle.nn.Linear(4, 4)
+    opt = paddle.optimizer.Momentum(parameters=layer.parameters())
+    for epoch in range(epochs):
+        save_checkpoint(str(folder), epoch, layer, opt, {'epoch': epoch})
+
+
+def test_a_fresh_run_refuses_a_folder_holding_checkpoints_unless_it_starts_over(tmp_path, caplog, monkeypatch):
+    from checkpoint import claim_save_dir
+    from errors import RunFolderError
+
+    folder = tmp_path / 'ck'
+    small_checkpoints(folder, 3)
+    (folder / 'train.log').write_text('the first run\n')
+    (folder / 'notes.txt').write_text('mine')
+    with pytest.raises(RunFolderError) as error:
+        claim_save_dir(str(folder), resume=False)
+    assert str(error.value) == (
+        f'--save_dir {folder} holds the checkpoints of an earlier run (6 files, the newest {folder}/slowfast_epoch2), '
+        'and this run does not resume it: starting over in the same folder would mix the two runs\' checkpoints. '
+        'Continue that run with --resume, give this one another --save_dir, or move the old checkpoints aside with '
+        '--start_over')
+    claim_save_dir(str(folder), resume=True).lock.close()  # resuming it is what the folder is for
+    moves = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, 'replace', lambda src, dst: moves.append(os.path.basename(src)) or real_replace(src, dst))
+    claim_save_dir(str(folder), resume=False, start_over=True).lock.close()
+    [aside] = folder.glob('previous_run_*')
+    assert sorted(os.listdir(aside)) == sorted([f'slowfast_epoch{e}{x}' for e in range(3) for x in ('.pdparams', '.pdopt')]
+                                               + ['train.log'])
+    assert sorted(os.listdir(folder)) == sorted(['notes.txt', 'slowfast_run.lock', aside.name])
+    assert [m for m in moves if m.endswith('.pdopt')] == moves[:3]  # every .pdopt before any .pdparams
+    assert complete_checkpoints(str(folder)) == []
+    assert f'--start_over: moved the earlier run\'s 6 checkpoint files and its train.log to {aside}' in caplog.text
+    claim_save_dir(str(folder), resume=False).lock.close()  # nothing of the earlier run is left to mix with
+
+
+def test_the_temporary_files_of_killed_saves_are_removed_at_start_and_nothing_else(tmp_path, caplog):
+    from checkpoint import claim_save_dir
+
+    folder = tmp_path / 'ck'
+    script = tmp_path / 'writer.py'
+    script.write_text(WRITER.format(root=ROOT, folder=str(folder)))
+    for delay in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.1, 1.2) * 3:  # until a kill lands inside a write
+        process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                   text=True)
+        assert process.stdout.readline().strip() == 'ready'
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        if list(folder.glob('.slowfast_epoch*.part*')):
+            break
+    parts = sorted(p.name for p in folder.glob('.slowfast_epoch*.part*'))
+    assert parts, 'no kill landed inside a save'
+    others = {'notes.txt': 'mine', '.hidden': 'mine', '.other.pdparams.part12': 'not a save of this project',
+              'slowfast_epoch9.pdparams.part3': 'not hidden: not a temporary of atomic_path'}
+    for name, text in others.items():
+        (folder / name).write_text(text)
+    kept = sorted(set(os.listdir(folder)) - set(parts))
+    claim_save_dir(str(folder), resume=True).lock.close()
+    assert sorted(set(os.listdir(folder)) - {'slowfast_run.lock'}) == sorted(set(kept) - {'slowfast_run.lock'})
+    assert all((folder / name).read_text() == text for name, text in others.items())
+    assert f'{folder}: removed {len(parts)} temporary files of saves that were killed: ' in caplog.text
+    assert all(name in caplog.text for name in parts)
+
+
+def test_weights_given_as_a_folder_name_its_newest_complete_checkpoint(tiny_cfg, tmp_path):
+    model = build_model(tiny_cfg)
+    opt = paddle.optimizer.Momentum(parameters=model.parameters())
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(WeightsError, match=f'^--weights {empty} is a folder, not a weights file; it holds no complete '
+                                           'checkpoint'):
+        load_weights(model, str(empty))
+    for epoch in range(2):
+        save_checkpoint(str(tmp_path / 'ck'), epoch, model, opt, {})
+    save_checkpoint(str(tmp_path / 'ck'), 2, model, opt, {}, iteration=5)
+    os.remove(tmp_path / 'ck' / 'slowfast_epoch2_iter5.pdopt')  # incomplete: not named
+    with pytest.raises(WeightsError) as error:
+        load_weights(model, str(tmp_path / 'ck'))
+    command = f'--weights {tmp_path / "ck" / "slowfast_epoch1"}'
+    assert str(error.value) == (f'--weights {tmp_path / "ck"} is a folder, not a weights file; its newest complete '
+                                f'checkpoint: {command}')
+    assert load_weights(model, command.split(' ', 1)[1])[0]  # the named flag loads
+
+
+@pytest.mark.parametrize('allow_pickle', [False, True])
+def test_a_cut_or_empty_file_is_named_with_its_status_with_or_without_allow_pickle(tiny_cfg, tmp_path, allow_pickle):
+    from checkpoint import check_resumable, load_paddle_file
+
+    model = build_model(tiny_cfg)
+    opt = paddle.optimizer.Momentum(parameters=model.parameters())
+    prefix = save_checkpoint(str(tmp_path), 0, model, opt, {})
+    for ext, error in (('.pdparams', WeightsError), ('.pdopt', CheckpointError)):
+        data = open(prefix + ext, 'rb').read()
+        for name, content in (('cut', data[:len(data) // 2]), ('empty', b'')):
+            path = tmp_path / f'{name}{ext}'
+            path.write_bytes(content)
+            with pytest.raises(error, match=f'^{path}: not a file written by paddle.save, or cut short'):
+                load_paddle_file(str(path), allow_pickle, error)
+    open(prefix + '.pdopt', 'wb').write(open(prefix + '.pdopt', 'rb').read()[:1000])
+    with pytest.raises(CheckpointError, match=f'^{prefix}.pdopt: not a file written by paddle.save'):
+        check_resumable(prefix, tiny_cfg.MODEL, allow_pickle)
+    with pytest.raises(WeightsError, match=f'^{tmp_path}/cut.pdparams: not a file written by paddle.save'):
+        load_weights(model, str(tmp_path / 'cut'), allow_pickle=allow_pickle)

@@ -179,3 +179,26 @@ def test_a_model_outside_the_family_is_named_not_guessed(tmp_path, capsys):
     assert convert(tmp_path / 'c2.pkl', tmp_path / 'x.pdparams', tiny=False) == 4
     assert 'none of the shipped models (name SLOWFAST, depth 50, fusion_kernel_size 3, num_block_temp_kernel [];' in \
         capsys.readouterr().out and not os.path.exists(tmp_path / 'x.pdparams')
+
+
+@pytest.mark.parametrize('fmt', ['paddlevideo', 'pyslowfast'])
+def test_a_cut_or_empty_checkpoint_is_named_with_status_4_with_or_without_allow_pickle(tiny_cfg, tmp_path, capsys,
+                                                                                       fmt):
+    if fmt == 'pyslowfast':
+        pytest.importorskip('torch', reason='a .pyth is read with torch (pip install torch)')
+    ext = '.pyth' if fmt == 'pyslowfast' else '.pdparams'
+    whole = tmp_path / f'whole{ext}'
+    write_published(fmt, random_state(tiny_cfg), whole)
+    data = whole.read_bytes()
+    for name, content in (('cut', data[:len(data) // 2]), ('empty', b'')):
+        src = tmp_path / f'{name}{ext}'
+        src.write_bytes(content)
+        for flags in ((), ('--allow_pickle',)):
+            capsys.readouterr()
+            assert convert(src, tmp_path / 'out.pdparams', *flags) == 4, (name, flags)
+            out = capsys.readouterr()
+            errors = [line for line in (out.out + out.err).splitlines() if 'ERROR' in line]
+            assert len(errors) == 1 and f'{src}: not a file written by' in errors[0] and 'cut short' in errors[0], \
+                (name, flags, out.out[-1000:] + out.err[-1000:])
+            assert 'Traceback' not in out.out + out.err
+    assert not (tmp_path / 'out.pdparams').exists()

@@ -10,7 +10,7 @@ import paddle
 import pytest
 
 from config_utils import parse_config
-from helpers import ROOT, needs_ffmpeg, tiny_train_overrides, tool_path
+from helpers import ROOT, in_mount_namespace, needs_ffmpeg, one_error_line, tiny_train_overrides, tool_path
 from model import build_model
 
 ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
@@ -464,3 +464,125 @@ def test_a_list_of_missing_videos_stops_eval_and_predict_on_every_rank_with_the_
             env=dict(env, LOG_DIR=str(logs)), expect=3)
         for rank in (0, 1):
             assert expected in (logs / f'workerlog.{rank}').read_text(), (script, rank)
+
+
+# ---- outputs that cannot be written, a disk that fills, weights given oddly -------------------------------------------
+
+def test_an_output_that_cannot_be_written_stops_eval_and_predict_before_any_work(setup, tmp_path):
+    readonly = tmp_path / 'readonly'
+    readonly.mkdir()
+    weights = readonly / 'tiny.pdparams'  # the default --save_path of eval.py is the weights' folder
+    weights.write_bytes(open(setup['weights'] + '.pdparams', 'rb').read())
+    (tmp_path / 'a_file').write_text('x')
+    no_save_path = eval_command(setup, tmp_path, '--weights', str(weights))
+    no_save_path[no_save_path.index('--save_path'):no_save_path.index('--save_path') + 2] = []
+    cases = [
+        (eval_command(setup, readonly / 'out'), f'--save_path {readonly / "out"}: cannot write there'),
+        (no_save_path, f'--save_path {readonly} (not given: the folder of {weights}): cannot write there'),
+        (predict_command(setup, readonly / 'out', '--video', setup['videos']['mp4']),
+         f'--save_path {readonly / "out"}: cannot write there'),
+        (predict_command(setup, tmp_path / 'p', '--video', setup['videos']['mp4'], '--features', readonly / 'f.npy'),
+         f'--features {readonly / "f.npy"}: cannot write there in {readonly}'),
+        (predict_command(setup, tmp_path / 'p', '--video', setup['videos']['mp4'], '--timeline', readonly / 't'),
+         f'--timeline {readonly / "t"}: cannot write there'),
+    ]
+    for command, named in cases:
+        result = subprocess.run(in_mount_namespace(command, readonly=[readonly]), capture_output=True, text=True,
+                                timeout=600, cwd=ROOT, env=ENV)
+        assert result.returncode == 7, (named, result.stdout[-2000:] + result.stderr[-2000:])
+        one_error_line(result.stdout, named, '(Read-only file system)')
+        assert 'evaluating' not in result.stdout and 'predicting' not in result.stdout  # before the work
+    log = run(eval_command(setup, tmp_path / 'a_file'), expect=7)
+    one_error_line(log, f'--save_path {tmp_path / "a_file"}: {tmp_path / "a_file"} stands where the folder must go')
+    log = run(predict_command(setup, tmp_path / 'p', '--video', setup['videos']['mp4'], '--features',
+                              tmp_path / 'a_file' / 'f.npy'), expect=7)
+    one_error_line(log, f'--features {tmp_path / "a_file" / "f.npy"}: {tmp_path / "a_file"} is a file, not a folder')
+    # two ranks: both stop at start
+    env = dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs'), CONFIG='slowfast-single.yaml',
+               WEIGHTS=setup['weights'])
+    result = subprocess.run(in_mount_namespace(['bash', os.path.join(ROOT, 'run_eval_multi.sh'), '--save_path',
+                                                readonly / 'out', '-o', f'TEST.filelist={setup["list"]}'] +
+                                               setup['flags'], readonly=[readonly]),
+                            capture_output=True, text=True, timeout=600, cwd=ROOT, env=env)
+    assert result.returncode == 7, result.stdout[-2000:]
+    one_error_line((tmp_path / 'logs' / 'workerlog.1').read_text(), f'rank 0 stopped: --save_path {readonly / "out"}')
+
+
+FILL_WHEN = 'until grep -q {marker} {log}; do sleep 0.05; done; cat /dev/zero > {disk}/filler 2> /dev/null; true'
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('script', ['eval', 'predict'])
+def test_a_disk_that_fills_during_the_run_loses_no_result(setup, tmp_path, script):
+    """The disk of --save_path fills up while the views are scored: the accuracy is still logged and every output is
+    written below a temporary folder the error names, equal to what a run with room writes."""
+    disk, tmp = tmp_path / 'disk', tmp_path / 'tmp'
+    tmp.mkdir()
+    if script == 'eval':
+        command, marker, names = eval_command(setup, disk / 'out'), 'evaluating', ['eval_result.json']
+        normal = eval_command(setup, tmp_path / 'normal')
+    else:
+        extra = ['--filelist', setup['list'], '--features', str(disk / 'out' / 'f.npy')]
+        command, marker, names = predict_command(setup, disk / 'out', *extra), 'predicting', ['result.json', 'f.json']
+        normal = predict_command(setup, tmp_path / 'normal', '--filelist', setup['list'], '--features',
+                                 str(tmp_path / 'normal' / 'f.npy'))
+    log = tmp_path / 'log'
+    filler = FILL_WHEN.format(marker=marker, log=log, disk=disk)
+    wrapped = ['bash', '-c', f'"$@" > {log} 2>&1 & pid=$!; {filler}; wait $pid', 'bash'] + command
+    result = subprocess.run(in_mount_namespace(wrapped, small={disk: '1m'}), capture_output=True, text=True,
+                            timeout=600, cwd=ROOT, env=dict(ENV, TMPDIR=str(tmp)))
+    text = log.read_text()
+    assert result.returncode == 7, text[-3000:]
+    [rescue] = tmp.glob(f'slowfast-{script}-*')
+    line = one_error_line(text, f'cannot write {disk / "out"}', 'No space left on device',
+                          f'so every output of this run was written below {rescue} instead')
+    if script == 'eval':
+        assert '[EVAL] eval finished, avg_acc1= ' in text  # logged before the writes
+    run(normal, expect=1)  # two of the list's videos do not decode
+    for name in names:
+        got = json.loads(open(str(rescue) + str(disk / 'out' / name)).read())
+        want = json.loads((tmp_path / 'normal' / name).read_text())
+        if name == 'eval_result.json':
+            got, want = ({k: v for k, v in r.items() if k != 'weights'} for r in (got, want))
+        assert got == want, (name, line)
+
+
+def test_weights_given_as_a_folder_or_a_cut_file(setup, tmp_path):
+    from checkpoint import save_checkpoint
+
+    model = build_model(parse_config(os.path.join(ROOT, 'slowfast-single.yaml'), [
+        o for o in setup['flags'] if o != '-o']))
+    model.set_state_dict(paddle.load(setup['weights'] + '.pdparams'))
+    opt = paddle.optimizer.Momentum(parameters=model.parameters())
+    for epoch in range(2):
+        save_checkpoint(str(tmp_path / 'ck'), epoch, model, opt, {})
+    log = run(eval_command(setup, tmp_path / 'out', '--weights', str(tmp_path / 'ck')), expect=4)
+    line = one_error_line(log, f'--weights {tmp_path / "ck"} is a folder, not a weights file; its newest complete '
+                               f'checkpoint: --weights {tmp_path / "ck" / "slowfast_epoch1"}')
+    log = run(eval_command(setup, tmp_path / 'out', *line.rsplit(': ', 1)[1].split()), expect=1)  # as printed
+    assert '(6 videos evaluated, 2 failed)' in log
+    data = open(setup['weights'] + '.pdparams', 'rb').read()
+    for name, content in (('cut', data[:len(data) // 2]), ('empty', b'')):
+        path = tmp_path / f'{name}.pdparams'
+        path.write_bytes(content)
+        for flags in ((), ('--allow_pickle',)):
+            log = run(eval_command(setup, tmp_path / 'out', '--weights', str(path), *flags), expect=4)
+            one_error_line(log, f'{path}: not a file written by paddle.save, or cut short')
+
+
+def test_a_list_label_map_and_config_saved_with_a_byte_order_mark_lose_no_video(setup, demo_lists, tmp_path):
+    """Excel, Notepad and PowerShell start a UTF-8 file with the mark: every listed video is still evaluated."""
+    folder = os.path.dirname(demo_lists[1])
+    listing = tmp_path / 'val.txt'
+    listing.write_text('\ufeff' + ''.join(f'{os.path.join(folder, line)}\n' for line in setup['val_lines']),
+                       encoding='utf-8')
+    names = tmp_path / 'classes.txt'
+    names.write_text('\ufeffright\nleft\ndown\nup\n', encoding='utf-8')
+    config = tmp_path / 'config.yaml'
+    config.write_text('\ufeff' + open(os.path.join(ROOT, 'slowfast-single.yaml'), encoding='utf-8').read(),
+                      encoding='utf-8')
+    command = eval_command(setup, tmp_path / 'out', '-o', f'TEST.filelist={listing}', '-o',
+                           f'DATA.label_map={names}')
+    command[command.index('--config') + 1] = str(config)
+    log = run(command)
+    assert f'({len(setup["val_lines"])} videos evaluated, 0 failed)' in log

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from helpers import ROOT, needs_ffmpeg, tool_path
+from helpers import ROOT, in_mount_namespace, needs_ffmpeg, one_error_line, tool_path
 from video_lists import read_video_list
 from video_io import VideoReader
 
@@ -483,3 +483,99 @@ def test_check_gpu_says_so_without_cuda_and_its_parts_run_on_the_cpu(tiny_cfg):
         assert len(seconds) == 8 and len(losses) == 11 and all(np.isfinite(losses))
         assert losses[-1] < 0.5 * losses[0], (dtype, losses)
     assert check_gpu.inference_difference(tiny_cfg, 96, gpu_id=None) <= check_gpu.TOLERANCE
+
+
+# ---- every tool checks where it writes before its work --------------------------------------------------------------
+
+def tool_outputs(demo_lists, videos, weights):
+    """``[(tool, arguments with OUT for the output location, the flag named)]``: every tool that writes, with inputs
+    good enough that only the output can stop it."""
+    val = demo_lists[1]
+    tiny = ['--config', os.path.join(ROOT, 'slowfast-single.yaml')] + [
+        a for o in ['MODEL.num_classes=4', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4',
+                    'MODEL.width_per_group=8', 'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3'] for a in ('-o', o)]
+    return [
+        ('check_videos.py', [val, '--out', 'OUT/clean.txt'], '--out'),
+        ('check_videos.py', [val, '--report', 'OUT/report.json'], '--report'),
+        ('make_lists.py', ['folders', '--videos', os.path.dirname(val), '--out', 'OUT'], '--out'),
+        ('resize_videos.py', [os.path.dirname(val), 'OUT'], 'DST'),
+        ('make_demo_data.py', ['--out', 'OUT'], '--out'),
+        ('make_heldout_data.py', ['--kind', 'spin', '--out', 'OUT'], '--out'),
+        ('make_hard_videos.py', [videos['mp4'], 'OUT'], 'OUT'),
+        ('convert_weights.py', ['--src', weights, '--dst', 'OUT/w.pdparams'] + tiny, '--dst'),
+        ('zoo.py', ['get', 'paddlevideo-slowfast-4x16', '--file', weights, '--out', 'OUT'], '--out'),
+        ('export_model.py', ['--weights', weights, '--save_dir', 'OUT'] + tiny, '--save_dir'),
+        ('gradcam.py', ['--weights', weights, '--video', videos['mp4'], '--save_path', 'OUT'] + tiny, '--save_path'),
+        ('benchmark_data.py', ['--quick', '--json', 'OUT/r.json'], '--json'),
+        ('benchmark_infer.py', ['--json', 'OUT/r.json'], '--json'),
+        ('benchmark_train.py', ['--json', 'OUT/r.json'], '--json'),
+        ('benchmark_multigrid.py', ['--out', 'OUT'], '--out'),
+        ('benchmark_multigrid.py', ['--out', 'OUT_OK', '--plot', 'OUT/c.png'], '--plot'),
+        ('check_gpu.py', ['--json', 'OUT/r.json'], '--json'),
+    ]
+
+
+@pytest.fixture(scope='module')
+def tiny_weights(tmp_path_factory):
+    import paddle
+
+    from config_utils import parse_config
+    from model import build_model
+
+    path = tmp_path_factory.mktemp('weights') / 'tiny.pdparams'
+    paddle.save(build_model(parse_config(os.path.join(ROOT, 'slowfast-single.yaml'), [
+        'MODEL.num_classes=4', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
+        'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3'])).state_dict(), str(path))
+    return str(path)
+
+
+def tool_command(tool, args, out, tmp_path):
+    return [sys.executable, tool_path(tool)] + [str(a).replace('OUT_OK', str(tmp_path / 'ok')).replace('OUT', str(out))
+                                                for a in args]
+
+
+def test_every_tool_stops_at_once_when_a_file_stands_where_its_output_goes(demo_lists, videos, tiny_weights, tmp_path):
+    blocker = tmp_path / 'a_file'
+    blocker.write_text('x')
+    out = blocker / 'out'
+    for tool, args, flag in tool_outputs(demo_lists, videos, tiny_weights):
+        result = subprocess.run(tool_command(tool, args, out, tmp_path), capture_output=True, text=True, timeout=300,
+                                env=dict(os.environ, PYTHONWARNINGS='ignore'), cwd=ROOT)
+        assert result.returncode == 7, (tool, result.stdout[-2000:] + result.stderr[-2000:])
+        one_error_line(result.stdout + result.stderr, f'{flag} {out}', f'{blocker} is a file, not a folder')
+        assert blocker.read_text() == 'x'
+
+
+@pytest.mark.slow
+def test_every_tool_stops_at_once_when_its_output_folder_is_read_only(demo_lists, videos, tiny_weights, tmp_path):
+    readonly = tmp_path / 'readonly'
+    readonly.mkdir()
+    out = readonly / 'out'
+    for tool, args, flag in tool_outputs(demo_lists, videos, tiny_weights):
+        result = subprocess.run(in_mount_namespace(tool_command(tool, args, out, tmp_path), readonly=[readonly]),
+                                capture_output=True, text=True, timeout=300,
+                                env=dict(os.environ, PYTHONWARNINGS='ignore'), cwd=ROOT)
+        assert result.returncode == 7, (tool, result.stdout[-2000:] + result.stderr[-2000:])
+        one_error_line(result.stdout + result.stderr, f'{flag} {out}', '(Read-only file system)')
+    assert os.listdir(readonly) == []
+
+
+def test_resize_videos_on_a_disk_that_fills_up_keeps_what_it_converted_and_writes_no_list(videos, tmp_path):
+    src, disk = tmp_path / 'raw', tmp_path / 'disk'
+    src.mkdir()
+    for n in range(6):
+        shutil.copy(videos['mp4'], src / f'v{n}.mp4')
+    run_tool('resize_videos.py', src, tmp_path / 'room', '--short_side', 48, '--workers', 1)
+    size = os.path.getsize(tmp_path / 'room' / 'v0.mp4')  # a disk that holds two and a half of them
+    command = [sys.executable, tool_path('resize_videos.py'), src, disk / 'small', '--short_side', 48, '--workers', 1]
+    result = subprocess.run(in_mount_namespace(command, small={disk: f'{(5 * size // 2) // 4096 * 4096}'},
+                                               then=f'ls {disk / "small"} > '
+                                               f'{tmp_path / "listing"}'), capture_output=True, text=True,
+                            timeout=300, env=dict(os.environ, PYTHONWARNINGS='ignore'))
+    assert result.returncode == 7, result.stdout[-2000:] + result.stderr[-2000:]
+    converted = (tmp_path / 'listing').read_text().split()
+    assert 0 < len(converted) < 6 and 'videos.txt' not in converted
+    one_error_line(result.stdout, f'{6 - len(converted)} of 6 videos could not be written (the first: cannot write '
+                                  f'{disk / "small"}', 'No space left on device',
+                   f'the {len(converted)} converted ones are kept, and no list was written: free some space, then run '
+                   'the same command again (finished videos are skipped)')

@@ -12,7 +12,7 @@ import numpy as np
 import paddle
 import pytest
 
-from helpers import ROOT, tiny_train_overrides, tool_path, wait_for_line
+from helpers import ROOT, in_mount_namespace, one_error_line, tiny_train_overrides, tool_path, wait_for_line
 
 ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
 
@@ -647,3 +647,114 @@ def test_the_training_step_enters_the_amp_context_on_a_gpu(demo_lists, tmp_path,
     expected = {'enable': True, 'dtype': dtype, 'level': 'O1', 'custom_white_list': sorted(model_utils.AMP_WHITE_LIST),
                 'custom_black_list': sorted(model_utils.AMP_BLACK_LIST)}
     assert all(call == expected for call in calls), calls[0]
+
+
+# ---- the edges of a run: its folder, a full disk ------------------------------------------------------------------
+
+def test_two_runs_started_together_in_one_folder_the_second_refuses_at_start(demo_lists, tmp_path):
+    folder = tmp_path / 'ck'
+    runs = [subprocess.Popen(train_command(demo_lists, folder, '--seed', str(seed), epochs=4), stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, env=ENV, cwd=ROOT) for seed in (1, 2)]
+    logs = [run.communicate(timeout=600)[0] for run in runs]
+    statuses = sorted(run.returncode for run in runs)
+    assert statuses == [0, 8], [log[-2000:] for log in logs]
+    winner, loser = (0, 1) if runs[0].returncode == 0 else (1, 0)
+    line = one_error_line(logs[loser], f'--save_dir {folder} is in use by another training run',
+                          f'process {runs[winner].pid}, started ')
+    assert 'Give this run another --save_dir, or stop that one first' in line
+    assert 'training videos' not in logs[loser]  # refused before any work
+    log = (folder / 'train.log').read_text()
+    assert log.count('Train Arguments') == 1 and log.count('[TRAIN] training finished') == 1
+    seed = 1 + winner
+    for epoch in range(4):  # every checkpoint the winner's, its two files together
+        assert paddle.load(str(folder / f'slowfast_epoch{epoch}.pdopt'))['meta']['seed'] == seed
+    run_train(demo_lists, folder, '--resume_epoch', '0', epochs=4)
+
+
+def test_a_run_that_does_not_resume_refuses_another_run_s_checkpoints_and_starts_over_when_told(demo_lists, tmp_path):
+    folder = tmp_path / 'ck'
+    run_train(demo_lists, folder, '--seed', '1')
+    log = run_train(demo_lists, folder, '--seed', '2', expect=8)
+    line = one_error_line(log, f'--save_dir {folder} holds the checkpoints of an earlier run (4 files, the newest '
+                               f'{folder}/slowfast_epoch1)', 'Continue that run with --resume',
+                          'give this one another --save_dir', 'move the old checkpoints aside with --start_over')
+    assert 'training videos' not in log
+    # each way on that the message names, as written: --resume, another --save_dir, --start_over
+    assert 'resumed from' in run_train(demo_lists, folder, '--resume', epochs=3)
+    run_train(demo_lists, tmp_path / 'other', '--seed', '2')
+    log = run_train(demo_lists, folder, '--seed', '2', '--start_over')
+    [aside] = folder.glob('previous_run_*')
+    assert f'moved the earlier run\'s 6 checkpoint files and its train.log to {aside}' in log
+    assert paddle.load(str(aside / 'slowfast_epoch2.pdopt'))['meta']['seed'] == 1
+    assert paddle.load(str(folder / 'slowfast_epoch1.pdopt'))['meta']['seed'] == 2
+    assert not (folder / 'slowfast_epoch2.pdopt').exists() and (folder / 'train.log').read_text().count(
+        'Train Arguments') == 1
+    log = run_train(demo_lists, folder, '--resume', '--start_over', expect=2)
+    assert '--start_over moves the checkpoints in --save_dir aside, --resume continues from them' in log
+    # --resume --allow_pickle on a cut .pdopt: the checkpoint error, as without the flag
+    cut = folder / 'slowfast_epoch1.pdopt'
+    cut.write_bytes(cut.read_bytes()[:1000])
+    for flags in ((), ('--allow_pickle',)):
+        log = run_train(demo_lists, folder, '--resume', *flags, expect=5)
+        one_error_line(log, f'{cut}: not a file written by paddle.save, or cut short')
+
+
+def test_an_output_folder_that_cannot_be_written_stops_training_before_any_work(demo_lists, tmp_path):
+    (tmp_path / 'a_file').write_text('x')
+    log = run_train(demo_lists, tmp_path / 'a_file', expect=7)
+    one_error_line(log, f'--save_dir {tmp_path / "a_file"}: {tmp_path / "a_file"} stands where the folder must go')
+    readonly = tmp_path / 'readonly'
+    readonly.mkdir()
+    for flags, named in (((), f'--save_dir {readonly / "ck"}'),
+                         (('--use_visualdl', '--vd_logdir', str(readonly / 'vd')), f'--vd_logdir {readonly / "vd"}')):
+        save_dir = readonly / 'ck' if not flags else tmp_path / 'ck'
+        result = subprocess.run(in_mount_namespace(train_command(demo_lists, save_dir, *flags), readonly=[readonly]),
+                                capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+        assert result.returncode == 7, result.stdout[-2000:] + result.stderr[-2000:]
+        one_error_line(result.stdout, named, 'cannot write there (Read-only file system)')
+        assert 'training videos' not in result.stdout
+    # two ranks: both stop at start with rank 0's message
+    overrides = [a for o in tiny_train_overrides(*demo_lists) for a in ('-o', o)]
+    logs = tmp_path / 'logs'
+    result = subprocess.run(in_mount_namespace(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir',
+                                                readonly / 'ck'] + overrides, readonly=[readonly]),
+                            capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env=dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(logs)))
+    assert result.returncode == 7, result.stdout[-2000:]
+    one_error_line((logs / 'workerlog.0').read_text(), f'--save_dir {readonly / "ck"}: cannot write there')
+    one_error_line((logs / 'workerlog.1').read_text(), f'rank 0 stopped: --save_dir {readonly / "ck"}: cannot write')
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_save_stops_every_rank_naming_the_file_and_resume_continues_exactly(demo_lists, straight,
+                                                                                               tmp_path):
+    disk, kept = tmp_path / 'disk', tmp_path / 'kept'
+    # 6 MB: the checkpoint of epoch 0 (4.6 MB) fits, the next does not
+    command = in_mount_namespace(train_command(demo_lists, disk / 'ck', epochs=3), small={disk: '6m'},
+                                 then=f'ls -a {disk / "ck"} > {tmp_path / "listing"}; cp -a {disk / "ck"} {kept}')
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=600)
+    assert result.returncode == 7, result.stdout[-3000:] + result.stderr[-2000:]
+    one_error_line(result.stdout, f'cannot write {disk / "ck" / "slowfast_epoch1.pdparams"}: No space left on device',
+                   f'free of 6.0 MB in {disk / "ck"}', 'slowfast_epoch1 was not written; the newest complete one, '
+                   'slowfast_epoch0, is intact (a checkpoint takes 4.6 MB): free some space, then continue with --resume')
+    listing = (tmp_path / 'listing').read_text().split()
+    assert sorted(listing) == ['.', '..', 'slowfast_epoch0.pdopt', 'slowfast_epoch0.pdparams', 'slowfast_run.lock',
+                               'train.log']  # no temporary, no half checkpoint
+    log = run_train(demo_lists, kept, '--resume', epochs=3)
+    assert 'resumed from' in log and 'epoch 0 done' in log
+    assert max_difference(kept / 'slowfast_epoch2.pdparams', straight / 'ck' / 'slowfast_epoch2.pdparams') <= 1e-5
+
+    logs = tmp_path / 'logs'
+    overrides = [a for o in tiny_train_overrides(*demo_lists) for a in ('-o', o)]
+    started = time.time()
+    result = subprocess.run(in_mount_namespace(['bash', os.path.join(ROOT, 'run_train_multi.sh'), '--save_dir',
+                                                disk / 'ck'] + overrides, small={disk: '6m'}),
+                            capture_output=True, text=True, timeout=600, cwd=ROOT,
+                            env=dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(logs)))
+    ended = time.time()
+    assert result.returncode == 7, result.stdout[-2000:]
+    rank0, rank1 = ((logs / f'workerlog.{r}').read_text() for r in (0, 1))
+    line = one_error_line(rank0, f'cannot write {disk / "ck" / "slowfast_epoch1.pdparams"}: No space left on device')
+    one_error_line(rank1, 'rank 0 stopped: ' + line.split('] ', 1)[1])  # rank 1 stops by itself, with the message
+    when = time.mktime(time.strptime(line[1:20], '%Y-%m-%d %H:%M:%S'))
+    assert started - 1 <= when and ended - when < 20, (started, when, ended)  # every rank stopped within seconds

@@ -85,3 +85,38 @@ def test_find_videos_walks_nested_and_linked_folders_once_skipping_hidden_files(
     for missing in (tmp_path / 'gone', root / 'z.mp4'):
         with pytest.raises(ListError, match=f'video folder not found: {missing}'):
             find_videos(str(missing))
+
+
+BOM = '\ufeff'  # what Excel, Notepad and PowerShell put at the start of a UTF-8 file
+
+
+def test_every_text_reader_ignores_a_leading_byte_order_mark(tmp_path):
+    import json
+
+    from config_utils import parse_config
+    from inference import model_files
+    from make_lists import read_annotations, read_names
+    from video_lists import parse_video_list, read_label_map
+
+    def bom_file(name, text):
+        path = tmp_path / name
+        path.write_text(BOM + text, encoding='utf-8')
+        assert path.read_bytes().startswith(b'\xef\xbb\xbf')
+        return str(path)
+
+    assert read_video_list(bom_file('train.txt', 'a.mp4 1\nb.mp4 2\n'), 5) == [(str(tmp_path / 'a.mp4'), 1),
+                                                                               (str(tmp_path / 'b.mp4'), 2)]
+    assert read_video_list(bom_file('train.csv', 'path,label\na.mp4,1\n'), 5) == [(str(tmp_path / 'a.mp4'), 1)]
+    assert read_video_list(bom_file('val.csv', 'a.mp4,3\n'), 5) == [(str(tmp_path / 'a.mp4'), 3)]
+    assert [e.given for e in parse_video_list(bom_file('infer.txt', 'a.mp4\n'), 5, labels_required=False)] == ['a.mp4']
+    assert read_label_map(bom_file('classes.txt', 'abseiling\nair drumming\n'), 2) == ['abseiling', 'air drumming']
+    assert read_names(bom_file('names.txt', 'abseiling\n')) == ['abseiling']
+    cfg = parse_config(bom_file('config.yaml', 'TRAIN:\n  epoch: 3\n'))
+    assert cfg.TRAIN.epoch == 3
+    [clip] = read_annotations(bom_file('validate.csv', 'label,youtube_id,time_start,time_end,split\n'
+                                                       'abseiling,abcdefghijk,10,20,validate\n'))
+    assert (clip.label, clip.youtube_id, clip.start) == ('abseiling', 'abcdefghijk', 10)
+    for name in ('slowfast.pdmodel', 'slowfast.pdiparams'):
+        (tmp_path / name).write_bytes(b'')
+    bom_file('export.json', json.dumps({'inputs': ['slow', 'fast']}))
+    assert model_files(str(tmp_path))[2] == {'inputs': ['slow', 'fast']}

@@ -201,3 +201,29 @@ def test_the_command_line_exits_with_the_weights_status(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 4 and 'no published checkpoint named' in result.stdout + result.stderr
     logging.getLogger('zoo').handlers.clear()
+
+
+def test_a_disk_that_fills_during_a_download_keeps_the_part_for_the_next_run(tmp_path, server):
+    """The file-size limit (RLIMIT_FSIZE: EFBIG, as a full disk gives ENOSPC) stops the download half way: the error
+    names the part, its folder and what is free, and says to run the command again, which resumes it."""
+    import resource
+
+    from errors import OutputError
+
+    entry, state = entry_for(tmp_path, server, 'caffe2')
+    data = server.files['SLOWFAST_4x16_R50.pkl']
+    out = str(tmp_path / 'weights')
+    part = os.path.join(out, 'downloads', 'SLOWFAST_4x16_R50.pkl.part')
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(data) // 3, hard))
+    try:
+        with pytest.raises(OutputError) as error:
+            zoo.get(entry, out)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert str(error.value).startswith(f'cannot write {part}: File too large')
+    assert str(error.value).endswith('the part is kept: free some space, then run the same command again to resume')
+    assert os.path.getsize(part) == len(data) // 3 and open(part, 'rb').read() == data[:len(data) // 3]
+    weights = zoo.get(entry, out)  # as the message says: the same command, resumed
+    assert server.requests[-1][1] == f'bytes={len(data) // 3}-'
+    assert_same_weights(weights + '.pdparams', state)

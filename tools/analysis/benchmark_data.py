@@ -34,7 +34,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'data'))  # hard videos
 from baselines import DecodeFloor, OpenCVFrameSeeker, OriginalPipeline  # noqa: E402
 from bench_common import ROOT, machine_info, report  # noqa: E402
+from atomic import check_output_file  # noqa: E402
 from config_utils import AttrDict, parse_config, setup_logging  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
 from kinetics_dataset import KineticsDataset, KineticsMultiViewDataset, clip_frame_indices  # noqa: E402
 from video_io import VideoError, VideoReader, write_video  # noqa: E402
 
@@ -321,10 +323,12 @@ def main(argv=None) -> None:
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
     setup_logging()
+    if args.json:  # before the measuring
+        check_output_file(args.json, '--json')
     result = bench_data(args)
     report(result, table(result) + ('\n\n' + decoder_table(result['decoders']) if result['decoders'] else '') +
            ('\n\n' + gop_table(result['gops']) if result['gops'] else ''), args.json)
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_user_error(main, logger)

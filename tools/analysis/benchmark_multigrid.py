@@ -35,7 +35,9 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, 'tools', 'data'))  # make_demo_data
 
 from bench_common import machine_info, report  # noqa: E402  (beside this file)
+from atomic import check_output_file, check_output_folder  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
 
 logger = logging.getLogger('benchmark_multigrid')
 
@@ -106,8 +108,8 @@ def bench_variant(name: str, args, data: str, seed: int) -> Dict:
                 ' '.join(VARIANTS[name] + args.override) or 'the demo recipe')
     start = time.time()
     seconds = run([sys.executable, 'train.py', *flags, '-o', f'TRAIN.save_interval={args.score_every}',
-                   '--save_dir', checkpoints, '--log_interval', '100', '--valid_interval', '100000',
-                   '--seed', str(seed)], os.path.join(folder, 'train.log'))
+                   '--save_dir', checkpoints, '--start_over', '--log_interval', '100', '--valid_interval', '100000',
+                   '--seed', str(seed)], os.path.join(folder, 'train.log'))  # a run before this one: moved aside
     log = open(os.path.join(folder, 'train.log')).read()
     epochs = len(re.findall(r'\[Epoch \d+ end\]', log))
     iterations = sum(int(n) for n in re.findall(r'\[Epoch \d+, iter (\d+)/\1\]', log))
@@ -297,6 +299,11 @@ def main(argv: Sequence[str] = None) -> None:
     parser.add_argument('--repeats', type=int, default=5, help='--step_costs: timed iterations per shape')
     args = parser.parse_args(argv)
     setup_logging()
+    if args.json:  # before the measuring
+        check_output_file(args.json, '--json')
+    check_output_folder(args.out, '--out')
+    if args.plot:
+        check_output_file(args.plot, '--plot')
     os.environ.setdefault('OMP_NUM_THREADS', str(os.cpu_count()))
     if args.step_costs:
         rows = step_costs(args)
@@ -322,4 +329,4 @@ def main(argv: Sequence[str] = None) -> None:
     report(result, table(result), args.json)
 
 if __name__ == '__main__':
-    main()
+    exit_on_user_error(main, logger)

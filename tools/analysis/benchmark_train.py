@@ -23,7 +23,9 @@ import paddle
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 from bench_common import NO_TORCH, ROOT, machine_info, median_ms, report, torch_reference_available  # noqa: E402
+from atomic import check_output_file  # noqa: E402
 from config_utils import parse_config, setup_logging  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
 from distributed import tune_cpu_blas  # noqa: E402
 
 logger = logging.getLogger('benchmark_train')
@@ -311,9 +313,11 @@ def main(argv=None) -> None:
     parser.add_argument('--json', help='also write the results here')
     args = parser.parse_args(argv)
     setup_logging()
+    if args.json:  # before the measuring
+        check_output_file(args.json, '--json')
     result = bench_train(args)
     report(result, train_table(result), args.json)
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_user_error(main, logger)

@@ -26,6 +26,7 @@ import paddle.nn.functional as F
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
+from atomic import check_output_file  # noqa: E402
 from config_utils import input_shapes, parse_config, setup_logging  # noqa: E402
 from distributed import cuda_available  # noqa: E402
 from errors import exit_on_user_error  # noqa: E402
@@ -102,6 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument('-o', '--override', action='append', default=[], metavar='SECTION.key=value')
     args = parser.parse_args(argv)
     setup_logging()
+    if args.json:  # before the measuring
+        check_output_file(args.json, '--json')
     if not cuda_available():
         logger.info('no CUDA device in this Paddle (compiled with CUDA: %s): nothing to check on this machine',
                     paddle.device.is_compiled_with_cuda())

@@ -26,7 +26,7 @@ import paddle  # before setup_logging: importing Paddle 2.6 resets the root log 
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import distributed  # noqa: E402
-from atomic import atomic_path  # noqa: E402
+from atomic import atomic_path, check_output_folder  # noqa: E402
 from config_utils import AttrDict, build_parser, parse_args, setup_logging  # noqa: E402
 from errors import ConfigError, exit_on_user_error  # noqa: E402
 from kinetics_dataset import (channels_first, clip_frame_indices, clip_span, model_inputs,  # noqa: E402
@@ -176,9 +176,9 @@ def main() -> int:
         raise ConfigError(f'--class_index {class_index} is outside [0, {cfg.MODEL.num_classes})')
     samples, _ = collect_inputs(None, args.video, cfg)
     paths = [path for path, _ in samples]
-    model = build_eval_model(cfg, cfg.INFER.weights, args.allow_pickle)
     save_path = args.save_path or os.path.join(cfg.INFER.save_path, 'gradcam')
-    os.makedirs(save_path, exist_ok=True)
+    check_output_folder(save_path, '--save_path', '' if args.save_path else 'not given: INFER.save_path/gradcam')
+    model = build_eval_model(cfg, cfg.INFER.weights, args.allow_pickle)
     failed, stems = 0, file_stems(paths)
     for n, path in enumerate(paths):
         try:

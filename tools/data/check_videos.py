@@ -10,7 +10,9 @@ dropped too; one shorter than a training clip (``MODEL.num_frames * sampling_rat
 reported (clips of it repeat its last frame), and so is one whose packets promise more frames than decode (damaged
 packets: a read that reaches them re-indexes the video, one before them may be off by the difference; re-encoding it
 with tools/data/resize_videos.py makes it clean). The cleaned list keeps the kept lines exactly as written.
-Exit status: 0 when the check ran (1 with ``--strict`` when any video was dropped), 2 for a bad list or argument.
+Exit status: 0 when the check ran (1 with ``--strict`` when any video was dropped), 2 for a bad argument, 3 for a bad
+list, 7 when ``--out`` or ``--report`` cannot be written (checked before the decoding; a write that fails at the end
+puts both below a temporary folder it names).
 """
 import argparse
 import logging
@@ -22,7 +24,7 @@ from typing import Optional, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from atomic import atomic_path, write_json  # noqa: E402
+from atomic import atomic_path, check_output_file, write_json, write_outputs  # noqa: E402
 from config_utils import parse_config, setup_logging  # noqa: E402
 from errors import exit_on_user_error  # noqa: E402
 from video_lists import parse_video_list  # noqa: E402
@@ -64,6 +66,9 @@ def main(argv=None) -> int:
     entries = parse_video_list(args.list, cfg.MODEL.num_classes, cfg.DATA.path_prefix, labels_required=False)
     m = cfg.MODEL
     out = args.out or args.list + '.clean'
+    check_output_file(out, '--out', '' if args.out else 'not given: LIST.clean')  # before hours of decoding
+    if args.report:
+        check_output_file(args.report, '--report')
 
     jobs = [(e.path, float(m.target_fps)) for e in entries]
     results = map_videos(check_one, jobs, args.workers, 'checking')
@@ -84,17 +89,20 @@ def main(argv=None) -> int:
             damaged.append({'path': entry.path, 'line': entry.line, 'frames': frames, 'packets': promised})
             logger.warning('%s:%d %s: %d frames decode, its packets promise %d (damaged packets; kept)',
                            args.list, entry.line, entry.path, frames, promised)
-    with atomic_path(out) as tmp:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.writelines(line + '\n' for line in kept)
-    if args.report:
-        write_json(args.report, {'list': args.list, 'checked': len(entries), 'kept': len(kept), 'dropped': dropped,
-                                 'short': short, 'damaged': damaged})
+
+    def write(place) -> None:  # again below a temporary folder when a write fails: the decoding is not lost
+        with atomic_path(place(out)) as tmp:
+            with open(tmp, 'w', encoding='utf-8') as f:
+                f.writelines(line + '\n' for line in kept)
+        if args.report:
+            write_json(place(args.report), {'list': args.list, 'checked': len(entries), 'kept': len(kept),
+                                            'dropped': dropped, 'short': short, 'damaged': damaged})
 
     reasons = Counter(d['reason'].split(':')[0] for d in dropped)
     logger.info('checked %d videos: %d kept, %d dropped%s; %d shorter than a clip (kept, last frame repeats); '
                 '%d with damaged packets (kept)', len(entries), len(kept), len(dropped),
                 ''.join(f'\n    {n} x {r}' for r, n in reasons.most_common()), len(short), len(damaged))
+    write_outputs(write, 'check_videos')
     logger.info('cleaned list: %s', out)
     return 1 if args.strict and dropped else 0
 

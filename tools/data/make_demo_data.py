@@ -30,7 +30,9 @@ import cv2
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from atomic import check_output_folder  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
 from video_io import write_video  # noqa: E402
 from video_pool import map_videos  # noqa: E402  (beside this file)
 
@@ -149,7 +151,7 @@ def main(argv=None) -> None:
             args.fresh = True
     if args.fresh and os.path.isdir(args.out):
         shutil.rmtree(args.out)
-    os.makedirs(args.out, exist_ok=True)
+    check_output_folder(args.out, '--out')
     with open(settings_file, 'w') as f:
         json.dump(settings, f, indent=1)
 
@@ -173,4 +175,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_user_error(main, logger)

@@ -19,7 +19,9 @@ import sys
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from atomic import check_output_folder  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
 
 logger = logging.getLogger('make_hard_videos')
 
@@ -78,6 +80,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     setup_logging()
     if not os.path.isfile(args.source):
         parser.error(f'source video not found: {args.source}')
+    check_output_folder(args.out, 'OUT')
     try:
         cases = hard_videos(args.source, args.out)
     except FileNotFoundError:
@@ -91,4 +94,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    exit_on_user_error(main, logger)

@@ -29,7 +29,9 @@ import numpy as np
 from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from atomic import check_output_folder  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
+from errors import exit_on_user_error  # noqa: E402
 from video_io import write_video  # noqa: E402
 
 logger = logging.getLogger('make_heldout_data')
@@ -122,7 +124,7 @@ def main(argv=None) -> None:
     if os.path.isdir(args.out) and os.listdir(args.out):
         logger.error('%s is not empty: choose a new folder', args.out)
         sys.exit(2)
-    os.makedirs(os.path.join(args.out, 'clips'), exist_ok=True)
+    check_output_folder(os.path.join(args.out, 'clips'), '--out')
     names = CLASSES[args.kind]
     lists = {'train': [], 'val': []}
     jobs = [(split, i, label) for split, count in (('train', args.train_per_class), ('val', args.val_per_class))
@@ -141,4 +143,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    exit_on_user_error(main, logger)

@@ -31,7 +31,7 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
-from atomic import atomic_path  # noqa: E402
+from atomic import atomic_path, check_output_folder  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from errors import ListError, exit_on_user_error  # noqa: E402
 from video_io import VIDEO_EXTENSIONS  # noqa: E402
@@ -86,7 +86,7 @@ def annotation_files(given: Sequence[str]) -> Dict[str, str]:
 
 
 def read_annotations(path: str) -> List[Clip]:
-    with open(path, newline='', encoding='utf-8') as f:
+    with open(path, newline='', encoding='utf-8-sig') as f:
         reader = csv.DictReader(f)
         columns = set(reader.fieldnames or ())
         needed = {'youtube_id', 'time_start'}
@@ -116,7 +116,7 @@ def index_videos(paths: Sequence[str]) -> Tuple[Dict[str, List[Tuple[Optional[in
 def read_names(path: str) -> List[str]:
     if not os.path.isfile(path):
         raise ListError(f'class list not found: {path}')
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8-sig') as f:
         return [line.strip() for line in f if line.strip()]
 
 
@@ -176,7 +176,6 @@ def make_kinetics(args) -> Dict[str, str]:
     index, unnamed = index_videos(paths)
     logger.info('%d video files under %s (%d without a YouTube id in their name); %d classes from %s',
                 len(paths), args.videos, len(unnamed), len(classes), origin)
-    os.makedirs(args.out, exist_ok=True)
     written, used = {}, set()
     for split in SPLITS:
         if split not in annotated:
@@ -249,7 +248,6 @@ def make_folders(args) -> Dict[str, str]:
     classes = [c for c in classes if any(videos[s].get(c) for s in videos)]
     if not classes:
         raise ListError(f'{args.videos}: no class folder holds a video ({", ".join(VIDEO_EXTENSIONS)})')
-    os.makedirs(args.out, exist_ok=True)
     written = {}
     for split, by_class in videos.items():
         rows = [(path, classes.index(c)) for c in classes for path in by_class.get(c, ())]
@@ -280,8 +278,9 @@ def main(argv=None) -> int:
         mode.add_argument('--relative', action='store_true', help='paths relative to --out instead of absolute')
     args = parser.parse_args(argv)
     setup_logging()
+    check_output_folder(args.out, '--out')
     written = (make_kinetics if args.mode == 'kinetics' else make_folders)(args)
-    with open(written['classes'], encoding='utf-8') as f:
+    with open(written['classes'], encoding='utf-8-sig') as f:
         count = sum(1 for line in f if line.strip())
     overrides = [f'MODEL.num_classes={count}', f'DATA.label_map={os.path.abspath(written["classes"])}']
     overrides += [f'{key}.filelist={os.path.abspath(written[split])}'

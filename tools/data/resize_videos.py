@@ -10,6 +10,9 @@ already in DST is skipped, so the tool can be re-run after a crash
 (videos are written to a temporary name, then renamed). With ``--list`` only the list's videos are converted and
 ``DST/<list name>`` is written with the new paths (relative to DST) and the same labels; without it every video
 under SRC is converted and ``DST/videos.txt`` lists them. Videos that fail are reported and left out of the list.
+DST is checked for writing before any video is read; when the disk fills up during the run, the videos finished so
+far are kept, no list is written, and the tool exits with status 7 saying so (free space, run it again: finished
+videos are skipped).
 """
 import argparse
 import logging
@@ -20,9 +23,9 @@ from typing import List, Optional, Tuple
 import cv2
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-from atomic import atomic_path  # noqa: E402
+from atomic import atomic_path, check_output_folder, write_failure  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
-from errors import ListError, exit_on_user_error  # noqa: E402
+from errors import ListError, OutputError, exit_on_user_error  # noqa: E402
 from video_lists import NO_LABEL, find_videos, parse_video_list  # noqa: E402
 from video_io import VideoError, VideoReader, scaled_size, write_video  # noqa: E402
 from video_pool import map_videos  # noqa: E402  (beside this file)
@@ -32,7 +35,8 @@ GOP = 32  # keyframe interval: training-clip reads against x264's 250 measured i
 
 
 def resize_one(job: Tuple[str, str, int, int, int]) -> Tuple[str, str]:
-    """Convert ``src`` to ``dst``; returns ``(status, reason)`` with status 'done', 'skipped' or 'failed'."""
+    """Convert ``src`` to ``dst``; returns ``(status, reason)`` with status 'done', 'skipped', 'failed' (the video)
+    or 'unwritten' (the disk: ``atomic.write_failure``)."""
     src, dst, short_side, crf, gop = job
     if os.path.isfile(dst):
         return 'skipped', ''
@@ -53,6 +57,11 @@ def resize_one(job: Tuple[str, str, int, int, int]) -> Tuple[str, str]:
         return 'done', ''
     except VideoError as error:
         return 'failed', error.reason
+    except OutputError as error:
+        return 'unwritten', str(error)
+    except OSError as error:  # making DST's sub-folder
+        failure = write_failure(dst, error)
+        return ('unwritten', str(failure)) if failure else ('failed', f'{type(error).__name__}: {error}')
     except Exception as error:  # one bad video must not stop the others
         return 'failed', f'{type(error).__name__}: {error}'
 
@@ -73,6 +82,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     src_root, dst_root = os.path.abspath(args.src), os.path.abspath(args.dst)
     if not os.path.isdir(src_root):
         parser.error(f'source folder not found: {args.src}')
+    check_output_folder(dst_root, 'DST')
 
     if args.list:
         entries = parse_video_list(args.list, 10 ** 9, labels_required=False)
@@ -91,6 +101,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     jobs = [(p, os.path.join(dst_root, r), args.short_side, args.crf, args.gop) for (p, _), r in zip(items, rel)]
     results = map_videos(resize_one, jobs, args.workers, f'resizing to {args.short_side}')
 
+    unwritten = [reason for status, reason in results if status == 'unwritten']
+    if unwritten:
+        raise OutputError(f'{len(unwritten)} of {len(jobs)} videos could not be written (the first: {unwritten[0]}); '
+                          f'the {sum(s == "done" for s, _ in results)} converted ones are kept, and no list was '
+                          'written: free some space, then run the same command again (finished videos are skipped)')
     lines, failed = [], 0
     for (src, label), r, (status, reason) in zip(items, rel, results):
         if status == 'failed':
@@ -98,7 +113,6 @@ def main(argv: Optional[List[str]] = None) -> int:
             logger.warning('%s: %s', src, reason)
             continue
         lines.append(r if label == NO_LABEL else f'{r} {label}')
-    os.makedirs(dst_root, exist_ok=True)
     with atomic_path(out_list) as tmp:
         with open(tmp, 'w', encoding='utf-8') as f:
             f.writelines(line + '\n' for line in lines)

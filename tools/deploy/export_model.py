@@ -19,6 +19,7 @@ import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from atomic import check_output_folder  # noqa: E402
 from config_utils import input_shapes, parse_config, setup_logging  # noqa: E402
 from errors import exit_on_user_error  # noqa: E402
 from inference import NAME, InferenceModel, export, model_files  # noqa: E402
@@ -60,6 +61,7 @@ def main(argv=None) -> int:
     save_dir = args.save_dir or cfg.INFER.model_dir
     if size < cfg.MODEL.crop_size:
         parser.error(f'--size {size} is smaller than MODEL.crop_size {cfg.MODEL.crop_size}')
+    check_output_folder(save_dir, '--save_dir', '' if args.save_dir else 'not given: INFER.model_dir')
 
     paddle.set_device('cpu')
     model = build_eval_model(cfg, args.weights, args.allow_pickle)

@@ -34,6 +34,7 @@ import numpy as np
 import paddle  # before setup_logging: importing Paddle 2.6 resets the root log level
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from atomic import check_output_file  # noqa: E402
 from checkpoint import RefusedPickle, atomic_save, load_paddle_file, restricted_unpickle  # noqa: E402
 from config_utils import STAGE_DEPTHS, parse_config, setup_logging  # noqa: E402
 from errors import WeightsError, exit_on_user_error  # noqa: E402
@@ -72,8 +73,14 @@ def _read_torch(path: str, allow_pickle: bool) -> Dict[str, np.ndarray]:
     try:
         obj = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
     except pickle.UnpicklingError as error:
+        if allow_pickle:  # no refusal with the flag: a file pickle cannot read
+            raise ConversionError(f'{path}: not a file written by torch.save, or cut short '
+                                  f'({str(error).splitlines()[0][:200]})') from None
         raise ConversionError(f'{path} holds objects other than tensors ({str(error).splitlines()[0][:200]}); '
                               'if you trust the file, convert it with --allow_pickle') from None
+    except Exception as error:  # a cut or damaged file: RuntimeError (zip reader), EOFError, ValueError, ...
+        raise ConversionError(f'{path}: not a file written by torch.save, or cut short ({type(error).__name__}: '
+                              f'{str(error).splitlines()[0][:200] if str(error) else ""})') from None
     if isinstance(obj, dict):
         for key in ('model_state', 'state_dict', 'model'):
             if isinstance(obj.get(key), dict):
@@ -354,6 +361,7 @@ def main(argv=None) -> int:
     if args.arch:
         overrides += [f'MODEL.{k}={v}' for k, v in ARCHS[args.arch].items()]
     config = args.config or (os.path.join(ROOT, 'slowfast.yaml') if args.arch else None)
+    check_output_file(args.dst if args.dst.endswith('.pdparams') else args.dst + '.pdparams', '--dst')
     convert_file(args.src, args.dst, config, overrides, args.format, args.allow_pickle)
     return 0
 

@@ -29,9 +29,10 @@ from tqdm import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from atomic import check_output_folder, write_failure  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from convert_weights import convert_file  # noqa: E402
-from errors import WeightsError, exit_on_user_error  # noqa: E402
+from errors import OutputError, WeightsError, exit_on_user_error  # noqa: E402
 
 logger = logging.getLogger('zoo')
 
@@ -158,25 +159,41 @@ def download(url: str, dest: str, sha256: Optional[str] = None, name: str = 'NAM
                                 f'{first[:120]!r}...; the address may have moved: see the publisher\'s page '
                                 'linked in docs/MODEL_ZOO.md')
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        with open(part, 'ab' if have else 'wb') as f, \
+        with open(part, 'ab' if have else 'wb', buffering=0) as f, \
                 tqdm(total=total, initial=have, unit='B', unit_scale=True, unit_divisor=1024,
                      desc=os.path.basename(dest)) as bar:
             broken = None
             try:
                 while first:
-                    f.write(first)
+                    _write(f, first, part)
                     bar.update(len(first))
                     first = response.read(CHUNK)
             except (OSError, http.client.HTTPException) as error:  # dropped mid-way: keep the part
                 broken = error
-            f.flush()
-            os.fsync(f.fileno())
+            _write(f, None, part)
     size = os.path.getsize(part)
     if broken is not None or (total is not None and size != total):
         raise DownloadError(f'{url}: the download stopped after {size} of {total or "?"} bytes'
                             f'{f" ({type(broken).__name__})" if broken else ""}; the part is kept in {part}: run the '
                             'same command again to resume')
     return _finish(url, part, dest, sha256)
+
+
+def _write(f, data: Optional[bytes], part: str) -> None:
+    """``data`` appended to the part file (unbuffered: nothing is left to write when it is closed; None: flushed to
+    disk); a full disk is an OutputError that keeps the part for the next run to resume."""
+    try:
+        if data is None:
+            os.fsync(f.fileno())
+        view = memoryview(data or b'')
+        while view:  # a raw write may take part of it
+            view = view[f.write(view):]
+    except OSError as error:
+        failure = write_failure(part, error)
+        if failure is None:
+            raise
+        raise OutputError(f'{failure}: the part is kept: free some space, then run the same command again to '
+                          'resume') from None
 
 
 def _finish(url: str, part: str, dest: str, sha256: Optional[str]) -> str:
@@ -200,7 +217,9 @@ def commands(entry: Entry, weights: str, overrides=()) -> str:
 
 def get(entry: Entry, out: str, file: Optional[str] = None, url: Optional[str] = None,
         sha256: Optional[str] = None, allow_pickle: bool = False) -> str:
-    """Download (unless ``file``) and convert ``entry``; returns the converted weights' path without extension."""
+    """Download (unless ``file``) and convert ``entry``; returns the converted weights' path without extension.
+    ``out`` is checked for writing first (``atomic.check_output_folder``)."""
+    check_output_folder(os.path.join(out, 'downloads') if file is None else out, '--out')
     sha256 = sha256 or entry.sha256
     if file is None:
         url = url or entry.url
