@@ -58,7 +58,7 @@ def test_a_write_past_the_file_size_limit_names_the_file_its_folder_and_the_spac
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     message = str(error.value)
     assert message.startswith(f'cannot write {target}: File too large') and 'ulimit -f' in message
-    assert f'free of' in message and f' in {tmp_path}' in message and 'after 97.7 KB of it' in message
+    assert 'free of' in message and f' in {tmp_path}' in message and 'after 97.7 KB of it' in message
     assert error.value.status == 7
     assert target.read_bytes() == b'old' and os.listdir(tmp_path) == ['scores.npy']
 

@@ -675,9 +675,9 @@ def test_a_run_that_does_not_resume_refuses_another_run_s_checkpoints_and_starts
     folder = tmp_path / 'ck'
     run_train(demo_lists, folder, '--seed', '1')
     log = run_train(demo_lists, folder, '--seed', '2', expect=8)
-    line = one_error_line(log, f'--save_dir {folder} holds the checkpoints of an earlier run (4 files, the newest '
-                               f'{folder}/slowfast_epoch1)', 'Continue that run with --resume',
-                          'give this one another --save_dir', 'move the old checkpoints aside with --start_over')
+    one_error_line(log, f'--save_dir {folder} holds the checkpoints of an earlier run (4 files, the newest '
+                        f'{folder}/slowfast_epoch1)', 'Continue that run with --resume',
+                   'give this one another --save_dir', 'move the old checkpoints aside with --start_over')
     assert 'training videos' not in log
     # each way on that the message names, as written: --resume, another --save_dir, --start_over
     assert 'resumed from' in run_train(demo_lists, folder, '--resume', epochs=3)
