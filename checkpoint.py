@@ -214,8 +214,10 @@ def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer
     OutputError saying so and which checkpoint is intact."""
     os.makedirs(save_dir, exist_ok=True)
     prefix = checkpoint_prefix(save_dir, epoch, iteration)
+    written = False
     try:
         atomic_save(model.state_dict(), prefix + '.pdparams')
+        written = True
         # the .pdparams stays a plain state dict (what eval, predict and other ports load); the .pdopt records its
         # digest
         meta = dict(meta, epoch=epoch, weights_sha256=file_digest(prefix + '.pdparams'))
@@ -228,8 +230,10 @@ def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer
             state['rank_state'] = rank_state
         atomic_save(state, prefix + '.pdopt')
     except OutputError as error:
-        if os.path.isfile(prefix + '.pdparams') and not os.path.isfile(prefix + '.pdopt'):
-            os.remove(prefix + '.pdparams')  # half a checkpoint: what it takes is what the next attempt needs
+        if written:  # half a checkpoint (with the .pdopt of an earlier one of this name, if any: not its pair)
+            for ext in ('.pdopt', '.pdparams'):
+                if os.path.isfile(prefix + ext):
+                    os.remove(prefix + ext)
         raise OutputError(f'{error}. {os.path.basename(prefix)} was not written; ' + _intact(save_dir)) from None
     for position in complete_checkpoints(save_dir):
         if position[1] is not None and position != (epoch, iteration):

@@ -5,7 +5,8 @@
     python train.py --config slowfast.yaml --resume                    # continue from the newest checkpoint
     python train.py --weights converted.pdparams -o MODEL.num_classes=10   # fine-tune
 
-The story of a run (``main``, last): config -> device and ranks -> resume point -> the plan
+The story of a run (``main``, last): config -> device and ranks -> the run's folder (``claim_outputs``: writable,
+one run's) -> resume point -> the plan
 (``multigrid.training_plan``: shape stages, epochs, LR steps) -> data -> network, optimizer and LR (``build_trainee``)
 -> restore -> for each epoch: its stage's loader (``Data.enter``: rebuilt only when the shape changes), ``train_epoch``
 (forward, loss, backward, step, LR step, logs; after a step, a stop signal writes a mid-epoch checkpoint and ends the
