@@ -547,6 +547,7 @@ def test_a_disk_that_fills_during_the_run_loses_no_result(setup, tmp_path, scrip
         assert got == want, (name, line)
 
 
+@pytest.mark.slow
 def test_weights_given_as_a_folder_or_a_cut_file(setup, tmp_path):
     from checkpoint import save_checkpoint
 

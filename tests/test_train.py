@@ -651,6 +651,7 @@ def test_the_training_step_enters_the_amp_context_on_a_gpu(demo_lists, tmp_path,
 
 # ---- the edges of a run: its folder, a full disk ------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_two_runs_started_together_in_one_folder_the_second_refuses_at_start(demo_lists, tmp_path):
     folder = tmp_path / 'ck'
     runs = [subprocess.Popen(train_command(demo_lists, folder, '--seed', str(seed), epochs=4), stdout=subprocess.PIPE,
@@ -671,6 +672,7 @@ def test_two_runs_started_together_in_one_folder_the_second_refuses_at_start(dem
     run_train(demo_lists, folder, '--resume_epoch', '0', epochs=4)
 
 
+@pytest.mark.slow
 def test_a_run_that_does_not_resume_refuses_another_run_s_checkpoints_and_starts_over_when_told(demo_lists, tmp_path):
     folder = tmp_path / 'ck'
     run_train(demo_lists, folder, '--seed', '1')
