@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import random
+import shlex
 import subprocess
 import sys
 
@@ -36,6 +37,23 @@ def write_annotations(path, rows, with_label=True):
         writer.writerow((['label'] if with_label else []) + ['youtube_id', 'time_start', 'time_end', 'split', 'is_cc'])
         for label, yid, start, split in rows:
             writer.writerow(([label] if with_label else []) + [yid, start, start + 10, split, 0])
+
+
+def printed_overrides(log):
+    """The overrides of make_lists' last line ("use them with: -o A -o B ..."), checked to run as printed: through
+    train.py's own command line (flags, then every override applied and the config validated)."""
+    from config_utils import parse_args
+
+    [line] = [line for line in log.splitlines() if 'use them with: ' in line]
+    words = shlex.split(line.split('use them with: ', 1)[1])
+    assert words[::2] == ['-o'] * (len(words) // 2)
+    cfg, _ = parse_args('train', ['--config', os.path.join(ROOT, 'slowfast.yaml')] + words)
+    overrides = words[1::2]
+    for override in overrides:
+        key, value = override.split('=', 1)
+        section, name = key.split('.')
+        assert str(cfg[section][name]) == value, override
+    return overrides
 
 
 def touch(path):
@@ -178,7 +196,8 @@ def test_class_folders_make_a_seeded_stratified_split_or_follow_split_folders(tm
         assert len(held) == round(n * 0.3) and len(kept) + len(held) == n
         assert all(os.path.basename(os.path.dirname(p)) == c for p in held + kept)
     assert not set(p for p, _ in train) & set(p for p, _ in val)
-    assert f'MODEL.num_classes=3 DATA.label_map={out / "classes.txt"}' in result.stdout + result.stderr
+    overrides = printed_overrides(result.stdout + result.stderr)
+    assert overrides[:2] == ['MODEL.num_classes=3', f'DATA.label_map={out / "classes.txt"}']
     first = (out / 'val.csv').read_text()
     make_lists.main(['folders', '--videos', str(root), '--out', str(out), '--val_fraction', '0.3'])
     assert (out / 'val.csv').read_text() == first  # the same seed, the same split
@@ -193,3 +212,78 @@ def test_class_folders_make_a_seeded_stratified_split_or_follow_split_folders(tm
     touch(split_root / 'val' / 'c' / 'c0.mp4')
     with pytest.raises(make_lists.ListError, match='class folders not in .*train: c'):
         make_lists.main(['folders', '--videos', str(split_root), '--out', str(tmp_path / 'l3')])
+
+
+def test_an_error_in_any_split_writes_nothing_and_a_rerun_replaces_the_whole_set(tmp_path):
+    annotations, videos, rows, _ = kinetics_tree(tmp_path, 'flat')
+    out = tmp_path / 'lists'
+    with open(annotations / 'validate.csv', 'a') as f:  # a val row of a class the label file does not name
+        f.write('unknown dance,zzzzzzzzzzz,0,10,validate,0\n')
+    touch(videos / 'zzzzzzzzzzz_000000_000010.mp4')
+    with pytest.raises(make_lists.ListError, match="validate.csv: class 'unknown dance' .* is not in the class list"):
+        make_lists.main(['kinetics', '--annotations', str(annotations), '--videos', str(videos), '--out', str(out),
+                         '--labels', os.path.join(ROOT, 'kinetics400_labels.txt')])
+    assert not out.exists() or os.listdir(out) == []  # train.csv was good: still nothing written
+    # a val folder without any of its videos: the same
+    (tmp_path / 'only_train').mkdir()
+    for path in videos.rglob('*.mp4'):
+        if path.name[:11] in {yid for _, yid, _, _ in rows['train']}:  # the val clips' videos are not there
+            touch(tmp_path / 'only_train' / path.name)
+    with pytest.raises(make_lists.ListError, match='val: none of the 201 annotated clips'):
+        make_lists.main(['kinetics', '--annotations', str(annotations), '--videos', str(tmp_path / 'only_train'),
+                         '--out', str(out)])
+    assert not out.exists() or os.listdir(out) == []
+
+    # class folders: a first run with validation, a second whose classes are too small for any: its set alone remains
+    root = tmp_path / 'mine'
+    for name, n in {'walk': 4, 'jump': 3, 'run': 5}.items():
+        for i in range(n):
+            touch(root / name / f'clip{i}.mp4')
+    make_lists.main(['folders', '--videos', str(root), '--out', str(out), '--val_fraction', '0.25'])
+    assert (out / 'val.csv').exists()
+    result = subprocess.run([sys.executable, tool_path('make_lists.py'), 'folders', '--videos', str(root),
+                             '--out', str(out)], capture_output=True, text=True)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert sorted(os.listdir(out)) == ['classes.txt', 'train.csv']  # the first run's val.csv is gone
+    assert f'removed {out / "val.csv"} (of an earlier run' in log
+    assert '3 of 3 classes get no validation video (jump, run, walk): they hold too few videos for --val_fraction ' \
+        '0.1' in log
+    assert not any(o.startswith('VALID.filelist') for o in printed_overrides(log))
+
+
+def test_a_malformed_time_start_is_named_with_its_file_line_and_column(tmp_path):
+    annotations = tmp_path / 'a'
+    annotations.mkdir()
+    write_annotations(annotations / 'train.csv', [('abseiling', 'abcdefghijk', 5, 'train')])
+    with open(annotations / 'train.csv', 'a') as f:
+        f.write('archery,bcdefghijkl,3s,13,train,0\n')
+    (tmp_path / 'v').mkdir()
+    result = subprocess.run([sys.executable, tool_path('make_lists.py'), 'kinetics', '--annotations',
+                             str(annotations), '--videos', str(tmp_path / 'v'), '--out', str(tmp_path / 'out')],
+                            capture_output=True, text=True)
+    assert result.returncode == 3 and 'Traceback' not in result.stderr
+    assert f"{annotations / 'train.csv'}:3: time_start (column 3) is '3s', not a number of seconds" in result.stdout
+
+
+def test_a_kinetics400_subset_keeps_the_published_ids_unless_asked_otherwise(tmp_path):
+    subset = ['zumba', 'abseiling', 'yoga', 'archery', 'bowling', 'juggling balls', 'surfing water', 'welding']
+    annotations, videos, rows, missing = kinetics_tree(tmp_path, 'flat', classes=subset)
+    out = tmp_path / 'lists'
+    result = subprocess.run([sys.executable, tool_path('make_lists.py'), 'kinetics', '--annotations',
+                             str(annotations), '--videos', str(videos), '--out', str(out)], capture_output=True,
+                            text=True)
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log
+    assert '400 classes: the Kinetics-400 class ids of the published checkpoints (kinetics400_labels.txt); the ' \
+        'annotations hold 8 of its classes' in log
+    samples = read_video_list(str(out / 'train.csv'), 400)
+    assert [label for _, label in samples] == [PUBLISHED_IDS[c] for c, yid, _, _ in rows['train'] if yid not in missing]
+    assert (out / 'classes.txt').read_text().splitlines() == K400
+    assert printed_overrides(log)[0] == 'MODEL.num_classes=400'
+    make_lists.main(['kinetics', '--annotations', str(annotations), '--videos', str(videos), '--out', str(out),
+                     '--class_ids', 'alphabetical'])
+    assert (out / 'classes.txt').read_text().splitlines() == sorted(subset)
+    samples = read_video_list(str(out / 'train.csv'), 8)
+    assert [label for _, label in samples] == [sorted(subset).index(c) for c, yid, _, _ in rows['train']
+                                               if yid not in missing]

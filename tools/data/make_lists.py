@@ -8,8 +8,9 @@ their YouTube id, named ``{youtube_id}_{start:06d}_{end:06d}.mp4`` or ``{youtube
 
 writes ``data/train.csv``, ``data/val.csv`` (and ``data/test.csv`` when a test CSV is given), ``data/classes.txt``,
 and ``data/missing_{split}.csv`` with the annotation rows whose video is not there. Class ids follow the shipped
-``kinetics400_labels.txt`` (the published checkpoints' order) when the annotations hold the 400 Kinetics classes,
-else the alphabetical order of their classes (Kinetics-600/700's ids), or ``--labels FILE``.
+``kinetics400_labels.txt`` (the published checkpoints' order) whenever every annotated class is a Kinetics-400 class
+(a subset keeps the 400 ids, so a published model scores it), else the alphabetical order of the annotated classes
+(Kinetics-600/700's ids); ``--class_ids alphabetical`` asks for the latter, ``--labels FILE`` for your own.
 
 Your own dataset, one folder per class (``root/<class>/<video>``, or ``root/train/<class>/...`` and
 ``root/val/<class>/...``): classes in alphabetical order, and without split folders a seeded ``--val_fraction`` of
@@ -17,7 +18,10 @@ each class for validation:
 
     python tools/data/make_lists.py folders --videos my_videos --out data/mine
 
-Paths are written absolute (``--relative``: relative to ``--out``, for lists that move with the videos).
+Paths are written absolute (``--relative``: relative to ``--out``, for lists that move with the videos). The files
+are written together once every split has succeeded (an error writes nothing), and a re-run replaces the whole set:
+a file of an earlier run that this one does not make (a split, a missing list) is removed. The last line prints the
+``-o`` overrides that point train.py, eval.py and predict.py at them.
 """
 import argparse
 import collections
@@ -26,6 +30,7 @@ import logging
 import os
 import random
 import re
+import shlex
 import sys
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -93,10 +98,16 @@ def read_annotations(path: str) -> List[Clip]:
         if not needed <= columns:
             raise ListError(f'{path}: not a Kinetics annotation CSV (columns {sorted(columns)}; expected '
                             'label,youtube_id,time_start,time_end,split)')
+        column = reader.fieldnames.index('time_start') + 1
         clips = []
         for row in reader:
             label = (row.get('label') or '').strip() or None
-            clips.append(Clip(row['youtube_id'].strip(), int(float(row['time_start'])), label, row))
+            try:
+                start = int(float(row['time_start']))
+            except (TypeError, ValueError):
+                raise ListError(f'{path}:{reader.line_num}: time_start (column {column}) is {row["time_start"]!r}, '
+                                'not a number of seconds') from None
+            clips.append(Clip(row['youtube_id'].strip(), start, label, row))
     return clips
 
 
@@ -120,20 +131,26 @@ def read_names(path: str) -> List[str]:
         return [line.strip() for line in f if line.strip()]
 
 
-def class_list(clips: Sequence[Clip], labels: Optional[str]) -> Tuple[List[str], str]:
-    """``(class names in id order, where they come from)``."""
+def class_list(clips: Sequence[Clip], labels: Optional[str], class_ids: str = 'kinetics400') -> Tuple[List[str], str]:
+    """``(class names in id order, where they come from)``: ``labels`` (a file) when given; else the published
+    checkpoints' Kinetics-400 ids (all 400 names, so that a 400-class model scores a subset with its own ids) when
+    every annotated class is a Kinetics-400 class, unless ``class_ids`` is ``alphabetical``; else (Kinetics-600/700,
+    or asked) the alphabetical order of the annotated classes."""
     if labels:
         return read_names(labels), labels
     names = {}
     for clip in clips:
         if clip.label is not None:
             names.setdefault(class_key(clip.label), clip.label.strip().strip('"'))
-    kinetics400 = read_names(KINETICS400_LABELS)
-    if set(names) == {class_key(n) for n in kinetics400}:
-        return kinetics400, 'the Kinetics-400 class order of the published checkpoints (kinetics400_labels.txt)'
     if not names:
         raise ListError('the annotations hold no labels: give --labels')
-    return [names[k] for k in sorted(names)], f'the alphabetical order of the {len(names)} annotated classes'
+    kinetics400 = read_names(KINETICS400_LABELS)
+    if class_ids == 'kinetics400' and set(names) <= {class_key(n) for n in kinetics400}:
+        subset = '' if len(names) == len(kinetics400) else f'; the annotations hold {len(names)} of its classes'
+        return kinetics400, ('the Kinetics-400 class ids of the published checkpoints (kinetics400_labels.txt)'
+                             f'{subset}')
+    why = 'as --class_ids alphabetical asks' if class_ids == 'alphabetical' else 'not all are Kinetics-400 classes'
+    return [names[k] for k in sorted(names)], f'the alphabetical order of the {len(names)} annotated classes ({why})'
 
 
 def write_list(path: str, rows: Sequence[Tuple[str, Optional[int]]], out: str, relative: bool) -> None:
@@ -144,11 +161,36 @@ def write_list(path: str, rows: Sequence[Tuple[str, Optional[int]]], out: str, r
             writer.writerow([video] if label is None else [video, label])
 
 
-def write_classes(out: str, classes: Sequence[str]) -> str:
-    path = os.path.join(out, 'classes.txt')
-    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+def write_missing(path: str, missing: Sequence[Clip]) -> None:
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='', encoding='utf-8') as f:
+        writer = csv.DictWriter(f, fieldnames=list(missing[0].row))
+        writer.writeheader()
+        writer.writerows(clip.row for clip in missing)
+
+
+def write_set(out: str, lists: Dict[str, List[Tuple[str, Optional[int]]]], classes: Sequence[str], relative: bool,
+              missing: Optional[Dict[str, List[Clip]]] = None) -> Dict[str, str]:
+    """The whole output set in ``out``, written once every split has succeeded (nothing is written before): a list
+    per split, ``missing_{split}.csv`` where clips are missing, ``classes.txt``. Files of an earlier set that this
+    one does not hold (a split no longer made, a missing list now empty) are removed, so the folder never mixes two
+    runs. Returns ``{split: path, 'classes': path}``."""
+    written = {}
+    for split, rows in lists.items():
+        written[split] = os.path.join(out, f'{split}.csv')
+        write_list(written[split], rows, out, relative)
+    for split, clips in (missing or {}).items():
+        if clips:
+            write_missing(os.path.join(out, f'missing_{split}.csv'), clips)
+    written['classes'] = os.path.join(out, 'classes.txt')
+    with atomic_path(written['classes']) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         f.write(''.join(name + '\n' for name in classes))
-    return path
+    stale = [os.path.join(out, f'{split}.csv') for split in SPLITS if split not in lists]
+    stale += [os.path.join(out, f'missing_{split}.csv') for split in SPLITS if not (missing or {}).get(split)]
+    for path in stale:
+        if os.path.isfile(path):
+            os.remove(path)
+            logger.info('removed %s (of an earlier run: this one makes no such file)', path)
+    return written
 
 
 def match_clips(clips: Sequence[Clip], index) -> Tuple[List[Tuple[Clip, str]], List[Clip], List[Clip]]:
@@ -170,13 +212,13 @@ def match_clips(clips: Sequence[Clip], index) -> Tuple[List[Tuple[Clip, str]], L
 def make_kinetics(args) -> Dict[str, str]:
     splits = annotation_files(args.annotations)
     annotated = {split: read_annotations(path) for split, path in splits.items()}
-    classes, origin = class_list([c for clips in annotated.values() for c in clips], args.labels)
+    classes, origin = class_list([c for clips in annotated.values() for c in clips], args.labels, args.class_ids)
     ids = {class_key(name): i for i, name in enumerate(classes)}
     paths = find_videos(args.videos)
     index, unnamed = index_videos(paths)
-    logger.info('%d video files under %s (%d without a YouTube id in their name); %d classes from %s',
+    logger.info('%d video files under %s (%d without a YouTube id in their name); %d classes: %s',
                 len(paths), args.videos, len(unnamed), len(classes), origin)
-    written, used = {}, set()
+    lists, missing_clips, used = {}, {}, set()
     for split in SPLITS:
         if split not in annotated:
             continue
@@ -194,26 +236,16 @@ def make_kinetics(args) -> Dict[str, str]:
             raise ListError(f'{split}: none of the {len(annotated[split])} annotated clips of {splits[split]} is '
                             f'under {args.videos} (expected files named {{youtube_id}}_{{start:06d}}_{{end:06d}}.mp4 '
                             'or {youtube_id}.mp4, in any folder)')
-        written[split] = os.path.join(args.out, f'{split}.csv')
-        write_list(written[split], rows, args.out, args.relative)
-        missing_path = os.path.join(args.out, f'missing_{split}.csv')
-        if missing:
-            with atomic_path(missing_path) as tmp, open(tmp, 'w', newline='', encoding='utf-8') as f:
-                writer = csv.DictWriter(f, fieldnames=list(missing[0].row))
-                writer.writeheader()
-                writer.writerows(clip.row for clip in missing)
-        elif os.path.exists(missing_path):
-            os.remove(missing_path)
-        logger.info('%s: %d annotated, %d found (%.1f %%), %d missing%s%s -> %s', split, len(annotated[split]),
+        lists[split], missing_clips[split] = rows, missing
+        logger.info('%s: %d annotated, %d found (%.1f %%), %d missing%s%s', split, len(annotated[split]),
                     len(found), 100.0 * len(found) / len(annotated[split]), len(missing),
-                    f' (listed in {missing_path})' if missing else '',
+                    f' (to be listed in missing_{split}.csv)' if missing else '',
                     f', {len(several)} with several files (took the first in path order, e.g. '
-                    f'{several[0].youtube_id})' if several else '', written[split])
+                    f'{several[0].youtube_id})' if several else '')
     extra = [p for p in paths if p not in used]
     if extra:
         logger.info('%d video files are in no annotated split (e.g. %s)', len(extra), extra[0])
-    written['classes'] = write_classes(args.out, classes)
-    return written
+    return write_set(args.out, lists, classes, args.relative, missing_clips)
 
 
 def class_folders(root: str) -> List[str]:
@@ -248,16 +280,19 @@ def make_folders(args) -> Dict[str, str]:
     classes = [c for c in classes if any(videos[s].get(c) for s in videos)]
     if not classes:
         raise ListError(f'{args.videos}: no class folder holds a video ({", ".join(VIDEO_EXTENSIONS)})')
-    written = {}
+    lists = {}
     for split, by_class in videos.items():
         rows = [(path, classes.index(c)) for c in classes for path in by_class.get(c, ())]
         if rows:
-            written[split] = os.path.join(args.out, f'{split}.csv')
-            write_list(written[split], rows, args.out, args.relative)
-            logger.info('%s: %d videos of %d classes -> %s', split, len(rows),
-                        sum(1 for c in classes if by_class.get(c)), written[split])
-    written['classes'] = write_classes(args.out, classes)
-    return written
+            lists[split] = rows
+            logger.info('%s: %d videos of %d classes', split, len(rows), sum(1 for c in classes if by_class.get(c)))
+    unseen = [c for c in classes if not videos.get('val', {}).get(c)]
+    if unseen:
+        how = ('add videos to their folders under val/' if 'train' in folders else
+               f'they hold too few videos for --val_fraction {args.val_fraction}: raise it, or add videos')
+        logger.warning('%d of %d classes get no validation video (%s%s): %s', len(unseen), len(classes),
+                       ', '.join(unseen[:10]), ' ...' if len(unseen) > 10 else '', how)
+    return write_set(args.out, lists, classes, args.relative)
 
 
 def main(argv=None) -> int:
@@ -268,6 +303,10 @@ def main(argv=None) -> int:
     kinetics.add_argument('--annotations', nargs='+', required=True,
                           help='the annotation CSVs, or a folder of them (split from the name: train, val, test)')
     kinetics.add_argument('--labels', help='class names, one per line, in class-id order (default: see above)')
+    kinetics.add_argument('--class_ids', '--class-ids', choices=('kinetics400', 'alphabetical'), default='kinetics400',
+                          help='without --labels: kinetics400 (default) numbers classes as the published checkpoints '
+                               'do whenever every annotated class is a Kinetics-400 class (a subset keeps the 400 '
+                               'ids); alphabetical numbers the annotated classes 0..K-1 (to fine-tune on a subset)')
     folders = modes.add_parser('folders', help='your own dataset: one folder of videos per class')
     folders.add_argument('--val_fraction', '--val-fraction', type=float, default=0.1,
                          help='without train/ and val/ folders: this fraction of each class for validation')
@@ -280,13 +319,18 @@ def main(argv=None) -> int:
     setup_logging()
     check_output_folder(args.out, '--out')
     written = (make_kinetics if args.mode == 'kinetics' else make_folders)(args)
+    logger.info('wrote %s', ', '.join(written.values()))
+    logger.info('use them with: %s', ' '.join(f'-o {shlex.quote(o)}' for o in overrides_for(written)))
+    return 0
+
+
+def overrides_for(written: Dict[str, str]) -> List[str]:
+    """The ``-o`` overrides that point train.py, eval.py and predict.py at the lists ``written``."""
     with open(written['classes'], encoding='utf-8-sig') as f:
         count = sum(1 for line in f if line.strip())
     overrides = [f'MODEL.num_classes={count}', f'DATA.label_map={os.path.abspath(written["classes"])}']
-    overrides += [f'{key}.filelist={os.path.abspath(written[split])}'
-                  for key, split in (('TRAIN', 'train'), ('VALID', 'val'), ('TEST', 'val')) if split in written]
-    logger.info('use them with: -o %s', ' '.join(overrides))
-    return 0
+    return overrides + [f'{key}.filelist={os.path.abspath(written[split])}'
+                        for key, split in (('TRAIN', 'train'), ('VALID', 'val'), ('TEST', 'val')) if split in written]
 
 
 if __name__ == '__main__':
