@@ -118,12 +118,14 @@ def _arrays_of(value: Any) -> Any:
     return value
 
 
-def load_paddle_file(path: str, allow_pickle: bool = False, error: Type[Exception] = WeightsError) -> Any:
+def load_paddle_file(path: str, allow_pickle: bool = False, error: Type[Exception] = WeightsError,
+                     broken: Optional[Type[Exception]] = None) -> Any:
     """What ``paddle.save`` wrote to ``path`` (a state dict, an optimizer state, a checkpoint's ``.pdopt``), tensors
     as numpy arrays, as ``paddle.load(path, return_numpy=True)`` gives it, but read without running code: a file
     that asks for any other object is refused with ``error`` naming the file and what it asked for. Tensors that
     paddle.save split (over 1 GiB, pickle protocol 2 or 3) are joined again. ``allow_pickle``: ``paddle.load`` itself,
-    for a file the user trusts."""
+    for a file the user trusts. ``broken``: the error for a file that cannot be read at all (cut short, not Paddle's;
+    default ``error``)."""
     try:
         if allow_pickle:
             return paddle.load(path, return_numpy=True)
@@ -134,9 +136,9 @@ def load_paddle_file(path: str, allow_pickle: bool = False, error: Type[Exceptio
         raise error(f'{path}: refusing to load it: it asks for {refused}, which a file written by paddle.save for '
                     'weights or a checkpoint never holds, and loading it could run code. If you trust the file, '
                     'pass --allow_pickle') from None
-    except Exception as broken:  # paddle.load of a cut file: ValueError, EOFError, UnpicklingError, RuntimeError, ...
-        raise error(f'{path}: not a file written by paddle.save, or cut short ({type(broken).__name__}: '
-                    f'{str(broken)[:200]})') from None
+    except Exception as failure:  # paddle.load of a cut file: ValueError, EOFError, UnpicklingError, RuntimeError...
+        raise (broken or error)(f'{path}: not a file written by paddle.save, or cut short '
+                                f'({type(failure).__name__}: {str(failure)[:200]})') from None
     if isinstance(obj, dict):
         split = obj.pop('UnpackBigParamInfor@@', {})  # paddle.framework.io_utils._unpack_saved_dict's layout
         for key, info in split.items():

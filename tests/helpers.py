@@ -135,6 +135,49 @@ def one_error_line(log: str, *names) -> str:
     return errors[-1]
 
 
+# ---- commands a tool prints, run as printed ---------------------------------------------------------------------
+
+def shell_words(line, cwd):
+    """The words bash makes of a printed command ``line`` in ``cwd``: quotes removed, ``$(...)`` substituted."""
+    result = subprocess.run(['bash', '-c', 'eval "set -- $1"; printf "%s\\0" "$@"', 'bash', line], cwd=str(cwd),
+                            capture_output=True, text=True, check=True)
+    return result.stdout.split('\0')[:-1]
+
+
+def parse_printed(line, cwd):
+    """A printed ``python train.py|eval.py|predict.py ...`` line through that script's own command line and config
+    checks (flags, every ``-o`` override, the config file), in ``cwd`` as a user would run it: ``(cfg, args)``.
+    Fails the test with the script's own message when it would stop there."""
+    from config_utils import parse_args
+
+    words = shell_words(line, cwd)
+    assert words[0] == 'python', line
+    script = os.path.basename(words[1])
+    mode = {'train.py': 'train', 'eval.py': 'eval', 'predict.py': 'infer'}[script]
+    parser = None
+    if script == 'predict.py':
+        from predict import build_arguments
+        parser = build_arguments()
+    here = os.getcwd()
+    os.chdir(str(cwd))
+    try:
+        return parse_args(mode, words[2:], parser)
+    except SystemExit as stop:
+        raise AssertionError(f'{line}: {script} stops with status {stop.code}') from None
+    finally:
+        os.chdir(here)
+
+
+def repository_copy(folder):
+    """``folder`` holding the repository's scripts, tools and configs (symbolic links): where printed commands run
+    without writing into the repository."""
+    os.makedirs(folder, exist_ok=True)
+    for name in os.listdir(ROOT):
+        if name.endswith(('.py', '.yaml', '.sh', '.txt')) or name in ('tools', 'configs'):
+            os.symlink(os.path.join(ROOT, name), os.path.join(folder, name))
+    return folder
+
+
 def wait_for_line(path, text, process, timeout=300):
     """Wait until ``text`` is in the file ``path`` a running ``process`` writes (its log)."""
     deadline = time.time() + timeout

@@ -56,6 +56,11 @@ class ConversionError(WeightsError):
     """A checkpoint that cannot be converted into the configured model; the message names the tensors."""
 
 
+class UnreadableCheckpoint(ConversionError):
+    """A file that cannot be read at all (cut short, damaged, not a checkpoint), as opposed to one refused or not
+    fitting the model."""
+
+
 # ---- reading ------------------------------------------------------------------------------------------------------
 
 def _strip_prefix(state: Dict, prefixes=('module.', 'model.')) -> Dict:
@@ -74,12 +79,12 @@ def _read_torch(path: str, allow_pickle: bool) -> Dict[str, np.ndarray]:
         obj = torch.load(path, map_location='cpu', weights_only=not allow_pickle)
     except pickle.UnpicklingError as error:
         if allow_pickle:  # no refusal with the flag: a file pickle cannot read
-            raise ConversionError(f'{path}: not a file written by torch.save, or cut short '
-                                  f'({str(error).splitlines()[0][:200]})') from None
+            raise UnreadableCheckpoint(f'{path}: not a file written by torch.save, or cut short '
+                                       f'({str(error).splitlines()[0][:200]})') from None
         raise ConversionError(f'{path} holds objects other than tensors ({str(error).splitlines()[0][:200]}); '
                               'if you trust the file, convert it with --allow_pickle') from None
     except Exception as error:  # a cut or damaged file: RuntimeError (zip reader), EOFError, ValueError, ...
-        raise ConversionError(f'{path}: not a file written by torch.save, or cut short ({type(error).__name__}: '
+        raise UnreadableCheckpoint(f'{path}: not a file written by torch.save, or cut short ({type(error).__name__}: '
                               f'{str(error).splitlines()[0][:200] if str(error) else ""})') from None
     if isinstance(obj, dict):
         for key in ('model_state', 'state_dict', 'model'):
@@ -103,13 +108,14 @@ def read_checkpoint(path: str, allow_pickle: bool = False) -> Tuple[str, Dict[st
             raise ConversionError(f'{path}: refusing to load {refused}: a Caffe2 .pkl holds only numpy '
                                   'arrays') from None
         except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as error:
-            raise ConversionError(f'{path}: not a Caffe2 checkpoint ({error})') from None
+            raise UnreadableCheckpoint(f'{path}: not a Caffe2 checkpoint, or cut short ({error})') from None
         blobs = obj.get('blobs') if isinstance(obj, dict) else None
         if not isinstance(blobs, dict):
             raise ConversionError(f'{path}: no "blobs" dict (not a PySlowFast Caffe2 checkpoint)')
         return 'caffe2', {k: np.asarray(v) for k, v in blobs.items()}
     if ext in ('.pdparams', ''):
-        state = load_paddle_file(path if ext else path + '.pdparams', allow_pickle, ConversionError)
+        state = load_paddle_file(path if ext else path + '.pdparams', allow_pickle, ConversionError,
+                                 UnreadableCheckpoint)
         if not isinstance(state, dict):
             raise ConversionError(f'{path}: not a state dict')
         state = {k: np.asarray(v) for k, v in state.items()}

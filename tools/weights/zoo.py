@@ -17,12 +17,13 @@ import hashlib
 import http.client
 import logging
 import os
+import shlex
 import socket
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from tqdm import tqdm
 
@@ -30,8 +31,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from atomic import check_output_folder, write_failure  # noqa: E402
-from config_utils import setup_logging  # noqa: E402
-from convert_weights import convert_file  # noqa: E402
+from config_utils import parse_config, setup_logging  # noqa: E402
+from convert_weights import UnreadableCheckpoint, convert_file  # noqa: E402
 from errors import OutputError, WeightsError, exit_on_user_error  # noqa: E402
 
 logger = logging.getLogger('zoo')
@@ -45,6 +46,36 @@ PAGES = {'PySlowFast': 'https://github.com/facebookresearch/SlowFast/blob/main/M
                         'slowfast.md'}
 
 
+class Protocol(NamedTuple):
+    """How the publisher tested the file for its figures, as its own config says: frames and stride of the clip, the
+    frame-rate ratio (1: Slow-only), the short side the frames are scaled to and the crop side, clips x crops per
+    video, the resize, and where that config is (repository and path). Every publisher normalises with mean 0.45 and
+    std 0.225 over RGB / 255, as the shipped configs do."""
+    frames: int
+    rate: int
+    alpha: int
+    short_side: int
+    crop: int
+    resize: str
+    source: str
+    views: Tuple[int, int] = (10, 3)
+
+
+SF = 'facebookresearch/SlowFast'
+PV = 'PaddlePaddle/PaddleVideo'
+TORCH_RESIZE = 'bilinear (torch interpolate, no antialias)'
+PIL_RESIZE = 'bilinear (PIL, antialiased when shrinking)'
+
+
+def _c2(name: str, frames: int, rate: int, alpha: int) -> Protocol:
+    return Protocol(frames, rate, alpha, 256, 256, TORCH_RESIZE, f'{SF} configs/Kinetics/c2/{name}.yaml')
+
+
+def _ptv(name: str, frames: int, rate: int, alpha: int) -> Protocol:
+    # PySlowFast's ptvkinetics test: ShortSideScale(TRAIN_JITTER_SCALES[0] = 256), UniformCropVideo(256)
+    return Protocol(frames, rate, alpha, 256, 256, TORCH_RESIZE, f'{SF} configs/Kinetics/pytorchvideo/{name}.yaml')
+
+
 class Entry(NamedTuple):
     name: str
     source: str              # the publisher (a key of PAGES)
@@ -52,35 +83,41 @@ class Entry(NamedTuple):
     config: str              # the shipped config the weights fit, relative to the repository
     top1: float              # the publisher's K400 figures for this very file
     top5: float
+    protocol: Protocol       # the publisher's test protocol for these figures
     note: str = ''
     sha256: Optional[str] = None  # recorded checksum; None: the publisher gives none and none was recorded
 
 
 ENTRIES = (
     Entry('pyslowfast-slowfast-4x16-r50', 'PySlowFast', f'{PYSLOWFAST}/SLOWFAST_4x16_R50.pkl', 'slowfast.yaml',
-          75.6, 92.0, 'Caffe2; the original recipe'),
+          75.6, 92.0, _c2('SLOWFAST_4x16_R50', 32, 2, 8), 'Caffe2; the original recipe'),
     Entry('pyslowfast-slowfast-8x8-r50', 'PySlowFast', f'{PYSLOWFAST}/SLOWFAST_8x8_R50.pkl',
-          'configs/slowfast_r50_8x8.yaml', 77.0, 92.6, 'Caffe2'),
+          'configs/slowfast_r50_8x8.yaml', 77.0, 92.6, _c2('SLOWFAST_8x8_R50', 32, 2, 4), 'Caffe2'),
     Entry('pyslowfast-slow-4x16-r50', 'PySlowFast', f'{PYSLOWFAST}/SLOWONLY_4x16_R50.pkl',
-          'configs/slow_r50_4x16.yaml', 72.7, 90.3, 'Caffe2'),
+          'configs/slow_r50_4x16.yaml', 72.7, 90.3, _c2('SLOW_4x16_R50', 4, 16, 1), 'Caffe2'),
     Entry('pyslowfast-slow-8x8-r50', 'PySlowFast', f'{PYSLOWFAST}/SLOWONLY_8x8_R50.pkl', 'configs/slow_r50_8x8.yaml',
-          74.8, 91.6, 'Caffe2'),
+          74.8, 91.6, _c2('SLOW_8x8_R50', 8, 8, 1), 'Caffe2'),
     Entry('pytorchvideo-slowfast-4x16-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOWFAST_4x16_R50.pyth',
-          'slowfast.yaml', 75.34, 91.89, 'trained with PySlowFast'),
+          'slowfast.yaml', 75.34, 91.89, _ptv('SLOWFAST_4x16_R50', 32, 2, 8), 'trained with PySlowFast'),
     Entry('pytorchvideo-slowfast-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOWFAST_8x8_R50.pyth',
-          'configs/slowfast_r50_8x8.yaml', 76.94, 92.69, 'hub: slowfast_r50'),
+          'configs/slowfast_r50_8x8.yaml', 76.94, 92.69, _ptv('SLOWFAST_8x8_R50', 32, 2, 4), 'hub: slowfast_r50'),
     Entry('pytorchvideo-slowfast-r101', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOWFAST_8x8_R101.pyth',
-          'configs/slowfast_r101_8x8.yaml', 77.90, 93.27, 'hub: slowfast_r101'),
+          'configs/slowfast_r101_8x8.yaml', 77.90, 93.27, _ptv('SLOWFAST_8x8_R101', 32, 2, 4), 'hub: slowfast_r101'),
     Entry('pytorchvideo-slowfast-16x8-r101-50-50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOWFAST_16x8_R101_50_50.pyth',
-          'configs/slowfast_16x8_r101_50_50.yaml', 78.70, 93.61, 'hub: slowfast_16x8_r101_50_50'),
+          'configs/slowfast_16x8_r101_50_50.yaml', 78.70, 93.61, _ptv('SLOWFAST_16x8_R101_50_50', 64, 2, 4),
+          'hub: slowfast_16x8_r101_50_50'),
     Entry('pytorchvideo-slow-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOW_8x8_R50.pyth', 'configs/slow_r50_8x8.yaml',
-          74.58, 91.63, 'hub: slow_r50'),
+          74.58, 91.63, _ptv('SLOW_8x8_R50', 8, 8, 1), 'hub: slow_r50'),
     Entry('pytorchvideo-slow-4x16-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOW_4x16_R50.pyth',
-          'configs/slow_r50_4x16.yaml', 72.40, 90.18),
+          'configs/slow_r50_4x16.yaml', 72.40, 90.18, _ptv('SLOW_4x16_R50', 4, 16, 1)),
     Entry('paddlevideo-slowfast-4x16', 'PaddleVideo', f'{PADDLEVIDEO}/SlowFast.pdparams', 'slowfast.yaml',
-          74.35, 91.33, 'measured on a K400 copy missing ~5 % of the videos'),
+          74.35, 91.33, Protocol(32, 2, 8, 256, 256, PIL_RESIZE, f'{PV} configs/recognition/slowfast/slowfast.yaml'),
+          'measured on a K400 copy missing ~5 % of the videos'),
+    # tested at 224 since PaddleVideo's commit f55800e1 ("fix bug, acc aligned"), as PySlowFast's multigrid config
     Entry('paddlevideo-slowfast-8x8', 'PaddleVideo', f'{PADDLEVIDEO}/SlowFast_8*8.pdparams',
-          'configs/slowfast_r50_8x8.yaml', 75.84, 92.33, 'trained with multigrid; K400 copy missing ~5 %'),
+          'configs/slowfast_r50_8x8.yaml', 75.84, 92.33,
+          Protocol(32, 2, 4, 224, 224, PIL_RESIZE, f'{PV} configs/recognition/slowfast/slowfast_multigrid.yaml'),
+          'trained with multigrid; K400 copy missing ~5 %'),
 )
 CHUNK = 1 << 20
 NO_NETWORK_HINT = 'download it on a machine that can, then run: python tools/weights/zoo.py get {name} --file PATH'
@@ -122,14 +159,29 @@ def _looks_like_html(response, first: bytes) -> bool:
     return kind.startswith('text/html') or first.lstrip()[:15].lower().startswith((b'<!doctype html', b'<html'))
 
 
+def _validator(headers) -> Optional[str]:
+    """What names this version of the file on the server: its strong ETag, else its Last-Modified date (RFC 9110
+    13.1.5: what If-Range may carry)."""
+    etag = headers.get('ETag')
+    if etag and not etag.startswith('W/'):
+        return etag
+    return headers.get('Last-Modified')
+
+
 def download(url: str, dest: str, sha256: Optional[str] = None, name: str = 'NAME', timeout: float = 60) -> str:
-    """Download ``url`` to ``dest`` through ``dest.part`` (resumed with a Range request when it exists), verify the
-    size the server announced and ``sha256`` when given, and move it into place. Returns the file's SHA-256."""
-    part = dest + '.part'
+    """Download ``url`` to ``dest`` through ``dest.part``, verify the size the server announced and ``sha256`` when
+    given, and move it into place. Returns the file's SHA-256. A part left by an interrupted run is resumed with a
+    Range request carrying ``If-Range`` with the version the part came from (its ETag or Last-Modified, kept in
+    ``dest.part.version``): a file that changed on the server since is downloaded again whole, never assembled from
+    two versions."""
+    part, version_file = dest + '.part', dest + '.part.version'
     have = os.path.getsize(part) if os.path.exists(part) else 0
+    version = open(version_file, encoding='utf-8').read().strip() if have and os.path.isfile(version_file) else None
     headers = {'User-Agent': 'slowfast-paddle-zoo/1'}
     if have:
         headers['Range'] = f'bytes={have}-'
+        if version:
+            headers['If-Range'] = version
     try:
         response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
     except urllib.error.HTTPError as error:
@@ -146,8 +198,15 @@ def download(url: str, dest: str, sha256: Optional[str] = None, name: str = 'NAM
         raise DownloadError(f'cannot reach {url} ({reason}): ' + NO_NETWORK_HINT.format(name=name)) from None
     with response:
         if response.status == 200 and have:
-            logger.info('%s does not resume downloads: starting again', url)
+            logger.info('%s: %s: starting again', url, 'the file changed on the server since the part was downloaded'
+                        if version and _validator(response.headers) != version else 'the server does not resume')
             have = 0
+        elif response.status == 206 and version and _validator(response.headers) not in (None, version):
+            # a server that honours Range but not If-Range: the rest would come from another version
+            logger.info('%s: the file changed on the server since the part was downloaded: starting again', url)
+            response.close()
+            os.remove(part)
+            return download(url, dest, sha256, name, timeout)
         total = _total_from(response, have)
         try:
             first = response.read(CHUNK)
@@ -159,6 +218,12 @@ def download(url: str, dest: str, sha256: Optional[str] = None, name: str = 'NAM
                                 f'{first[:120]!r}...; the address may have moved: see the publisher\'s page '
                                 'linked in docs/MODEL_ZOO.md')
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        if have == 0:  # the version the part will hold, for a resume's If-Range
+            if _validator(response.headers):
+                with open(version_file, 'w', encoding='utf-8') as f:
+                    f.write(_validator(response.headers) + '\n')
+            elif os.path.exists(version_file):
+                os.remove(version_file)
         with open(part, 'ab' if have else 'wb', buffering=0) as f, \
                 tqdm(total=total, initial=have, unit='B', unit_scale=True, unit_divisor=1024,
                      desc=os.path.basename(dest)) as bar:
@@ -198,6 +263,8 @@ def _write(f, data: Optional[bytes], part: str) -> None:
 
 def _finish(url: str, part: str, dest: str, sha256: Optional[str]) -> str:
     digest = sha256_of(part)
+    if os.path.exists(part + '.version'):  # the part is done with: a rerun starts afresh
+        os.remove(part + '.version')
     if sha256 and digest != sha256.lower():
         os.remove(part)
         raise DownloadError(f'{url}: SHA-256 {digest} is not the expected {sha256.lower()}; the file was removed')
@@ -205,14 +272,34 @@ def _finish(url: str, part: str, dest: str, sha256: Optional[str]) -> str:
     return digest
 
 
-def commands(entry: Entry, weights: str, overrides=()) -> str:
-    extra = ''.join(f' -o {o}' for o in overrides)
+def test_overrides(entry: Entry) -> List[str]:
+    """The ``-o`` overrides that make eval.py (and predict.py) test ``entry`` as its publisher did: the keys of its
+    config that differ from the protocol (the short side and crop are ``TEST.target_size``: 3 crops of the short
+    side)."""
+    cfg = parse_config(os.path.join(ROOT, entry.config))
+    p = entry.protocol
+    wanted = {'target_size': p.short_side, 'num_ensemble_views': p.views[0], 'num_spatial_crops': p.views[1]}
+    return [f'{section}.{key}={value}' for section in ('TEST', 'INFER') for key, value in wanted.items()
+            if cfg[section][key] != value]
+
+
+def commands(entry: Entry, weights: str, overrides: Sequence[str] = ()) -> str:
+    """What to run next, printed by ``get``: every line runs as printed (the fine-tune lines once ``my_videos`` holds
+    your videos, a folder per class)."""
+    model = ''.join(f' -o {shlex.quote(o)}' for o in overrides)
+    protocol = ''.join(f' -o {o}' for o in test_overrides(entry))
+    p = entry.protocol
+    lists = 'data/mine'
     return '\n'.join((
-        'evaluate on Kinetics-400 (lists: tools/data/make_lists.py kinetics; 10x3 views as the publisher):',
-        f'    python eval.py --config {entry.config} --weights {weights}{extra} -o TEST.filelist=data/val.csv',
-        'fine-tune on your classes (lists: tools/data/make_lists.py folders):',
-        f'    python train.py --config {entry.config} --weights {weights}{extra} -o MODEL.num_classes=N '
-        'DATA.label_map=data/classes.txt TRAIN.filelist=data/train.csv VALID.filelist=data/val.csv'))
+        f'evaluate on Kinetics-400 as {entry.source} did ({p.frames} frames x {p.rate}, short side {p.short_side}, '
+        f'{p.views[0]}x{p.views[1]} views; lists: tools/data/make_lists.py kinetics):',
+        f'    python eval.py --config {entry.config} --weights {shlex.quote(weights)}{model}{protocol} '
+        '-o TEST.filelist=data/val.csv',
+        'fine-tune on your classes (my_videos/<class>/<video>):',
+        f'    python tools/data/make_lists.py folders --videos my_videos --out {lists}',
+        f'    python train.py --config {entry.config} --weights {shlex.quote(weights)}{model} '
+        f'-o MODEL.num_classes=$(grep -c . {lists}/classes.txt) -o DATA.label_map={lists}/classes.txt '
+        f'-o TRAIN.filelist={lists}/train.csv -o VALID.filelist={lists}/val.csv'))
 
 
 def get(entry: Entry, out: str, file: Optional[str] = None, url: Optional[str] = None,
@@ -221,6 +308,7 @@ def get(entry: Entry, out: str, file: Optional[str] = None, url: Optional[str] =
     ``out`` is checked for writing first (``atomic.check_output_folder``)."""
     check_output_folder(os.path.join(out, 'downloads') if file is None else out, '--out')
     sha256 = sha256 or entry.sha256
+    downloaded = file is None
     if file is None:
         url = url or entry.url
         file_name = urllib.parse.unquote(os.path.basename(urllib.parse.urlsplit(entry.url).path))
@@ -234,8 +322,18 @@ def get(entry: Entry, out: str, file: Optional[str] = None, url: Optional[str] =
     elif not os.path.isfile(file):
         raise WeightsError(f'{file}: no such file')
     weights = os.path.join(out, entry.name)
-    config, overrides = convert_file(file, weights + '.pdparams', os.path.join(ROOT, entry.config),
-                                     allow_pickle=allow_pickle)
+    try:
+        config, overrides = convert_file(file, weights + '.pdparams', os.path.join(ROOT, entry.config),
+                                         allow_pickle=allow_pickle)
+    except UnreadableCheckpoint as error:
+        if not downloaded:
+            raise
+        # a body cut short without a Content-Length looks complete: move it aside, or every run would stop here
+        aside = '.unreadable'.join(os.path.splitext(file))  # the extension kept: still read as its format
+        os.replace(file, aside)
+        raise DownloadError(f'{error}. The download does not load (cut short by a server that did not announce its '
+                            f'size?): it was moved to {aside}; run the same command again to download it '
+                            'again') from None
     logger.info('%s: %s top-1 %.2f, top-5 %.2f (the publisher\'s)\n%s', entry.name, entry.source, entry.top1,
                 entry.top5, commands(entry, weights, overrides))
     return weights
