@@ -51,6 +51,37 @@ def log_scalars(writer, section: str, values: Dict[str, float], step: int) -> No
             writer.add_scalar(f'{section}/{tag}', value, step)
 
 
+def open_curves(logdir: str, resumed: Dict):
+    """The VisualDL writer of the run. A resumed run goes on in its run's log file (named in the checkpoint's meta),
+    cut back first to what the checkpoint holds (the steps a killed run logged after it are logged again): VisualDL's
+    board shows one file per folder, the newest, so a new file per resume would show only the curve since the last
+    restart. A fresh run, or one whose file is gone or unreadable, starts a new file."""
+    from visualdl import LogReader, LogWriter
+
+    name = resumed.get('visualdl_file')
+    path = os.path.join(logdir, name) if name else ''
+    if not name or not os.path.isfile(path):
+        return LogWriter(logdir=logdir)
+    done_epochs = resumed['epoch'] + (0 if 'iteration' in resumed else 1)  # train_epoch/*, val/*: step = epoch
+    try:
+        reader = LogReader(file_path=path)
+        kept = [(tag, r.id, r.value, r.timestamp) for tag in reader.get_tags().get('scalar', [])
+                for r in reader.get_data('scalar', tag)
+                if (r.id <= resumed['global_step'] if tag.startswith('train/') else r.id < done_epochs)]
+    except Exception as error:  # a file cut by a kill mid-record: the curve starts again in a new file
+        logger.warning('VisualDL: cannot read %s (%s): the curves go on in a new file', path, error)
+        return LogWriter(logdir=logdir)
+    part = f'vdlrecords.part{os.getpid()}.log'  # VisualDL requires "vdlrecords" in the name
+    writer = LogWriter(logdir=logdir, file_name=part)
+    for tag, step, value, walltime in kept:
+        writer.add_scalar(tag, value, step, walltime)
+    writer.close()
+    os.replace(os.path.join(logdir, part), path)
+    logger.info('VisualDL: the curves go on in %s (%d points up to step %d kept)', path, len(kept),
+                resumed['global_step'])
+    return LogWriter(logdir=logdir, file_name=name)
+
+
 def iteration_seed(seed: int, epoch: int, iteration: int) -> int:
     """The seed of dropout's draws in one iteration: from ``(seed, epoch, iteration)`` only, like the clips, so a run
     resumed in the middle of an epoch draws what the uninterrupted run drew."""
@@ -349,6 +380,8 @@ def save(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int,
     meta = dict(epoch=epoch, global_step=progress.global_step, best_err1=progress.best_err1, seed=run.seed,
                 layout=run.layout, stage=stage_shape(cfg, run.plan, epoch, data.micro_batch),
                 config={section: dict(keys) for section, keys in cfg.items()})
+    if run.writer:  # the file a resumed run goes on in
+        meta['visualdl_file'] = os.path.basename(run.writer.file_name)
     rank_state = None
     if iteration is not None:
         kept = progress.epoch_meter.sums() + progress.window.sums() + [progress.replaced]
@@ -439,8 +472,7 @@ def main() -> int:
     if world > 1:  # made after the restore, as DataParallel syncs from rank 0 when it is made
         trainee = trainee._replace(parallel=paddle.DataParallel(trainee.model))
     if args.use_visualdl and rank == 0:
-        from visualdl import LogWriter
-        run.writer = LogWriter(logdir=args.vd_logdir)
+        run.writer = open_curves(args.vd_logdir, resumed['meta'] if prefix else {})
 
     max_epoch = run.plan.max_epoch
     for epoch in range(start_epoch, max_epoch):

@@ -10,8 +10,8 @@ import numpy as np
 import paddle
 import pytest
 
-from helpers import (ROOT, TINY, assert_same_weights, caffe2_name, pyslowfast_name, random_state, torch_layout,
-                     write_published)
+from helpers import (ROOT, TINY, assert_same_weights, caffe2_name, parse_printed, pyslowfast_name, random_state,
+                     torch_layout, write_published)
 from config_utils import STAGE_DEPTHS, parse_config
 from convert_weights import FAMILY
 from convert_weights import main as convert_main
@@ -167,8 +167,13 @@ def test_every_shipped_model_is_recognised_from_its_tensors_in_each_format(confi
         capsys.readouterr()
         assert convert(tmp_path / name, tmp_path / f'{name}.pdparams', tiny=False) == 0, name
         log = capsys.readouterr().out
-        found = re.search(rf'recognised {re.escape(named)} with (.*?): evaluate', log)
+        found = re.search(rf'recognised {re.escape(named)} with (.*?): evaluate and fine-tune it with (.*)', log)
         assert found and set(found.group(1).split()) == widths, log
+        # the flags as printed, through eval.py's own command line: the converted weights load into that model
+        cfg_printed, _ = parse_printed(f'python eval.py --weights {tmp_path / name}.pdparams {found.group(2)}', ROOT)
+        fixed = ('name', 'depth', 'width_per_group', 'num_classes', 'fusion_kernel_size', 'num_block_temp_kernel')
+        fixed += ('beta',) if cfg.MODEL.name == 'SLOWFAST' else ()  # what the weights fix (Slow-only has no beta)
+        assert {k: cfg_printed.MODEL[k] for k in fixed} == {k: cfg.MODEL[k] for k in fixed}, found.group(2)
         assert ('differ in sampling only' in log) == (cfg.MODEL.name == 'SLOW')
         assert_same_weights(tmp_path / f'{name}.pdparams', expected)
 

@@ -1,11 +1,15 @@
 """run_demo.sh end to end, shortened (tiny data, 2 epochs, 2x3 views): data, training, eval, predict, rerun, Ctrl-C."""
 import json
 import os
+import re
+import shlex
 import signal
 import shutil
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 
@@ -68,6 +72,36 @@ def test_demo_interrupted_then_rerun_finishes(tmp_path):
     assert process.returncode != 0 and 'run bash run_demo.sh again to continue' in output, output[-3000:]
     log = run_demo(tmp_path)
     assert 'resumed from' in log and 'multi-view top-1 on' in log
+    # the board the demo's last lines point to, opened as printed, shows the whole curve, both runs' steps
+    steps = board_steps(log, 'train/loss')
+    per_epoch = int(re.search(r'\((\d+) steps per epoch\)', log).group(1))
+    logged = [e * per_epoch + i + 1 for e in range(2) for i in range(per_epoch)  # run_demo.sh: --log_interval 10
+              if (i + 1) % 10 == 0 or i + 1 == per_epoch]
+    assert steps == logged, (steps, logged)
+
+
+def board_steps(log, tag, timeout=120):
+    """The steps of ``tag`` VisualDL's board shows, the board started with the command the demo printed."""
+    [line] = [line for line in log.splitlines() if 'visualdl --logdir' in line]
+    command = shlex.split(line.split('->', 1)[1])
+    port, logdir = command[command.index('--port') + 1], command[command.index('--logdir') + 1]
+    board = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT,
+                             start_new_session=True)
+    url = f'http://127.0.0.1:{port}/app/api/scalar/list?run={urllib.parse.quote(logdir)}&tag={tag}'
+    deadline = time.time() + timeout
+    try:
+        while True:
+            try:
+                data = json.loads(urllib.request.urlopen(url, timeout=5).read())['data']
+                if data:
+                    return [step for _, step, _ in data]
+            except OSError:
+                pass
+            assert board.poll() is None and time.time() < deadline, 'the board did not show the curve'
+            time.sleep(1)
+    finally:
+        os.killpg(board.pid, signal.SIGTERM)
+        board.wait()
 
 
 @pytest.mark.slow

@@ -512,6 +512,7 @@ def tool_outputs(demo_lists, videos, weights):
         ('benchmark_multigrid.py', ['--out', 'OUT'], '--out'),
         ('benchmark_multigrid.py', ['--out', 'OUT_OK', '--plot', 'OUT/c.png'], '--plot'),
         ('check_gpu.py', ['--json', 'OUT/r.json'], '--json'),
+        ('compare_resize.py', ['--videos', videos['mp4'], '--json', 'OUT/r.json'], '--json'),
     ]
 
 
@@ -579,3 +580,25 @@ def test_resize_videos_on_a_disk_that_fills_up_keeps_what_it_converted_and_write
                                   f'{disk / "small"}', 'No space left on device',
                    f'the {len(converted)} converted ones are kept, and no list was written: free some space, then run '
                    'the same command again (finished videos are skipped)')
+
+
+def test_compare_resize_measures_each_filter_and_the_probability_change(videos, tiny_weights, tmp_path):
+    """OpenCV's filter against PIL's and torch's on a shrunk video, and a network's 10x3-view probabilities with
+    OpenCV- and PIL-scaled views (docs/DEVIATIONS.md, Resize)."""
+    tiny = ['MODEL.num_classes=4', 'MODEL.num_frames=8', 'MODEL.alpha=4', 'MODEL.beta=4', 'MODEL.width_per_group=8',
+            'MODEL.crop_size=64', 'MODEL.fusion_kernel_size=3', 'INFER.target_size=64']
+    run_tool('compare_resize.py', '--videos', videos['mp4'], videos['portrait'], '--short_sides', 64, 48,
+             '--frames', 4, '--config', os.path.join(ROOT, 'slowfast-single.yaml'), '--weights', tiny_weights,
+             *[a for o in tiny for a in ('-o', o)], '--json', tmp_path / 'r.json')
+    result = json.loads((tmp_path / 'r.json').read_text())
+    pairs = {(r['video'], r['short_side'], r['pair']): r for r in result['pixels']}
+    assert {p for _, _, p in pairs} >= {'opencv vs pil'}
+    for (_, short, pair), row in pairs.items():
+        assert row['mean_abs'] >= 0 and row['p99_abs'] >= row['mean_abs'] * 0.5
+        if pair == 'opencv vs torch':  # the same filter, up to uint8 rounding
+            assert row['psnr'] > 50 and row['p99_abs'] <= 1.0, row
+    shrunk = pairs[('index300.mp4', 48, 'opencv vs pil')]
+    assert shrunk['mean_abs'] > 0.1  # PIL's antialiasing shows when a frame shrinks
+    [a, b] = result['probabilities']
+    assert (a['video'], b['video']) == ('index300.mp4', 'portrait.mp4')
+    assert all(0 <= r['mean_abs'] <= r['max_abs'] <= 1 for r in (a, b))

@@ -51,11 +51,21 @@ def scalars(vd_dir, tag='train/loss'):
     return points
 
 
+def file_scalars(path, tag):
+    """``[(step, value)]`` of one VisualDL file, in the order written."""
+    from visualdl import LogReader
+
+    return [(r.id, r.value) for r in LogReader(file_path=str(path)).get_data('scalar', tag)]
+
+
 def assert_same_curve(straight_vd, resumed_vd):
-    """Every logged step once, none missing or repeated, with the uninterrupted run's values."""
+    """Every logged step once, none missing or repeated, with the uninterrupted run's values; and all of them in the
+    newest file, the one VisualDL's board shows."""
     a, b = scalars(straight_vd), scalars(resumed_vd)
     assert sorted(a) == sorted(b) and all(len(v) == 1 for v in b.values()), (sorted(a), b)
     assert max(abs(a[k][0] - b[k][0]) for k in a) <= 1e-4
+    newest = max(resumed_vd.glob('vdlrecords.*'), key=os.path.getmtime)
+    assert [step for step, _ in file_scalars(newest, 'train/loss')] == sorted(a)
 
 
 @pytest.fixture(scope='module')
@@ -138,10 +148,15 @@ def test_sigkill_at_any_moment_then_resume_gives_the_same_weights(demo_lists, st
     log = run_train(demo_lists, killed, '--resume', '--use_visualdl', 'True', '--vd_logdir', tmp_path / 'vd',
                     '--seed', '5', epochs=3)  # another --seed: the run's own (0) is restored, so the data order holds
     assert 'resumed from' in log and 'slowfast_epoch1' in log and "--seed 5 ignored" in log and 'seed 0' in log
-    from visualdl import LogReader
+    # the file VisualDL's board shows (the newest in the folder) holds the whole curve, every step once, as the
+    # uninterrupted run's: the resumes went on in it, cut back to the checkpoint (4 steps an epoch, a log every 2)
     last = max((tmp_path / 'vd').glob('vdlrecords.*'), key=os.path.getmtime)
-    steps = [r.id for r in LogReader(file_path=str(last)).get_data('scalar', 'train/loss')]
-    assert steps == [10, 12]  # the global step goes on from the checkpoint's 8 (4 steps an epoch, a log every 2)
+    straight_file, = (straight / 'vd').glob('vdlrecords.*')
+    for tag in ('train/loss', 'train/lr', 'train_epoch/loss', 'val/top1_err'):
+        got, want = (file_scalars(path, tag) for path in (last, straight_file))
+        assert [step for step, _ in got] == [step for step, _ in want], (tag, got, want)
+        assert max(abs(a - b) for (_, a), (_, b) in zip(got, want)) <= 1e-4, tag
+    assert [step for step, _ in file_scalars(last, 'train/loss')] == [2, 4, 6, 8, 10, 12]
     assert max_difference(straight / 'ck' / 'slowfast_epoch2.pdparams', killed / 'slowfast_epoch2.pdparams') <= 1e-5
 
 

@@ -349,7 +349,7 @@ def test_each_entry_s_printed_eval_command_tests_as_its_publisher_did():
         p = entry.protocol
         assert (p.frames, p.rate, p.alpha, p.short_side, p.crop, p.views) == (frames, rate, alpha, short, crop,
                                                                               (clips, crops)), entry.name
-        assert p.source.endswith(' ' + source), entry.name
+        assert p.source.endswith('/' + source), entry.name
         [evaluate] = [line for line in printed_lines('\n' + zoo.commands(entry, f'weights/{entry.name}'))
                       if 'eval.py' in line]
         cfg, _ = parse_printed(evaluate, ROOT)

@@ -68,12 +68,12 @@ PIL_RESIZE = 'bilinear (PIL, antialiased when shrinking)'
 
 
 def _c2(name: str, frames: int, rate: int, alpha: int) -> Protocol:
-    return Protocol(frames, rate, alpha, 256, 256, TORCH_RESIZE, f'{SF} configs/Kinetics/c2/{name}.yaml')
+    return Protocol(frames, rate, alpha, 256, 256, TORCH_RESIZE, f'{SF}/configs/Kinetics/c2/{name}.yaml')
 
 
 def _ptv(name: str, frames: int, rate: int, alpha: int) -> Protocol:
     # PySlowFast's ptvkinetics test: ShortSideScale(TRAIN_JITTER_SCALES[0] = 256), UniformCropVideo(256)
-    return Protocol(frames, rate, alpha, 256, 256, TORCH_RESIZE, f'{SF} configs/Kinetics/pytorchvideo/{name}.yaml')
+    return Protocol(frames, rate, alpha, 256, 256, TORCH_RESIZE, f'{SF}/configs/Kinetics/pytorchvideo/{name}.yaml')
 
 
 class Entry(NamedTuple):
@@ -111,12 +111,12 @@ ENTRIES = (
     Entry('pytorchvideo-slow-4x16-r50', 'pytorchvideo', f'{PYTORCHVIDEO}/SLOW_4x16_R50.pyth',
           'configs/slow_r50_4x16.yaml', 72.40, 90.18, _ptv('SLOW_4x16_R50', 4, 16, 1)),
     Entry('paddlevideo-slowfast-4x16', 'PaddleVideo', f'{PADDLEVIDEO}/SlowFast.pdparams', 'slowfast.yaml',
-          74.35, 91.33, Protocol(32, 2, 8, 256, 256, PIL_RESIZE, f'{PV} configs/recognition/slowfast/slowfast.yaml'),
+          74.35, 91.33, Protocol(32, 2, 8, 256, 256, PIL_RESIZE, f'{PV}/configs/recognition/slowfast/slowfast.yaml'),
           'measured on a K400 copy missing ~5 % of the videos'),
     # tested at 224 since PaddleVideo's commit f55800e1 ("fix bug, acc aligned"), as PySlowFast's multigrid config
     Entry('paddlevideo-slowfast-8x8', 'PaddleVideo', f'{PADDLEVIDEO}/SlowFast_8*8.pdparams',
           'configs/slowfast_r50_8x8.yaml', 75.84, 92.33,
-          Protocol(32, 2, 4, 224, 224, PIL_RESIZE, f'{PV} configs/recognition/slowfast/slowfast_multigrid.yaml'),
+          Protocol(32, 2, 4, 224, 224, PIL_RESIZE, f'{PV}/configs/recognition/slowfast/slowfast_multigrid.yaml'),
           'trained with multigrid; K400 copy missing ~5 %'),
 )
 CHUNK = 1 << 20
