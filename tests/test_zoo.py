@@ -360,3 +360,21 @@ def test_each_entry_s_printed_eval_command_tests_as_its_publisher_did():
         [row] = [line for line in protocols.splitlines() if line.startswith(f'| `{entry.name}` |')]
         assert f'{frames} x {rate}' in row and f'| {short} / {crop} |' in row and source in row, (entry.name, row)
         assert (' '.join(f'`-o {o}`' for o in zoo.test_overrides(entry)) or 'none') in row, (entry.name, row)
+
+
+def test_the_figures_a_config_cites_are_its_publishers():
+    """A top-1 figure in a shipped config's opening comment (a number in 60-90 with a decimal point) is one a
+    publisher gives for a checkpoint of that config (zoo.ENTRIES)."""
+    import glob
+
+    cited = 0
+    for path in [os.path.join(ROOT, 'slowfast.yaml')] + glob.glob(os.path.join(ROOT, 'configs', '*.yaml')):
+        lines = open(path, encoding='utf-8').read().splitlines()
+        head = ' '.join(line for line in lines[:next(i for i, line in enumerate(lines) if not line.startswith('#'))])
+        config = os.path.relpath(path, ROOT)
+        published = {e.top1 for e in zoo.ENTRIES if e.config == config.replace('_multigrid', '')}
+        for figure in re.findall(r'(?<![\d.])(\d\d\.\d+)(?![\d.])', head):
+            if 60 <= float(figure) <= 90:
+                cited += 1
+                assert float(figure) in published, (config, figure, sorted(published))
+    assert cited >= 6
