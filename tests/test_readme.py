@@ -153,3 +153,35 @@ def test_the_readme_commands_that_need_no_gpu_run_as_written(tmp_path):
     assert [label for _, label in read_video_list(str(work / 'data' / 'val.csv'), 400)] == [7]
     assert (work / 'data' / 'train.csv.clean').read_text() == (work / 'data' / 'train.csv').read_text()
     assert (work / 'data' / 'mine' / 'classes.txt').read_text() == 'jumping\nwaving\n'
+
+
+def docstring_commands():
+    """``[(source, argv)]`` of the command lines in the docstrings of the scripts and tools (what their ``--help``
+    prints, or their header): ``python SCRIPT.py ...`` lines, continuations joined, comments dropped."""
+    import ast
+    import glob
+
+    found = []
+    for path in sorted(glob.glob(os.path.join(ROOT, '*.py')) + glob.glob(os.path.join(ROOT, 'tools', '*', '*.py'))):
+        doc = ast.get_docstring(ast.parse(open(path, encoding='utf-8').read())) or ''
+        for line in doc.replace('\\\n', ' ').splitlines():
+            line = line.strip().split(' > ')[0]  # an output redirection is the shell's
+            if re.match(r'python [\w/]+\.py\b', line) and not re.search(r'\[|\.\.\.', line):  # not a synopsis
+                found.append((os.path.relpath(path, ROOT), shlex.split(line, comments=True)[1:]))
+    return found
+
+
+def test_every_command_in_a_script_s_or_tool_s_docstring_parses_with_its_script():
+    commands = docstring_commands()
+    assert len(commands) >= 25 and {'tools/weights/zoo.py', 'tools/deploy/export_model.py', 'eval.py',
+                                    'tools/data/check_videos.py'} <= {source for source, _ in commands}
+    argvs = [argv for _, argv in commands]
+    result = subprocess.run([sys.executable, '-c', PARSE_ONLY.format(root=ROOT), json.dumps(argvs)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    outcomes = json.loads(result.stdout.strip().splitlines()[-1])
+    # parsed, or ran through (config_utils.py --markdown reads no flags)
+    assert all(o in ('parsed', 'ran') for o in outcomes), [(c, o) for c, o in zip(commands, outcomes) if o != 'parsed']
+    for source, argv in commands:
+        if overrides_of(argv):
+            config = argv[argv.index('--config') + 1] if '--config' in argv else 'slowfast.yaml'
+            parse_config(os.path.join(ROOT, config), overrides_of(argv))
