@@ -359,7 +359,7 @@ def test_each_entry_s_printed_eval_command_tests_as_its_publisher_did():
         assert short == crop and m.image_mean == [0.45] * 3 and m.image_std == [0.225] * 3
         [row] = [line for line in protocols.splitlines() if line.startswith(f'| `{entry.name}` |')]
         assert f'{frames} x {rate}' in row and f'| {short} / {crop} |' in row and source in row, (entry.name, row)
-        assert (' '.join(f'`-o {o}`' for o in zoo.test_overrides(entry)) or 'none') in row, (entry.name, row)
+        assert (' '.join(f'`-o {o}`' for o in zoo.protocol_overrides(entry)) or 'none') in row, (entry.name, row)
 
 
 def test_the_figures_a_config_cites_are_its_publishers():

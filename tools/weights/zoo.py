@@ -272,7 +272,7 @@ def _finish(url: str, part: str, dest: str, sha256: Optional[str]) -> str:
     return digest
 
 
-def test_overrides(entry: Entry) -> List[str]:
+def protocol_overrides(entry: Entry) -> List[str]:
     """The ``-o`` overrides that make eval.py (and predict.py) test ``entry`` as its publisher did: the keys of its
     config that differ from the protocol (the short side and crop are ``TEST.target_size``: 3 crops of the short
     side)."""
@@ -287,7 +287,7 @@ def commands(entry: Entry, weights: str, overrides: Sequence[str] = ()) -> str:
     """What to run next, printed by ``get``: every line runs as printed (the fine-tune lines once ``my_videos`` holds
     your videos, a folder per class)."""
     model = ''.join(f' -o {shlex.quote(o)}' for o in overrides)
-    protocol = ''.join(f' -o {o}' for o in test_overrides(entry))
+    protocol = ''.join(f' -o {o}' for o in protocol_overrides(entry))
     p = entry.protocol
     lists = 'data/mine'
     return '\n'.join((
