@@ -161,7 +161,7 @@ def _check_folder(path: str, named: str, flag: str, where: str) -> None:
         raise OutputError(f'{named}: {blocker} {what}: give another {flag}, or move that file')
     try:
         os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix='.write_check.', dir=path)
+        fd, probe = tempfile.mkstemp(prefix=f'.write_check.{os.getpid()}.', dir=path)  # the pid: see checkpoint.py
         try:
             os.write(fd, b'\0')  # a byte, not an empty file: an empty file is made even on a full disk
         finally:

@@ -369,7 +369,8 @@ def check_mid_epoch(meta: Dict, prefix: str, layout: List[int], shape: List) -> 
 LOCK_FILE = 'slowfast_run.lock'
 CHECKPOINT_FILE = re.compile(rf'{PREFIX}\d+(?:_iter\d+)?\.(?:pdparams|pdopt)')
 # what a killed atomic save leaves (atomic.atomic_path's temporary names), and check_output_folder's probe
-STALE_TEMPORARY = re.compile(rf'\.{PREFIX}\d+(?:_iter\d+)?\.(?:pdparams|pdopt)\.part(\d+)|\.write_check\..+')
+STALE_TEMPORARY = re.compile(rf'\.{PREFIX}\d+(?:_iter\d+)?\.(?:pdparams|pdopt)\.part(?P<save>\d+)'
+                             r'|\.write_check\.(?P<probe>\d+)\..+')
 
 
 class RunFolder(NamedTuple):
@@ -441,16 +442,23 @@ def _lock(save_dir: str) -> Optional[IO]:
 
 
 def _remove_stale_temporaries(save_dir: str, locked: bool) -> None:
-    """The temporary files of killed saves in ``save_dir`` (with the folder locked every one is stale; without, only
-    those of processes that no longer run here)."""
+    """The temporary files of killed saves in ``save_dir``: with the folder locked every save's is stale (only the
+    holder saves there); without a lock, only those of processes that no longer run here. A write probe is another
+    process's while that process runs, locked or not: a second run probes the folder before it finds the lock taken."""
     removed = []
     for name in sorted(os.listdir(save_dir)):
         match = STALE_TEMPORARY.fullmatch(name)
-        if not match or (not locked and match.group(1) and _alive(int(match.group(1)))):
+        if not match:
+            continue
+        pid = match.group('probe') if match.group('probe') else None if locked else match.group('save')
+        if pid and _alive(int(pid)):
             continue
         path = os.path.join(save_dir, name)
-        size = os.path.getsize(path)
-        os.remove(path)
+        try:
+            size = os.path.getsize(path)
+            os.remove(path)
+        except FileNotFoundError:  # its process removed it meanwhile
+            continue
         removed.append(f'{name} ({size_text(size)})')
     if removed:
         logger.info('%s: removed %d temporary files of saves that were killed: %s', save_dir, len(removed),

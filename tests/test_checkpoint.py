@@ -1,3 +1,4 @@
+import logging
 import os
 import signal
 import subprocess
@@ -393,6 +394,32 @@ def test_the_temporary_files_of_killed_saves_are_removed_at_start_and_nothing_el
     assert all((folder / name).read_text() == text for name, text in others.items())
     assert f'{folder}: removed {len(parts)} temporary files of saves that were killed: ' in caplog.text
     assert all(name in caplog.text for name in parts)
+
+
+def test_a_second_run_s_write_probe_is_left_to_it_while_it_runs(tmp_path, caplog):
+    """The CI failure of stop 43: the run holding the folder removed, as a killed save's, the write probe of a second
+    run that was checking the folder before trying its lock, and crashed when that run removed it first."""
+    from atomic import check_output_folder
+    from checkpoint import claim_save_dir
+
+    folder = tmp_path / 'ck'
+    folder.mkdir()
+    other = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    dead = subprocess.Popen([sys.executable, '-c', 'pass'])
+    dead.wait()
+    try:
+        live, gone = f'.write_check.{other.pid}.abc', f'.write_check.{dead.pid}.abc'
+        for name in (live, gone):
+            (folder / name).write_bytes(b'\0')
+        with caplog.at_level(logging.INFO):
+            claim_save_dir(str(folder), resume=False).lock.close()
+        assert (folder / live).exists() and not (folder / gone).exists()
+        assert f'removed 1 temporary files of saves that were killed: {gone}' in caplog.text
+        check_output_folder(str(folder), '--save_dir')  # this process's own probe: written, removed, no other touched
+        assert sorted(os.listdir(folder)) == sorted([live, 'slowfast_run.lock'])
+    finally:
+        other.kill()
+        other.wait()
 
 
 def test_weights_given_as_a_folder_name_its_newest_complete_checkpoint(tiny_cfg, tmp_path):
