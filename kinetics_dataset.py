@@ -7,7 +7,7 @@
                                                    view_id = video_index * num_views + view
 
 ``KineticsMultiViewDataset.view_batches(batch_size, num_workers)`` gives the model's batches (timeline.py's
-``SlidingWindowDataset`` too, for long videos).
+``SlidingWindowDataset`` too, for long videos), its DataLoader's items parts of a batch (``shared_memory``).
 
 The pathways are the model's (``MODEL.name``): SlowFast ``slow [3, T/alpha, S, S], fast [3, T, S, S]``; Slow-only
 ``slow [3, T, S, S]``; RGB uint8. ``model_inputs`` turns a batch's pathways into the model's normalised float32
@@ -19,7 +19,7 @@ only, so an epoch's clips do not depend on the number of workers or ranks.
 import logging
 import math
 import multiprocessing
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -27,6 +27,7 @@ import paddle
 from config_utils import PATHWAYS, AttrDict
 from errors import ListError, WorkerErrors, checked
 from multigrid import sampling_rates
+from shared_memory import loader_plan
 from video_io import VideoError, VideoReader
 from video_lists import check_listed_files, read_video_list
 
@@ -86,18 +87,32 @@ def channels_first(frames: np.ndarray) -> np.ndarray:
 
 def normalize_batch(x: paddle.Tensor, mean: Sequence[float], std: Sequence[float]) -> paddle.Tensor:
     """uint8 RGB ``[N, 3, T, H, W]`` -> float32 ``(x / 255 - mean) / std`` on x's device (the original's
-    normalisation, done after the DataLoader: a quarter of the bytes through shared memory and to the GPU)."""
+    normalisation, done after the DataLoader: a quarter of the bytes through shared memory and to the GPU).
+
+    One cast and one in-place scale when the channels share mean and std (every shipped config): Paddle's CPU
+    kernels for a broadcast multiply and add are single-threaded, ten times the time for a batch of test views
+    (docs/BENCHMARKS.md); per-channel values go through batch norm's inference form, one op."""
     if x.dtype != paddle.uint8:
         raise TypeError(f'expected a uint8 batch from the datasets, got {x.dtype}')
-    scale = paddle.to_tensor([1.0 / (255.0 * s) for s in std], dtype='float32').reshape([1, 3, 1, 1, 1])
-    shift = paddle.to_tensor([-m / s for m, s in zip(mean, std)], dtype='float32').reshape([1, 3, 1, 1, 1])
-    return x.astype('float32') * scale + shift
+    scale = [1.0 / (255.0 * s) for s in std]
+    shift = [-m / s for m, s in zip(mean, std)]
+    out = x.astype('float32')
+    if len(set(scale)) == 1 and len(set(shift)) == 1:
+        return out.scale_(scale[0], shift[0])
+    running_mean = paddle.to_tensor([255.0 * m for m in mean], dtype='float32')
+    running_var = paddle.to_tensor([(255.0 * s) ** 2 for s in std], dtype='float32')
+    return paddle.nn.functional.batch_norm(out, running_mean, running_var, training=False, epsilon=0.0)
 
 
 def model_inputs(pathways: Sequence[paddle.Tensor], cfg: AttrDict) -> List[paddle.Tensor]:
     """A DataLoader batch's pathways as the model's float32 input, normalising uint8 clips on their device."""
     m = cfg.MODEL
     return [normalize_batch(x, m.image_mean, m.image_std) for x in pathways]
+
+
+def clip_bytes(frames: int, size: int, alpha: int, pathways: int) -> int:
+    """Bytes of one uint8 clip of ``frames`` frames at ``size`` x ``size`` as the model's pathways (``pack_pathways``)."""
+    return 3 * size * size * (frames + (frames // alpha if pathways == 2 else 0))
 
 
 def pack_pathways(clip: np.ndarray, alpha: int, pathways: int = 2) -> Tuple[np.ndarray, ...]:
@@ -163,10 +178,12 @@ class VideoDataset:
         self.failures = DecodeFailures(len(self.samples), f'rank {rank}: ' if world_size > 1 else '')
         self.errors = WorkerErrors()  # any other error while making items, for the loop (errors.checked)
 
-    def crop_views(self, frames: np.ndarray, size: int, num_crops: int) -> Iterator[Tuple[np.ndarray, ...]]:
-        """One clip's BGR frames ``[T, H, W, 3]`` -> its ``num_crops`` views (``crop_offset``), as pathways."""
+    def crop_views(self, frames: np.ndarray, size: int, num_crops: int,
+                   spatial_indices: Optional[Sequence[int]] = None) -> Iterator[Tuple[np.ndarray, ...]]:
+        """One clip's BGR frames ``[T, H, W, 3]`` -> its views (``crop_offset``; ``spatial_indices`` of the
+        ``num_crops``, all when None), as pathways."""
         clip = channels_first(frames)  # [3, T, H, W], once per clip
-        for spatial in range(num_crops):
+        for spatial in range(num_crops) if spatial_indices is None else spatial_indices:
             y, x = crop_offset(clip.shape[2], clip.shape[3], size, spatial, num_crops)
             # a view into the clip: the DataLoader's collate makes the only copy of each crop
             yield pack_pathways(clip[:, :, y:y + size, x:x + size], self.alpha, self.pathways)
@@ -278,17 +295,13 @@ class KineticsMultiViewDataset(VideoDataset, paddle.io.Dataset):
     short side ``target_size``.
 
     Videos are split over ranks (``rank::world_size``, no padding). Item ``i`` is every view of this rank's ``i``-th
-    video, ``video_indices[i]``, from one decode: ``(*pathways [V, 3, T, S, S] uint8, label [1], view_ids [V])`` with
-    ``view_id = video_index * num_views + view`` (see ``normalize_batch``); frames are resized as they decode and only
-    the clips' frames are kept. An undecodable video is recorded in ``failures`` (shared with the DataLoader workers)
-    and its item is a placeholder of one ``UNDECODABLE`` view id (``view_batches`` drops it). ``view_batches`` turns
-    the items into the model's batches.
+    video, ``video_indices[i]``: ``(*pathways [V, 3, T, S, S] uint8, label [1], view_ids [V])`` with
+    ``view_id = video_index * num_views + view`` (see ``normalize_batch``); ``view_part`` gives a run of them. A video
+    is decoded once, each needed frame resized as it decodes; an undecodable one is recorded in ``failures`` (shared
+    with the DataLoader workers) and its item is a placeholder of one ``UNDECODABLE`` view id.
 
-    A map-style dataset of videos: Paddle's DataLoader (2.6 and 3.x) splits the videos over its workers and ends when
-    they are done. The iterable form this replaced split the videos inside each worker, and Paddle's multi-worker
-    loader of an IterableDataset loses batches when its workers run out at different times (a worker's last,
-    discarded batch is counted off twice: ``_DataLoaderIterMultiProcess._get_data``), so a rank with fewer videos than
-    workers, or the tail of a list, lost a video's views and reported it undecodable.
+    ``view_batches`` gives the model's batches: its DataLoader's items are parts of at most a batch of views
+    (``ViewParts``), so what is in flight is bounded by batches, not videos (30 views of the 16x8 recipe are 380 MB).
     """
 
     def __init__(self, cfg: AttrDict, mode: str, rank: int = 0, world_size: int = 1,
@@ -306,6 +319,7 @@ class KineticsMultiViewDataset(VideoDataset, paddle.io.Dataset):
         self.num_ensemble_views, self.num_spatial_crops = section.num_ensemble_views, section.num_spatial_crops
         self.num_views = self.num_ensemble_views * self.num_spatial_crops
         self.video_indices = list(range(rank, len(self.samples), world_size))
+        self._kept: Optional[Tuple[int, Optional['DecodedVideo']]] = None  # this process's decode in use
 
     def __len__(self) -> int:
         """Videos of this rank."""
@@ -315,6 +329,10 @@ class KineticsMultiViewDataset(VideoDataset, paddle.io.Dataset):
     def views_here(self) -> int:
         """Views this rank yields when every video decodes."""
         return len(self.video_indices) * self.num_views
+
+    @property
+    def view_bytes(self) -> int:
+        return clip_bytes(self.num_frames, self.target_size, self.alpha, self.pathways)
 
     row_name = 'videos'  # what the rows of the scores are
 
@@ -328,21 +346,38 @@ class KineticsMultiViewDataset(VideoDataset, paddle.io.Dataset):
         return np.arange(len(self.samples))
 
     def __getitem__(self, i: int) -> Tuple[np.ndarray, ...]:
+        return self.view_part(i, 0, self.num_views)
+
+    def view_part(self, i: int, first: int, count: int) -> Tuple[np.ndarray, ...]:
+        """Views ``first`` to ``first + count - 1`` of this rank's ``i``-th video: ``(*pathways [count, ...], label
+        [1], view_ids [count])``, or its placeholder when it does not decode. The decode is kept for the next part
+        until the video's last view is out: asked in order, each video is decoded once per process."""
         video_index = self.video_indices[i]
         path, label = self.samples[video_index]
-        try:
-            views = list(self.load_views(path))
-        except Exception as error:
-            if isinstance(error, VideoError):
-                self.failures.record(video_index, error)
-            else:  # to the loop through ``errors`` (raised here, Paddle's loader hangs or hides it)
-                self.errors.record(error)
-            placeholder = np.zeros((1, 3, 1, 1, 1), np.uint8)  # never shown to the model; a size-0 array would
-            return (*[placeholder] * self.pathways, np.array([label], np.int64),  # not pass through shared memory
-                    np.array([UNDECODABLE], np.int64))
+        if self._kept is None or self._kept[0] != i:
+            self._kept = (i, None)
+            try:
+                self._kept = (i, self.decode(path))
+            except Exception as error:
+                if isinstance(error, VideoError):
+                    self.failures.record(video_index, error)
+                else:  # to the loop through ``errors`` (raised here, Paddle's loader hangs or hides it)
+                    self.errors.record(error)
+        decoded = self._kept[1]
+        if first + count >= self.num_views:
+            self._kept = None
+        if decoded is None:
+            return self.placeholder(label)
+        views = list(self.cut_views(decoded, first, count))
         pathways = [np.stack(clips) for clips in zip(*views)]  # the one copy of each crop
         return (*pathways, np.array([label], np.int64),
-                video_index * self.num_views + np.arange(self.num_views, dtype=np.int64))
+                video_index * self.num_views + np.arange(first, first + count, dtype=np.int64))
+
+    def placeholder(self, label: int) -> Tuple[np.ndarray, ...]:
+        """An item of one ``UNDECODABLE`` view id, never shown to the model (a size-0 array would not pass through
+        shared memory)."""
+        empty = np.zeros((1, 3, 1, 1, 1), np.uint8)
+        return (*[empty] * self.pathways, np.array([label], np.int64), np.array([UNDECODABLE], np.int64))
 
     def views(self) -> Iterator[Tuple[np.ndarray, ...]]:
         """Every view of this rank, in order, one at a time, in this process: ``(*pathways [3, T, S, S], label [1],
@@ -355,30 +390,21 @@ class KineticsMultiViewDataset(VideoDataset, paddle.io.Dataset):
 
     def view_batches(self, batch_size: int, num_workers: int) -> Iterator[Tuple[List[paddle.Tensor], np.ndarray]]:
         """This rank's views as the model's batches ``(pathways [B, 3, T, S, S] uint8 tensors, view_ids [B])`` of
-        ``batch_size`` views (the last may be smaller), videos decoded by ``num_workers`` DataLoader workers, each
-        holding at most one video's views in flight."""
+        ``batch_size`` views (the last may be smaller), videos decoded by ``num_workers`` DataLoader workers. Items are
+        parts of at most a batch, fewer views where /dev/shm is short (``shared_memory.loader_plan``)."""
         if not self.video_indices:  # a rank with no video
-            return
-        loader = checked(paddle.io.DataLoader(self, batch_size=None, num_workers=num_workers, prefetch_factor=1),
-                         self.errors)
-        pending: List[Tuple[List[paddle.Tensor], np.ndarray]] = []
-        held = 0
-        for *pathways, _, view_ids in loader:
-            ids = view_ids.numpy()
-            if ids[0] == UNDECODABLE:
-                continue
-            pending.append((list(pathways), ids))
-            held += len(ids)
-            while held >= batch_size:
-                yield _take_views(pending, batch_size)
-                held -= batch_size
-        if held:
-            yield _take_views(pending, held)
+            return iter(())
+        plan = loader_plan(f'{self.mode} views', self.view_bytes, batch_size, num_workers, splittable=True)
+        parts = ViewParts(self, plan.units, num_workers)
+        loader = paddle.io.DataLoader(parts, batch_size=None, num_workers=num_workers,
+                                      prefetch_factor=plan.prefetch_factor, use_shared_memory=plan.use_shared_memory)
+        items = ((list(pathways), view_ids.numpy()) for *pathways, _, view_ids in checked(loader, self.errors))
+        return rebatch(items, batch_size)
 
-    def load_views(self, path: str) -> Iterator[Tuple[np.ndarray, ...]]:
-        """Decode ``path`` once and return a generator of its uint8 pathway views in the original's clip
-        order (``temporal * num_spatial_crops + spatial``). Decoding errors are raised here, before any view."""
-        size, clips = self.target_size, []
+    def decode(self, path: str) -> 'DecodedVideo':
+        """``path``'s frames that its views need, each decoded and resized once; VideoError when it does not
+        decode."""
+        clips = []
 
         def sample(length: int, fps: float) -> np.ndarray:
             clips[:] = [clip_frame_indices(length, self.clip_size(fps), self.num_frames, t / self.num_ensemble_views)
@@ -386,28 +412,84 @@ class KineticsMultiViewDataset(VideoDataset, paddle.io.Dataset):
             return np.unique(np.concatenate(clips))
 
         with self.open_video(path, self.target_fps) as video:
-            # [U, H, W, 3]: each needed frame decoded and resized once
-            union, decoded = video.read_sampled(sample, size)
+            union, frames = video.read_sampled(sample, self.target_size)  # [U, H, W, 3]
+        return DecodedVideo(frames, union, clips)
 
-        def views():
-            for indices in clips:
-                yield from self.crop_views(decoded[np.searchsorted(union, indices)], size, self.num_spatial_crops)
-        return views()
+    def cut_views(self, decoded: 'DecodedVideo', first: int, count: int) -> Iterator[Tuple[np.ndarray, ...]]:
+        """Views ``first`` to ``first + count - 1`` of a decoded video as uint8 pathways, in the original's clip order
+        (``temporal * num_spatial_crops + spatial``)."""
+        crops = self.num_spatial_crops
+        for t in range(first // crops, (first + count - 1) // crops + 1):
+            spatial = range(max(first - t * crops, 0), min(first + count - t * crops, crops))
+            frames = decoded.frames[np.searchsorted(decoded.union, decoded.clips[t])]
+            yield from self.crop_views(frames, self.target_size, crops, spatial)
 
 
-def _take_views(pending: List[Tuple[List[paddle.Tensor], np.ndarray]],
-                count: int) -> Tuple[List[paddle.Tensor], np.ndarray]:
-    """The first ``count`` views of the ``pending`` videos' views (removed from it), as one batch."""
-    parts, ids = [], []
-    while count:
-        pathways, view_ids = pending[0]
-        n = min(count, len(view_ids))
-        parts.append([x[:n] for x in pathways])
-        ids.append(view_ids[:n])
-        if n == len(view_ids):
-            pending.pop(0)
-        else:
-            pending[0] = ([x[n:] for x in pathways], view_ids[n:])
-        count -= n
-    batch = [part[0] if len(parts) == 1 else paddle.concat(list(part)) for part in zip(*parts)]
-    return batch, np.concatenate(ids)
+class DecodedVideo(NamedTuple):
+    """A test video's needed frames: ``frames [U, H, W, 3]`` BGR at the views' short side, the source indices they
+    are (``union``, sorted) and each temporal clip's source indices (``clips``)."""
+    frames: np.ndarray
+    union: np.ndarray
+    clips: List[np.ndarray]
+
+
+class ViewParts(paddle.io.Dataset):
+    """``view_batches``' DataLoader items: a multi-view dataset's views in parts of at most ``part`` views, ordered so
+    that each of ``workers`` workers gets whole videos.
+
+    Paddle's DataLoader (2.6 and 3.x, as PyTorch's) hands item ``p`` of a map-style dataset to worker ``p %
+    workers`` (``_try_put_indices`` cycles over the workers) and returns the items in order: position ``r * workers
+    + w`` holds the ``r``-th part of worker ``w``'s videos (this rank's videos ``w, w + workers, ...``), so each
+    worker decodes each of its videos once and keeps one decode at a time. Where a worker has fewer parts than the
+    others, its positions hold a placeholder (``UNDECODABLE``), a few bytes each. Were items dealt otherwise, a part
+    would decode its video again: slower, never wrong."""
+
+    def __init__(self, videos: KineticsMultiViewDataset, part: int, workers: int):
+        self.videos, lanes = videos, max(workers, 1)
+        firsts = range(0, videos.num_views, part)
+        queues = [[(i, first, min(part, videos.num_views - first)) for i in range(w, len(videos), lanes)
+                   for first in firsts] for w in range(lanes)]
+        rounds = max(len(queue) for queue in queues)
+        self.order: List[Optional[Tuple[int, int, int]]] = [
+            queue[r] if r < len(queue) else None for r in range(rounds) for queue in queues]
+        while self.order and self.order[-1] is None:
+            self.order.pop()
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def __getitem__(self, p: int) -> Tuple[np.ndarray, ...]:
+        if self.order[p] is None:
+            return self.videos.placeholder(-1)
+        return self.videos.view_part(*self.order[p])
+
+
+def rebatch(items: Iterator[Tuple[List[paddle.Tensor], np.ndarray]],
+            batch_size: int) -> Iterator[Tuple[List[paddle.Tensor], np.ndarray]]:
+    """Items of views ``(pathways, view_ids)`` of at most ``batch_size`` views -> batches of ``batch_size`` views
+    (the last may be smaller); items whose first view id is ``UNDECODABLE`` are dropped. An item that is a whole
+    batch is passed on as it is; smaller ones are copied into the batch as they come, so that the loader's shared
+    memory holds no more than the items in flight."""
+    buffers: List[np.ndarray] = []
+    ids: List[np.ndarray] = []
+    held = 0
+    for pathways, view_ids in items:
+        if view_ids[0] == UNDECODABLE:
+            continue
+        if not held and len(view_ids) == batch_size:
+            yield pathways, view_ids
+            continue
+        done = 0
+        while done < len(view_ids):
+            if not held:
+                buffers = [np.empty((batch_size, *x.shape[1:]), np.uint8) for x in pathways]
+            n = min(batch_size - held, len(view_ids) - done)
+            for buffer, x in zip(buffers, pathways):
+                buffer[held:held + n] = x[done:done + n].numpy()
+            ids.append(view_ids[done:done + n])
+            held, done = held + n, done + n
+            if held == batch_size:
+                yield [paddle.to_tensor(b) for b in buffers], np.concatenate(ids)
+                buffers, ids, held = [], [], 0
+    if held:
+        yield [paddle.to_tensor(b[:held]) for b in buffers], np.concatenate(ids)

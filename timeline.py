@@ -17,7 +17,8 @@ from tqdm import tqdm
 from atomic import atomic_path
 from config_utils import AttrDict
 from errors import checked
-from kinetics_dataset import VideoDataset, clip_frame_indices
+from kinetics_dataset import VideoDataset, clip_bytes, clip_frame_indices, rebatch
+from shared_memory import loader_plan
 from video_io import VideoError, VideoReader, resize_short_side, write_video
 
 logger = logging.getLogger(__name__)
@@ -126,12 +127,18 @@ class SlidingWindowDataset(VideoDataset, paddle.io.IterableDataset):
 
         At most one DataLoader worker, decoding with a thread per core: a long video is one sequential decode, which
         more workers would not share, and Paddle's multi-worker loader of an IterableDataset loses batches when its
-        workers run out at different times (see ``KineticsMultiViewDataset``)."""
+        workers run out at different times. Its items are parts of a batch where /dev/shm is short
+        (``shared_memory.loader_plan``)."""
         if not self.video_indices:  # a rank with no window
-            return
-        loader = paddle.io.DataLoader(self, batch_size=batch_size, num_workers=min(num_workers, 1))
-        for *pathways, _, view_ids in checked(loader, self.errors):
-            yield list(pathways), view_ids.numpy().reshape(-1)
+            return iter(())
+        workers = min(num_workers, 1)
+        plan = loader_plan('timeline windows', clip_bytes(self.num_frames, self.target_size, self.alpha,
+                                                          self.pathways), batch_size, workers, splittable=True)
+        loader = paddle.io.DataLoader(self, batch_size=plan.units, num_workers=workers,
+                                      prefetch_factor=plan.prefetch_factor, use_shared_memory=plan.use_shared_memory)
+        items = ((list(pathways), view_ids.numpy().reshape(-1))
+                 for *pathways, _, view_ids in checked(loader, self.errors))
+        return rebatch(items, batch_size)
 
     def open_video(self, path: str, fallback_fps: float) -> VideoReader:
         return VideoReader(path, fallback_fps)  # the only worker: FFmpeg's threads fill the cores

@@ -30,7 +30,7 @@ from checkpoint import (RunFolder, agree_on_resume, check_mid_epoch, check_resum
                         load_weights, save_checkpoint)
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from errors import STOPPED, ConfigError, DivergedError, exit_on_user_error
-from kinetics_dataset import KineticsDataset, model_inputs
+from kinetics_dataset import KineticsDataset, clip_bytes, model_inputs
 from lr_policy import EpochLR, apply_step, build_optimizer
 from metrics import Meter, topk_errors
 from mixup import MixUp, soft_cross_entropy
@@ -41,6 +41,7 @@ from multigrid import (Plan, ShortCycleBatchSampler, Stage, bn_splits, describe_
                        stage_start, training_plan)
 from preemption import ResumableBatchSampler, StopRequest, StoppableDataLoader
 from scoring import validate
+from shared_memory import loader_plan
 
 logger = logging.getLogger('train')
 
@@ -110,7 +111,9 @@ class Data:
         mine = paddle.io.Subset(self.valid_set, list(range(rank, len(self.valid_set), world)))  # no padding copies
         self.valid_loader = StoppableDataLoader(mine, batch_size=valid_batch, shuffle=False, drop_last=False,
                                                 num_workers=cfg.DATA.num_workers, stop=run.stop,
-                                                errors=self.valid_set.errors)
+                                                errors=self.valid_set.errors,
+                                                **self.memory('validation batches', self.valid_set,
+                                                              [(valid_batch, cfg.VALID.target_size)]))
         self.full_shape = (cfg.MODEL.num_frames, [(micro_batch, cfg.TRAIN.target_size)])
         self.train: Optional[TrainLoader] = None
         self._full: Optional[TrainLoader] = None
@@ -146,8 +149,17 @@ class Data:
             sampler = ResumableBatchSampler(dataset, batch_size=cycle[0][0], num_replicas=run.world, rank=run.rank,
                                             shuffle=True, drop_last=True)
         loader = StoppableDataLoader(dataset, batch_sampler=sampler, num_workers=run.cfg.DATA.num_workers,
-                                     stop=run.stop, errors=dataset.errors)
+                                     stop=run.stop, errors=dataset.errors,
+                                     **self.memory('training batches', dataset, cycle))
         return TrainLoader(frames, cycle, dataset, sampler, loader)
+
+    def memory(self, what: str, dataset: KineticsDataset, cycle: List[Tuple[int, int]]) -> Dict[str, object]:
+        """The loader's shared-memory settings for batches of ``cycle``'s ``(batch, crop)`` shapes
+        (``shared_memory.loader_plan``, sized by the largest)."""
+        largest = max(batch * clip_bytes(dataset.num_frames, crop, dataset.alpha, dataset.pathways)
+                      for batch, crop in cycle)
+        plan = loader_plan(what, largest, 1, self.run.cfg.DATA.num_workers)
+        return {'prefetch_factor': plan.prefetch_factor, 'use_shared_memory': plan.use_shared_memory}
 
 
 class Trainee(NamedTuple):

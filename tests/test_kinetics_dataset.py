@@ -437,7 +437,7 @@ def fail_on_bad(real):
     return wrapped
 
 KineticsDataset.load_clip = fail_on_bad(KineticsDataset.load_clip)
-KineticsMultiViewDataset.load_views = fail_on_bad(KineticsMultiViewDataset.load_views)
+KineticsMultiViewDataset.decode = fail_on_bad(KineticsMultiViewDataset.decode)
 SlidingWindowDataset.window_views = fail_on_bad(SlidingWindowDataset.window_views)
 stop = StopRequest().install()  # as train.py: its workers end when this process exits
 
