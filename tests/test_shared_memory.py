@@ -14,7 +14,7 @@ import pytest
 
 import shared_memory
 from config_utils import parse_config
-from helpers import ROOT, TINY, in_mount_namespace, tiny_train_overrides, use_list, write_list
+from helpers import ROOT, in_mount_namespace, tiny_train_overrides, use_list, write_list
 from kinetics_dataset import UNDECODABLE, KineticsMultiViewDataset, ViewParts, normalize_batch, rebatch
 from model import build_model
 from shared_memory import HELD, MIB, docker_size, loader_plan
