@@ -9,9 +9,9 @@ than one batch of the recipe's clips.
 ``loader_plan`` sizes what a loader keeps in flight (``workers x prefetch_factor`` items queued or being made, and
 the two the loop holds) to this rank's share of the free space of /dev/shm, shared by the ranks of this machine
 (``PADDLE_LOCAL_SIZE``): the configured loader when it fits; else, for an item that can be split (eval and predict
-views), smaller items; else one item per worker; else items through pipes (``use_shared_memory=False``: no shared
-memory, a copy more per item, measured in docs/BENCHMARKS.md), logged with the size shared memory would need and how
-to give it.
+views), smaller items; else one item per worker in flight (of the largest size that fits); else items through pipes
+(``use_shared_memory=False``: no shared memory, a copy more per item, measured in docs/BENCHMARKS.md), logged with the
+size shared memory would need and how to give it.
 """
 import logging
 import math
@@ -25,9 +25,9 @@ HELD = 2  # items the loop holds besides the loader's queue: the batch in use an
 PREFETCH = 2  # Paddle's default prefetch_factor
 MIB = 1 << 20
 RESERVE = 0.9  # of the free space: what else puts files there (semaphores, Python's shared arrays) has the rest
-# Pipes instead of shared memory: ms per MiB of item more, median over the recipe's items (docs/BENCHMARKS.md,
-# "Shared memory"; AMD EPYC, 2 cores, Paddle 3.3.1)
-PIPE_COST_MS_PER_MIB = 0.9
+# Pipes instead of shared memory: ms more per MiB of item, for a batch of the recipe's test views through 2 workers
+# (docs/BENCHMARKS.md, "Shared memory"; AMD EPYC, 2 cores, Paddle 3.3.1: 2.5-2.7; one view's item 1.5-2.1)
+PIPE_COST_MS_PER_MIB = 2.5
 
 
 class LoaderPlan(NamedTuple):
@@ -82,7 +82,8 @@ def loader_plan(what: str, unit_bytes: int, units: int, workers: int, splittable
     free = free_bytes() if free is None else free
     ranks = ranks_here()
     budget = None if free is None else int(free * RESERVE) // ranks
-    choices = [(n, PREFETCH) for n in (range(units, 0, -1) if splittable else (units,))] + [(units, 1)]
+    sizes = range(units, 0, -1) if splittable else (units,)
+    choices = [(n, prefetch) for prefetch in (PREFETCH, 1) for n in sizes]
     for n, prefetch in choices:
         need = in_flight(workers, prefetch) * n * unit_bytes
         if budget is None or need <= budget:
@@ -103,8 +104,9 @@ def loader_plan(what: str, unit_bytes: int, units: int, workers: int, splittable
     if plan.use_shared_memory:
         logger.info('%s: %s free in %s%s, %s needed for %d workers x %d items of %s: %s, %s of shared memory; '
                     'for the full loader %s', what, size_text(free), SHM, share, size_text(full), workers, PREFETCH,
-                    size_text(units * unit_bytes),
-                    f'items of {plan.units} of {units}' if plan.units != units else 'one item per worker in flight',
+                    size_text(units * unit_bytes), ', '.join(
+                        ([f'items of {plan.units} of {units}'] if plan.units != units else []) +
+                        (['one item per worker in flight'] if plan.prefetch_factor == 1 else [])),
                     size_text(plan.need), fix)
     else:
         logger.warning('%s: %s free in %s%s, even one item per worker needs %s (%s for %d workers x %d items of %s): '

@@ -50,11 +50,14 @@ def test_views_come_in_the_largest_parts_that_fit_else_prefetch_one_else_pipes(w
     budget = int(free * shared_memory.RESERVE)
     for splittable in (True, False):
         plan = loader_plan('test views', unit, units, workers, splittable=splittable, free=free)
-        fitting = [n for n in range(units, 0, -1) if (workers * 2 + HELD) * n * unit <= budget]
-        if fitting and (splittable or fitting[0] == units):
+        sizes = range(units, 0, -1) if splittable else [units]
+        fitting = [n for n in sizes if (workers * 2 + HELD) * n * unit <= budget]
+        one_each = [n for n in sizes if (workers + HELD) * n * unit <= budget]  # one item per worker in flight
+        if fitting:
             assert plan == (fitting[0], 2, True, (workers * 2 + HELD) * fitting[0] * unit)
-        elif (workers + HELD) * units * unit <= budget:
-            assert plan == (units, 1, True, (workers + HELD) * units * unit)
+        elif one_each:
+            assert plan == (one_each[0], 1, True, (workers + HELD) * one_each[0] * unit)
+            assert 'one item per worker in flight' in caplog.text
         else:
             assert plan == (units, 2, False, 0)
             assert 'items go through pipes instead (use_shared_memory=False)' in caplog.text
@@ -233,9 +236,9 @@ def tiny_weights(demo_lists, tmp_path_factory):
 RECIPE_CLIP = ['-o', 'MODEL.num_frames=32', '-o', 'MODEL.alpha=8', '-o', 'DATA.num_workers=2']
 
 
-def in_64mb(command, tmp_path):
+def in_64mb(command, tmp_path, env=None):
     result = subprocess.run(in_mount_namespace(command, small={'/dev/shm': '64m'}, then='df -m /dev/shm'),
-                            capture_output=True, text=True, timeout=900, cwd=ROOT, env=ENV)
+                            capture_output=True, text=True, timeout=900, cwd=ROOT, env=env or ENV)
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-4000:]
     assert 'BUS error' not in log and 'Traceback' not in log
@@ -292,3 +295,28 @@ def test_eval_and_predict_at_the_recipe_s_views_run_in_64mb_of_shared_memory(tin
         assert f'{what} views: 64 MB free in /dev/shm, 324 MB needed for 2 workers x 2 items of 54 MB: items of 1 ' \
                'of 8, 40 MB of shared memory' in log
         assert ('[EVAL] eval finished' in log) if script == 'eval' else (tmp_path / 'out' / 'result.json').exists()
+
+
+@pytest.mark.slow
+def test_two_ranks_share_64mb_and_score_as_one_does(tiny_weights, demo_lists, tmp_path):
+    """Two ranks of paddle.distributed.launch on one machine: each sizes its loader to half the free space (here
+    parts of one view, one per worker in flight), and the scores are those of one rank."""
+    weights, flags = tiny_weights
+    flags = flags + RECIPE_CLIP + ['-o', 'TEST.target_size=256', '-o', 'TEST.batch_size=8', '-o',
+                                   'TEST.num_ensemble_views=2', '-o', 'TEST.num_spatial_crops=1']
+    val = open(demo_lists[1]).read().splitlines()[:3]
+    listing = write_list(tmp_path, [os.path.join(os.path.dirname(demo_lists[1]), line) for line in val])
+    env = dict(ENV, USE_GPU='False', NPROC='2', LOG_DIR=str(tmp_path / 'logs'), CONFIG='slowfast-single.yaml',
+               WEIGHTS=weights)
+    in_64mb(['bash', os.path.join(ROOT, 'run_eval_multi.sh'), '--save_path', str(tmp_path / 'two'), '-o',
+             f'TEST.filelist={listing}'] + flags, tmp_path, env)
+    for rank in range(2):  # a rank's share of 64 MB: 28.8; parts of 1 view: 6 x 6.75 MiB in flight 40.5, 4 x 27
+        log = (tmp_path / 'logs' / f'workerlog.{rank}').read_text()
+        assert 'test views: 64 MB free in /dev/shm (2 ranks on this machine share it), 324 MB needed for 2 workers ' \
+               'x 2 items of 54 MB: items of 1 of 8, one item per worker in flight, 27 MB of shared memory' in log, \
+            log[-3000:]
+    in_64mb([sys.executable, os.path.join(ROOT, 'eval.py'), '--config', os.path.join(ROOT, 'slowfast-single.yaml'),
+             '--use_gpu', 'False', '--weights', weights, '--save_path', str(tmp_path / 'one'), '-o',
+             f'TEST.filelist={listing}'] + flags, tmp_path)
+    assert np.allclose(np.load(tmp_path / 'one' / 'video_scores.npy'), np.load(tmp_path / 'two' / 'video_scores.npy'),
+                       atol=1e-6)

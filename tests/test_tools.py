@@ -1,4 +1,5 @@
 """The data tools end to end, run as a user runs them."""
+import glob
 import json
 import os
 import re
@@ -292,6 +293,39 @@ def test_benchmark_infer_times_every_engine_at_every_batch(tmp_path):
 
 
 @pytest.mark.slow
+def test_benchmark_eval_measures_each_part_of_a_view_memory_and_pipes(tmp_path):
+    """tools/analysis/benchmark_eval.py at toy scale: every measure runs, its parts add up, and the evaluation it
+    runs keeps /dev/shm within the bound it reports."""
+    small = ['MODEL.width_per_group=8', 'MODEL.crop_size=64', 'TEST.target_size=64', 'TEST.num_ensemble_views=2',
+             'TEST.num_spatial_crops=2', 'TRAIN.target_size=64', 'TRAIN.min_size=72', 'TRAIN.max_size=80']
+    run_tool('benchmark_eval.py', '--measures', 'pipes', 'memory', 'speed', 'train', 'needs', '--videos', 2,
+             '--batch', 3, '--items', 4, '--rounds', 1, '--repeats', 1, '--train_steps', 1, '--train_batch', 2,
+             '--config', os.path.join(ROOT, 'slowfast-single.yaml'), '--json', tmp_path / 'r.json',
+             *[a for o in small for a in ('-o', o)])
+    result = json.loads((tmp_path / 'r.json').read_text())
+    assert [r['item'] for r in result['pipes']] == ['one view (4x16, 256)', 'a batch of 8 views']
+    assert all(r['ms/item pipes'] > 0 and r['ms/item shared memory'] > 0 for r in result['pipes'])
+    normalisation, *engines = result['speed']
+    assert normalisation['max difference'] < 1e-5 and normalisation['ms model_inputs'] > 0
+    assert [r['engine'] for r in engines] == ['Paddle Inference (the export)', 'Paddle dygraph']
+    for r in engines:
+        assert r['views'] == 2 * 4 and r['ms/view end to end'] >= r['ms/view network in the loop'] > 0
+        parts = sum(r[f'ms/view {k}'] for k in ('loader wait', 'normalisation', 'network in the loop', 'rest'))
+        assert abs(parts - r['ms/view end to end']) < 1e-6 and 0 <= r['data side share'] < 1
+    for r in result['memory']:
+        assert r['views/video'] == 4 and 0 < r['shm peak MiB'] <= r['bound MiB'], r
+        assert r['main RSS peak MiB'] > r['network alone RSS peak MiB'] > 0
+    assert [r['frames'] for r in result['memory']] == [32, 64]
+    train = result['train']
+    assert train['steps'] == 1 and train['s step'] > 0 and train['s reader wait'] >= 0
+    configs = ['slowfast.yaml', 'slowfast-single.yaml'] + sorted(
+        os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, 'configs', '*.yaml')))
+    assert [r['config'] for r in result['needs']] == configs
+    recipe = result['needs'][0]  # slowfast.yaml: 8 ranks x 8 workers, 8 test views of 32 + 4 frames x 256 per rank
+    assert recipe['test MiB per rank'] == (8 * 2 + 2) * 8 * 3 * 256 * 256 * 36 / 2 ** 20
+
+
+@pytest.mark.slow
 def test_benchmark_train_times_each_engine_in_its_own_process(tmp_path):
     out = run_tool('benchmark_train.py', '--cases', 'tiny', '--engines', 'dygraph', 'conv3d_stem', 'mkl_default',
                    'onednn', 'torch', '--repeats', 1, '--profile', '--json', tmp_path / 'train.json')
@@ -508,6 +542,7 @@ def tool_outputs(demo_lists, videos, weights):
         ('gradcam.py', ['--weights', weights, '--video', videos['mp4'], '--save_path', 'OUT'] + tiny, '--save_path'),
         ('benchmark_data.py', ['--quick', '--json', 'OUT/r.json'], '--json'),
         ('benchmark_infer.py', ['--json', 'OUT/r.json'], '--json'),
+        ('benchmark_eval.py', ['--json', 'OUT/r.json'], '--json'),
         ('benchmark_train.py', ['--json', 'OUT/r.json'], '--json'),
         ('benchmark_multigrid.py', ['--out', 'OUT'], '--out'),
         ('benchmark_multigrid.py', ['--out', 'OUT_OK', '--plot', 'OUT/c.png'], '--plot'),
