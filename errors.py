@@ -16,6 +16,8 @@ Raised where the fault is found (the message names the file, key, line or flag);
             full; found before the work where it can be, and a run's results are then written elsewhere (named)
     8       train.py: --save_dir is another run's: in use by a running one, or holding checkpoints that a run
             without --resume would mix with its own
+    9       tools/data/get_kinetics.py: a download did not give a complete, verified file, or an archive does not
+            extract after a second download (named by address; download.DownloadError; zoo.py's are status 4)
     75      train.py stopped on SIGTERM / SIGINT / SIGUSR1 after writing a checkpoint: run it again with --resume
             (75 is EX_TEMPFAIL of sysexits.h, "try again later")
     130     interrupted (a second Ctrl-C during training, which does not wait for the step)

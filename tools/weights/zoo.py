@@ -13,27 +13,21 @@ SHA-256 against ``--sha256`` or a recorded one; the publishers give none). The c
 project has not re-measured them (no weights can be downloaded where it is built).
 """
 import argparse
-import hashlib
-import http.client
 import logging
 import os
 import shlex
-import socket
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import List, NamedTuple, Optional, Sequence, Tuple
-
-from tqdm import tqdm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from atomic import check_output_folder, write_failure  # noqa: E402
+from atomic import check_output_folder  # noqa: E402
 from config_utils import parse_config, setup_logging  # noqa: E402
 from convert_weights import UnreadableCheckpoint, convert_file  # noqa: E402
-from errors import OutputError, WeightsError, exit_on_user_error  # noqa: E402
+from download import download as fetch, sha256_of  # noqa: E402,F401 (sha256_of: the tests' too)
+from errors import WeightsError, exit_on_user_error  # noqa: E402
 
 logger = logging.getLogger('zoo')
 
@@ -119,7 +113,6 @@ ENTRIES = (
           Protocol(32, 2, 4, 224, 224, PIL_RESIZE, f'{PV}/configs/recognition/slowfast/slowfast_multigrid.yaml'),
           'trained with multigrid; K400 copy missing ~5 %'),
 )
-CHUNK = 1 << 20
 NO_NETWORK_HINT = 'download it on a machine that can, then run: python tools/weights/zoo.py get {name} --file PATH'
 
 
@@ -134,142 +127,12 @@ def find(name: str, entries=ENTRIES) -> Entry:
     raise WeightsError(f'no published checkpoint named {name!r}; `python tools/weights/zoo.py list` names them all')
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(CHUNK), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _total_from(response, have: int) -> Optional[int]:
-    """The whole file's size from a 206's Content-Range or a 200's Content-Length (None: not given)."""
-    if response.status == 206:
-        span = response.headers.get('Content-Range', '')  # bytes START-END/TOTAL
-        if not span.startswith(f'bytes {have}-'):
-            raise DownloadError(f'{response.url}: asked for the bytes from {have}, got the range {span!r}')
-        total = span.rsplit('/', 1)[-1]
-        return int(total) if total.isdigit() else None
-    length = response.headers.get('Content-Length')
-    return int(length) if length and length.isdigit() else None
-
-
-def _looks_like_html(response, first: bytes) -> bool:
-    kind = response.headers.get('Content-Type', '').lower()
-    return kind.startswith('text/html') or first.lstrip()[:15].lower().startswith((b'<!doctype html', b'<html'))
-
-
-def _validator(headers) -> Optional[str]:
-    """What names this version of the file on the server: its strong ETag, else its Last-Modified date (RFC 9110
-    13.1.5: what If-Range may carry)."""
-    etag = headers.get('ETag')
-    if etag and not etag.startswith('W/'):
-        return etag
-    return headers.get('Last-Modified')
-
-
-def download(url: str, dest: str, sha256: Optional[str] = None, name: str = 'NAME', timeout: float = 60) -> str:
-    """Download ``url`` to ``dest`` through ``dest.part``, verify the size the server announced and ``sha256`` when
-    given, and move it into place. Returns the file's SHA-256. A part left by an interrupted run is resumed with a
-    Range request carrying ``If-Range`` with the version the part came from (its ETag or Last-Modified, kept in
-    ``dest.part.version``): a file that changed on the server since is downloaded again whole, never assembled from
-    two versions."""
-    part, version_file = dest + '.part', dest + '.part.version'
-    have = os.path.getsize(part) if os.path.exists(part) else 0
-    version = open(version_file, encoding='utf-8').read().strip() if have and os.path.isfile(version_file) else None
-    headers = {'User-Agent': 'slowfast-paddle-zoo/1'}
-    if have:
-        headers['Range'] = f'bytes={have}-'
-        if version:
-            headers['If-Range'] = version
-    try:
-        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-    except urllib.error.HTTPError as error:
-        if error.code == 416 and have:  # nothing after the part's end: the part may be the whole file
-            total = error.headers.get('Content-Range', '').rsplit('/', 1)[-1]
-            if total.isdigit() and int(total) == have:
-                return _finish(url, part, dest, sha256)
-            os.remove(part)
-            raise DownloadError(f'{url}: the server refused to resume ({error.code} {error.reason}); the partial '
-                                'file was removed: run the command again') from None
-        raise DownloadError(f'{url}: HTTP {error.code} {error.reason}') from None
-    except (urllib.error.URLError, socket.timeout, ConnectionError) as error:
-        reason = getattr(error, 'reason', error)
-        raise DownloadError(f'cannot reach {url} ({reason}): ' + NO_NETWORK_HINT.format(name=name)) from None
-    with response:
-        if response.status == 200 and have:
-            logger.info('%s: %s: starting again', url, 'the file changed on the server since the part was downloaded'
-                        if version and _validator(response.headers) != version else 'the server does not resume')
-            have = 0
-        elif response.status == 206 and version and _validator(response.headers) not in (None, version):
-            # a server that honours Range but not If-Range: the rest would come from another version
-            logger.info('%s: the file changed on the server since the part was downloaded: starting again', url)
-            response.close()
-            os.remove(part)
-            return download(url, dest, sha256, name, timeout)
-        total = _total_from(response, have)
-        try:
-            first = response.read(CHUNK)
-        except (OSError, http.client.HTTPException) as error:
-            raise DownloadError(f'{url}: the connection broke at once ({type(error).__name__}): run the command '
-                                'again') from None
-        if have == 0 and _looks_like_html(response, first):
-            raise DownloadError(f'{url} sent an HTML page ({response.headers.get("Content-Type")}), not a checkpoint: '
-                                f'{first[:120]!r}...; the address may have moved: see the publisher\'s page '
-                                'linked in docs/MODEL_ZOO.md')
-        os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
-        if have == 0:  # the version the part will hold, for a resume's If-Range
-            if _validator(response.headers):
-                with open(version_file, 'w', encoding='utf-8') as f:
-                    f.write(_validator(response.headers) + '\n')
-            elif os.path.exists(version_file):
-                os.remove(version_file)
-        with open(part, 'ab' if have else 'wb', buffering=0) as f, \
-                tqdm(total=total, initial=have, unit='B', unit_scale=True, unit_divisor=1024,
-                     desc=os.path.basename(dest)) as bar:
-            broken = None
-            try:
-                while first:
-                    _write(f, first, part)
-                    bar.update(len(first))
-                    first = response.read(CHUNK)
-            except (OSError, http.client.HTTPException) as error:  # dropped mid-way: keep the part
-                broken = error
-            _write(f, None, part)
-    size = os.path.getsize(part)
-    if broken is not None or (total is not None and size != total):
-        raise DownloadError(f'{url}: the download stopped after {size} of {total or "?"} bytes'
-                            f'{f" ({type(broken).__name__})" if broken else ""}; the part is kept in {part}: run the '
-                            'same command again to resume')
-    return _finish(url, part, dest, sha256)
-
-
-def _write(f, data: Optional[bytes], part: str) -> None:
-    """``data`` appended to the part file (unbuffered: nothing is left to write when it is closed; None: flushed to
-    disk); a full disk is an OutputError that keeps the part for the next run to resume."""
-    try:
-        if data is None:
-            os.fsync(f.fileno())
-        view = memoryview(data or b'')
-        while view:  # a raw write may take part of it
-            view = view[f.write(view):]
-    except OSError as error:
-        failure = write_failure(part, error)
-        if failure is None:
-            raise
-        raise OutputError(f'{failure}: the part is kept: free some space, then run the same command again to '
-                          'resume') from None
-
-
-def _finish(url: str, part: str, dest: str, sha256: Optional[str]) -> str:
-    digest = sha256_of(part)
-    if os.path.exists(part + '.version'):  # the part is done with: a rerun starts afresh
-        os.remove(part + '.version')
-    if sha256 and digest != sha256.lower():
-        os.remove(part)
-        raise DownloadError(f'{url}: SHA-256 {digest} is not the expected {sha256.lower()}; the file was removed')
-    os.replace(part, dest)
-    return digest
+def download(url: str, dest: str, sha256: Optional[str] = None, name: str = 'NAME') -> str:
+    """``download.download`` of a checkpoint: a failure is a DownloadError (a WeightsError) that names the address and
+    how to go on."""
+    return fetch(url, dest, sha256, error=DownloadError, unreachable=NO_NETWORK_HINT.format(name=name),
+                 expected='a checkpoint', moved='the address may have moved: see the publisher\'s page linked in '
+                 'docs/MODEL_ZOO.md')
 
 
 def protocol_overrides(entry: Entry) -> List[str]:
