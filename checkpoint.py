@@ -245,6 +245,70 @@ def save_checkpoint(save_dir: str, epoch: int, model: paddle.nn.Layer, optimizer
     return prefix
 
 
+# ---- retention: the checkpoints a run keeps -------------------------------------------------------------------------
+# A removal is journalled: the checkpoint's name is written to REMOVING first, then its .pdopt is removed (what is left
+# is incomplete, never taken for a checkpoint), then its .pdparams, then the journal. A run killed in between finishes
+# it at its next start (``claim_save_dir``), so a kill at any moment leaves the folder resumable and tidy.
+
+REMOVING = 'slowfast_removing.txt'
+
+
+def retained_epochs(epochs: List[int], keep_last: int, keep_every: int) -> List[int]:
+    """Of the end-of-epoch checkpoints ``epochs``, those kept: the newest ``keep_last`` (0: every one) and those of
+    every ``keep_every``-th epoch (epoch N is the (N+1)-th: 19, 39, ... for 20; 0: none), ascending."""
+    epochs = sorted(epochs)
+    if keep_last <= 0:
+        return epochs
+    kept = set(epochs[-keep_last:])
+    if keep_every > 0:
+        kept |= {e for e in epochs if (e + 1) % keep_every == 0}
+    return sorted(kept)
+
+
+def remove_old_checkpoints(save_dir: str, keep_last: int, keep_every: int) -> List[str]:
+    """Remove this run's end-of-epoch checkpoints that ``retained_epochs`` does not keep (the newest, which --resume
+    takes, always stays; files that are not complete checkpoints of ``save_dir`` are never touched); returns the
+    names removed."""
+    finish_removal(save_dir)
+    epochs = complete_epochs(save_dir)
+    kept = set(retained_epochs(epochs, keep_last, keep_every))
+    removed = []
+    for epoch in epochs:
+        if epoch in kept:
+            continue
+        prefix = checkpoint_prefix(save_dir, epoch)
+        with atomic_path(os.path.join(save_dir, REMOVING)) as tmp:
+            with open(tmp, 'w', encoding='utf-8') as f:
+                f.write(os.path.basename(prefix) + '\n')
+        finish_removal(save_dir)
+        removed.append(os.path.basename(prefix))
+    return removed
+
+
+def finish_removal(save_dir: str) -> Optional[str]:
+    """Complete the removal the journal names (one a kill interrupted, or the one just journalled); returns its
+    name."""
+    journal = os.path.join(save_dir, REMOVING)
+    if not os.path.isfile(journal):
+        return None
+    with open(journal, encoding='utf-8') as f:
+        name = f.read().strip()
+    if re.fullmatch(rf'{PREFIX}\d+', name):  # a name this module wrote, nothing else
+        for ext in ('.pdopt', '.pdparams'):  # the .pdopt first: what is left is never a complete checkpoint
+            path = os.path.join(save_dir, name + ext)
+            if os.path.isfile(path):
+                os.remove(path)
+    os.remove(journal)
+    return name
+
+
+def checkpoints_at_once(saved_epochs: List[int], keep_last: int, keep_every: int) -> int:
+    """The most end-of-epoch checkpoints a run that saves at ``saved_epochs`` holds at once (after each save's
+    removals; one more while a save is written, and a mid-epoch one may sit beside them)."""
+    return max((len(retained_epochs(saved_epochs[:i + 1], keep_last, keep_every)) for i in range(len(saved_epochs))),
+               default=0)
+
+
 def _intact(save_dir: str) -> str:
     """What a run whose save failed can continue from."""
     positions = complete_checkpoints(save_dir)
@@ -368,8 +432,10 @@ def check_mid_epoch(meta: Dict, prefix: str, layout: List[int], shape: List) -> 
 
 LOCK_FILE = 'slowfast_run.lock'
 CHECKPOINT_FILE = re.compile(rf'{PREFIX}\d+(?:_iter\d+)?\.(?:pdparams|pdopt)')
-# what a killed atomic save leaves (atomic.atomic_path's temporary names), and check_output_folder's probe
+# what a killed atomic save leaves (atomic.atomic_path's temporary names: a checkpoint's, a removal journal's), and
+# check_output_folder's probe
 STALE_TEMPORARY = re.compile(rf'\.{PREFIX}\d+(?:_iter\d+)?\.(?:pdparams|pdopt)\.part(?P<save>\d+)'
+                             r'|\.slowfast_removing\.txt\.part(?P<journal>\d+)'
                              r'|\.write_check\.(?P<probe>\d+)\..+')
 
 
@@ -382,12 +448,18 @@ def claim_save_dir(save_dir: str, resume: bool, start_over: bool = False) -> Run
     """Make ``save_dir`` this run's, before any work (rank 0): it can be written (OutputError otherwise); no other run
     holds it (a POSIX lock on ``save_dir/slowfast_run.lock``, which the kernel releases when the holder ends, however
     it ends; RunFolderError naming the holder's host, process and start time otherwise); the temporary files of saves
-    that were killed are removed (logged); and a run that does not ``resume`` refuses a folder holding checkpoints
+    that were killed are removed (logged), and a checkpoint removal a kill interrupted is finished
+    (``remove_old_checkpoints``); and a run that does not ``resume`` refuses a folder holding checkpoints
     (RunFolderError naming the newest and the ways on), unless ``start_over``, which moves them and their
     ``train.log`` into ``save_dir/previous_run_<time>``. The returned lock must stay referenced while the run lives."""
     check_output_folder(save_dir, '--save_dir')
     lock = _lock(save_dir)
     _remove_stale_temporaries(save_dir, locked=lock is not None)
+    if lock is not None:
+        finished = finish_removal(save_dir)
+        if finished:
+            logger.info('%s: finished removing %s, which a stopped run was removing (TRAIN.keep_checkpoints)', save_dir,
+                        finished)
     held = sorted(name for name in os.listdir(save_dir) if CHECKPOINT_FILE.fullmatch(name))
     if held and not resume:
         if not start_over:
@@ -450,7 +522,8 @@ def _remove_stale_temporaries(save_dir: str, locked: bool) -> None:
         match = STALE_TEMPORARY.fullmatch(name)
         if not match:
             continue
-        pid = match.group('probe') if match.group('probe') else None if locked else match.group('save')
+        pid = match.group('probe') if match.group('probe') else None if locked else (
+            match.group('save') or match.group('journal'))
         if pid and _alive(int(pid)):
             continue
         path = os.path.join(save_dir, name)

@@ -112,6 +112,11 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any, str]]] = {
         'save_interval': (int, 1, 'checkpoint every N epochs (and after the last)'),
         'checkpoint_every_steps': (int, 0, 'also a mid-epoch checkpoint every N optimizer steps, each replacing the '
                                    'previous one (0: only when a stop signal comes)'),
+        'keep_checkpoints': (int, 3, 'keep the newest N end-of-epoch checkpoints and remove older ones as new ones are '
+                             'written (0: keep every one, as the original; the newest, which `--resume` takes, always '
+                             'stays)'),
+        'keep_every': (int, 20, 'with `keep_checkpoints`: also keep the checkpoint of every N-th epoch (epochs N-1, '
+                       '2N-1, ...; 0: none)'),
         'accumulate_steps': (int, 1, 'gradient accumulation; `batch_size` stays the effective global batch'),
         'use_amp': (bool, False, 'mixed precision on GPU: convolutions and the head in `amp_dtype`, batch norm and '
                     'the loss in float32 (docs/TRAINING.md); a logged no-op on CPU'),
@@ -332,7 +337,8 @@ def check_config(cfg: AttrDict) -> None:
     for section, key in positive:
         if cfg[section][key] <= 0:
             raise ConfigError(f'{section}.{key} must be positive, got {cfg[section][key]}')
-    for section, key in (('DATA', 'num_workers'), ('TRAIN', 'checkpoint_every_steps')):
+    for section, key in (('DATA', 'num_workers'), ('TRAIN', 'checkpoint_every_steps'), ('TRAIN', 'keep_checkpoints'),
+                         ('TRAIN', 'keep_every')):
         if cfg[section][key] < 0:
             raise ConfigError(f'{section}.{key} must be >= 0, got {cfg[section][key]}')
     if cfg.TRAIN.head_lr_scale < 0:

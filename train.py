@@ -25,9 +25,9 @@ import paddle
 import paddle.nn.functional as F
 
 import distributed
-from atomic import check_output_folder
-from checkpoint import (RunFolder, agree_on_resume, check_mid_epoch, check_resumable, claim_save_dir, load_checkpoint,
-                        load_weights, save_checkpoint)
+from atomic import check_output_folder, size_text
+from checkpoint import (RunFolder, agree_on_resume, check_mid_epoch, check_resumable, checkpoints_at_once,
+                        claim_save_dir, load_checkpoint, load_weights, remove_old_checkpoints, save_checkpoint)
 from config_utils import AttrDict, log_config, parse_args, setup_logging
 from errors import STOPPED, ConfigError, DivergedError, exit_on_user_error
 from kinetics_dataset import KineticsDataset, clip_bytes, model_inputs
@@ -404,6 +404,12 @@ def save(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch: int,
         saved = save_checkpoint(run.args.save_dir, epoch, trainee.model, trainee.optimizer, meta, trainee.scaler,
                                 iteration, rank_state)
         logger.info('saved %s.pdparams/.pdopt', saved)
+        t = run.cfg.TRAIN
+        if iteration is None and t.keep_checkpoints:
+            removed = remove_old_checkpoints(run.args.save_dir, t.keep_checkpoints, t.keep_every)
+            if removed:
+                logger.info('removed %s (TRAIN.keep_checkpoints %d, keep_every %d)', ', '.join(removed),
+                            t.keep_checkpoints, t.keep_every)
 
     distributed.rank_0_does(write, run.rank, world)
 
@@ -416,6 +422,25 @@ def stopped(run: Run, where: str) -> int:
     logger.warning('%s: stopped %s; the checkpoint holds it: run again with --resume to continue (exit status %d)',
                    run.stop.signal_name or 'another rank\'s stop signal', where, STOPPED)
     return STOPPED
+
+
+def log_checkpoint_plan(run: Run, trainee: Trainee) -> None:
+    """The checkpoints the run will write and keep, and the disk they take at most (a checkpoint: the weights, and
+    the optimizer's momentum of each trainable weight)."""
+    t, epochs = run.cfg.TRAIN, run.plan.max_epoch
+    saved = [e for e in range(epochs) if (e + 1) % t.save_interval == 0 or e + 1 == epochs]
+    state = sum(int(np.prod(v.shape)) * v.element_size() for v in trainee.model.state_dict().values())
+    momentum = sum(int(np.prod(p.shape)) * p.element_size() for p in trainee.model.parameters() if not p.stop_gradient)
+    each = state + momentum
+    held = checkpoints_at_once(saved, t.keep_checkpoints, t.keep_every)
+    rule = (f'keeping the newest {t.keep_checkpoints}' + (f' and one every {t.keep_every} epochs' if t.keep_every
+                                                          else '')
+            if t.keep_checkpoints else 'keeping every one (TRAIN.keep_checkpoints 0)')
+    # one more while the next is written, and a mid-epoch one beside them
+    logger.info('checkpoints: %d end-of-epoch ones (TRAIN.save_interval %d), %s: at most %d at once, %s on disk '
+                '(one: %s, up to %s with a mid-epoch one and the one being written) in %s', len(saved),
+                t.save_interval, rule, held, size_text(held * each), size_text(each), size_text((held + 2) * each),
+                run.args.save_dir)
 
 
 def claim_outputs(args: argparse.Namespace, resume: bool) -> RunFolder:
@@ -478,6 +503,7 @@ def main() -> int:
     log_plan(cfg, run.plan, micro_batch, world, num_videos)
 
     trainee = build_trainee(run)
+    log_checkpoint_plan(run, trainee)
     progress, start_epoch, first_iteration = Progress(), 0, 0
     if prefix:
         progress, start_epoch, first_iteration = restore(run, prefix, resumed, trainee)

@@ -44,7 +44,8 @@ def tiny_train_overrides(train_list, val_list, epochs=2):
         'TRAIN.min_size=72', 'TRAIN.max_size=80', 'TRAIN.target_size=64', f'TRAIN.filelist={train_list}',
         'VALID.min_size=72', 'VALID.max_size=72', 'VALID.target_size=64', 'VALID.batch_size=4',
         f'VALID.filelist={val_list}', 'VALID.preciseBN_interval=1', 'VALID.num_batches_preciseBN=2',
-        'TEST.target_size=72', 'INFER.target_size=72', 'DATA.num_workers=0']
+        'TEST.target_size=72', 'INFER.target_size=72', 'DATA.num_workers=0',
+        'TRAIN.keep_checkpoints=0']  # the tests look at every epoch's checkpoint; retention is tested on its own
 
 
 def demo_threads() -> int:

@@ -461,3 +461,95 @@ def test_a_cut_or_empty_file_is_named_with_its_status_with_or_without_allow_pick
         check_resumable(prefix, tiny_cfg.MODEL, allow_pickle)
     with pytest.raises(WeightsError, match=f'^{tmp_path}/cut.pdparams: not a file written by paddle.save'):
         load_weights(model, str(tmp_path / 'cut'), allow_pickle=allow_pickle)
+
+
+# ---- retention ------------------------------------------------------------------------------------------------------
+
+def test_retention_keeps_the_newest_and_every_nth_epoch():
+    from checkpoint import checkpoints_at_once, retained_epochs
+
+    assert retained_epochs(list(range(10)), 3, 0) == [7, 8, 9]
+    assert retained_epochs(list(range(10)), 3, 4) == [3, 7, 8, 9]
+    assert retained_epochs(list(range(10)), 0, 4) == list(range(10))  # 0: every one
+    assert retained_epochs([4, 9, 14, 15], 2, 5) == [4, 9, 14, 15]
+    assert retained_epochs([4, 9, 14, 15], 1, 0) == [15]
+    for epochs in ([], [0], list(range(196))):  # the newest is always kept
+        for last in (1, 2, 3):
+            for every in (0, 1, 7, 20):
+                kept = retained_epochs(epochs, last, every)
+                assert not epochs or epochs[-1] in kept
+                assert set(kept) == set(epochs[-last:]) | {e for e in epochs if every and (e + 1) % every == 0}
+    # the recipe: 196 epochs, the newest 3 and every 20th: 9 + 3, never more at once
+    assert checkpoints_at_once(list(range(196)), 3, 20) == 12
+    assert checkpoints_at_once(list(range(196)), 0, 0) == 196
+
+
+def fake_checkpoints(folder, positions):
+    folder.mkdir(exist_ok=True)
+    for epoch, iteration in positions:
+        name = f'slowfast_epoch{epoch}' + ('' if iteration is None else f'_iter{iteration}')
+        for ext in ('.pdparams', '.pdopt'):
+            (folder / (name + ext)).write_bytes(name.encode())
+
+
+def test_old_checkpoints_are_removed_and_nothing_else(tmp_path):
+    from checkpoint import complete_checkpoints, remove_old_checkpoints
+
+    folder = tmp_path / 'ck'
+    fake_checkpoints(folder, [(e, None) for e in range(8)] + [(8, 3)])
+    others = ['notes.txt', 'slowfast_epoch2.pdparams.bak', 'slowfast_epoch99.pdparams', 'train.log']  # 99: no .pdopt
+    for name in others:
+        (folder / name).write_text('mine')
+    removed = remove_old_checkpoints(str(folder), 2, 4)
+    assert removed == ['slowfast_epoch0', 'slowfast_epoch1', 'slowfast_epoch2', 'slowfast_epoch4', 'slowfast_epoch5']
+    assert complete_checkpoints(str(folder)) == [(3, None), (6, None), (7, None), (8, 3)]
+    assert all((folder / name).read_text() == 'mine' for name in others)
+    assert not (folder / 'slowfast_epoch0.pdparams').exists() and not (folder / 'slowfast_removing.txt').exists()
+
+
+@pytest.mark.parametrize('moment', range(5))
+def test_a_removal_killed_at_any_moment_leaves_a_resumable_folder_finished_at_the_next_start(tmp_path, monkeypatch,
+                                                                                              moment):
+    """Each step of a removal (the journal's rename, the .pdopt's and .pdparams' removal, the journal's) may be the
+    last before a kill: the newest checkpoint stays resumable, and the next start finishes what was begun."""
+    import checkpoint
+    from checkpoint import claim_save_dir, complete_checkpoints, find_resume_checkpoint, remove_old_checkpoints
+
+    class Killed(BaseException):
+        pass
+
+    folder = tmp_path / 'ck'
+    fake_checkpoints(folder, [(e, None) for e in range(3)])
+    steps = []
+    real_remove, real_replace = os.remove, os.replace
+
+    def step(real):
+        def run(*args):
+            if len(steps) == moment:
+                raise Killed()
+            steps.append(args)
+            return real(*args)
+        return run
+
+    monkeypatch.setattr(checkpoint.os, 'remove', step(real_remove))
+    monkeypatch.setattr(checkpoint.os, 'replace', step(real_replace))
+    import atomic
+    monkeypatch.setattr(atomic.os, 'replace', step(real_replace))
+    try:
+        remove_old_checkpoints(str(folder), 1, 0)
+        killed = False
+    except Killed:
+        killed = True
+    monkeypatch.undo()
+    assert killed  # the first removal takes 4 steps and the second 4 more: each moment here is inside them
+    assert find_resume_checkpoint(str(folder)).endswith('slowfast_epoch2')  # resumable whatever the moment
+    assert (2, None) in complete_checkpoints(str(folder))
+    claim_save_dir(str(folder), resume=True).lock.close()  # the next start finishes the removal begun
+    names = sorted(os.listdir(folder))
+    assert not any('removing' in n for n in names)  # the journal, or what a write of it killed left
+    assert sum(n.startswith('slowfast_epoch0.') for n in names) in (0, 2)  # begun: gone whole; not begun: there whole
+    assert (moment == 0) == ('slowfast_epoch0.pdparams' in names)
+    remove_old_checkpoints(str(folder), 1, 0)
+    assert complete_checkpoints(str(folder)) == [(2, None)]
+    assert sorted(n for n in os.listdir(folder) if n.startswith('slowfast_epoch')) == [
+        'slowfast_epoch2.pdopt', 'slowfast_epoch2.pdparams']

@@ -775,3 +775,26 @@ def test_a_full_disk_during_a_save_stops_every_rank_naming_the_file_and_resume_c
     one_error_line(rank1, 'rank 0 stopped: ' + line.split('] ', 1)[1])  # rank 1 stops by itself, with the message
     when = time.mktime(time.strptime(line[1:20], '%Y-%m-%d %H:%M:%S'))
     assert started - 1 <= when and ended - when < 20, (started, when, ended)  # every rank stopped within seconds
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('ranks', [1, 2])
+def test_checkpoint_retention_keeps_the_newest_and_every_nth_and_resumes(demo_lists, tmp_path, ranks):
+    """TRAIN.keep_checkpoints 2, keep_every 2 over 4 epochs: the newest two (2, 3) and every second epoch's (1, 3)
+    stay; the plan is logged with its disk; a resumed run goes on removing; on 1 rank and on 2."""
+    keep = ['-o', 'TRAIN.keep_checkpoints=2', '-o', 'TRAIN.keep_every=2']
+    folder = tmp_path / 'ck'
+    if ranks == 1:
+        log = run_train(demo_lists, folder, *keep, epochs=4)
+    else:
+        log = run_multi(demo_lists, folder, tmp_path / 'logs', *keep, epochs=4)
+    line = next(line for line in log.splitlines() if 'checkpoints: 4 end-of-epoch ones' in line)
+    assert 'keeping the newest 2 and one every 2 epochs: at most 3 at once' in line and f'in {folder}' in line
+    assert 'removed slowfast_epoch0 (TRAIN.keep_checkpoints 2, keep_every 2)' in log
+    assert sorted(p.name for p in folder.glob('slowfast_epoch*')) == [
+        f'slowfast_epoch{e}.{x}' for e in (1, 2, 3) for x in ('pdopt', 'pdparams')]
+    # epochs 4 and 5: after 4, epoch 2 goes (not among the newest two, not an every-second); after 5, nothing does
+    more = run_train(demo_lists, folder, *keep, '--resume', epochs=6)
+    assert 'resumed from' in more and 'removed slowfast_epoch2' in more
+    assert sorted(p.name for p in folder.glob('slowfast_epoch*.pdopt')) == [
+        f'slowfast_epoch{e}.pdopt' for e in (1, 3, 4, 5)]
