@@ -118,6 +118,9 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any, str]]] = {
         'keep_every': (int, 20, 'with `keep_checkpoints`: also keep the checkpoint of every N-th epoch (epochs N-1, '
                        '2N-1, ...; 0: none)'),
         'accumulate_steps': (int, 1, 'gradient accumulation; `batch_size` stays the effective global batch'),
+        'bn_group': (int, 8, 'BN statistics over this many clips in training, whatever the ranks, the accumulation and '
+                     'the multigrid stage: the recipe\'s 8 clips per GPU (sub-batch BN); 0: over each rank\'s whole '
+                     'micro-batch'),
         'use_amp': (bool, False, 'mixed precision on GPU: convolutions and the head in `amp_dtype`, batch norm and '
                     'the loss in float32 (docs/TRAINING.md); a logged no-op on CPU'),
         'amp_dtype': (str, 'float16', '`float16` (with dynamic loss scaling) or `bfloat16`'),
@@ -177,9 +180,11 @@ SCHEMA: Dict[str, Dict[str, Tuple[Any, Any, str]]] = {
                                '(frames, crop) factors of the long cycle\'s shapes'),
         'short_cycle_factors': (FLOAT_LIST, [0.5, 0.7071], 'crop factors of the short cycle\'s first two iterations'),
         'epoch_factor': (float, 1.5, 'the multigrid run lasts this x `TRAIN.epoch` epochs'),
-        'bn_base_size': (int, 8, 'BN statistics over this many clips (sub-batch BN)'),
     },
 }
+
+# keys that were renamed: a config that still has one is told the new name
+RENAMED = {('MULTIGRID', 'bn_base_size'): 'TRAIN.bn_group (the BN group holds outside multigrid too)'}
 
 # MODEL.name -> pathways the network takes: SlowFast [slow, fast]; Slow-only [slow] (the paper's baseline).
 PATHWAYS = {'SLOWFAST': 2, 'SLOW': 1}
@@ -261,6 +266,8 @@ def _set_key(cfg: AttrDict, section: str, key: str, value: Any, origin: str) -> 
     if section not in SCHEMA:
         raise ConfigError(f"{origin}: unknown section '{section}'{_closest(section, SCHEMA)}; "
                           f"sections are {', '.join(SCHEMA)}")
+    if (section, key) in RENAMED:
+        raise ConfigError(f"{origin}: '{section}.{key}' is now {RENAMED[section, key]}")
     if key not in SCHEMA[section]:
         raise ConfigError(f"{origin}: unknown key '{section}.{key}'"
                           f"{_closest(key, SCHEMA[section], section + '.')}")
@@ -338,7 +345,7 @@ def check_config(cfg: AttrDict) -> None:
         if cfg[section][key] <= 0:
             raise ConfigError(f'{section}.{key} must be positive, got {cfg[section][key]}')
     for section, key in (('DATA', 'num_workers'), ('TRAIN', 'checkpoint_every_steps'), ('TRAIN', 'keep_checkpoints'),
-                         ('TRAIN', 'keep_every')):
+                         ('TRAIN', 'keep_every'), ('TRAIN', 'bn_group')):
         if cfg[section][key] < 0:
             raise ConfigError(f'{section}.{key} must be >= 0, got {cfg[section][key]}')
     if cfg.TRAIN.head_lr_scale < 0:
@@ -421,9 +428,8 @@ def check_schedule(cfg: AttrDict) -> None:
     if t.accumulate_steps != 1:
         raise ConfigError(f'MULTIGRID training changes the batch per stage and iteration: TRAIN.accumulate_steps '
                           f'must be 1, got {t.accumulate_steps}')
-    if g.epoch_factor <= 0 or g.bn_base_size <= 0:
-        raise ConfigError(f'MULTIGRID.epoch_factor and bn_base_size must be positive, got {g.epoch_factor}, '
-                          f'{g.bn_base_size}')
+    if g.epoch_factor <= 0:
+        raise ConfigError(f'MULTIGRID.epoch_factor must be positive, got {g.epoch_factor}')
     if len(g.short_cycle_factors) != 2 or not all(0 < f <= 1 for f in g.short_cycle_factors):
         raise ConfigError(f'MULTIGRID.short_cycle_factors must be 2 crop factors in (0, 1], got '
                           f'{g.short_cycle_factors}')

@@ -52,19 +52,24 @@ def conv3d(dim_in: int, dim_out: int, kernel: Sequence[int], stride: Sequence[in
 
 
 class SubBatchNorm3D(nn.BatchNorm3D):
-    """BatchNorm3D that may, in training, normalise each of ``num_splits`` sub-batches with its own statistics
-    (multigrid training's sub-batch BN, PySlowFast's ``SubBatchNorm3d``: a stage's larger batches keep BN
-    statistics over the recipe's number of clips). Clip ``a * k + b`` of a batch falls in sub-batch ``b``; the
-    running statistics are those of the whole batch (the sub-batches' means and variances combined), so eval and
-    precise BN see a plain BN. ``num_splits`` 1 (the default) is BatchNorm3D itself; the parameters and buffers are
-    BatchNorm3D's, under its names."""
+    """BatchNorm3D that may, in training, normalise each of ``num_splits`` sub-batches with its own statistics: the
+    BN group (``TRAIN.bn_group``: the recipe's 8 clips per GPU, whatever the ranks, the accumulation or the multigrid
+    stage; PySlowFast's ``SubBatchNorm3d``). Sub-batch ``b`` is the ``b``-th run of ``n / k`` clips of a batch of
+    ``n``: what Paddle's DistributedBatchSampler deals to rank ``b`` of ``k`` from the same order, and what the
+    ``b``-th of ``k`` accumulation steps takes (PySlowFast takes every ``k``-th clip). The running statistics move by the
+    mean of the sub-batches' means and of their variances: exactly what ``k`` ranks of one sub-batch each hold on
+    average (``distributed.average_buffers``; PySlowFast adds the spread of the means to the variance, which no
+    number of GPUs gives). Eval and precise BN see a plain BN. ``num_splits`` 1 (the default) is BatchNorm3D itself;
+    the parameters and buffers are BatchNorm3D's, under its names."""
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.num_splits = 1
+        self.defer = False  # gradient accumulation: running statistics move once per optimizer step (flush_bn)
+        self._pending: Optional[List] = None  # [sum of the groups' means, of their variances, groups]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
-        if self.num_splits > 1 and self.training and not self._use_global_stats:
+        if (self.num_splits > 1 or self.defer) and self.training and not self._use_global_stats:
             return self.sub_batch_forward(x)
         return nn.BatchNorm3D.forward(self, x)  # not super(): Paddle 2.6's jit.to_static rewrites this function
 
@@ -73,17 +78,52 @@ class SubBatchNorm3D(nn.BatchNorm3D):
         if n % k:
             raise ValueError(f'a batch of {n} clips does not split into {k} BN sub-batches')
         means, variances = paddle.zeros([k * c]), paddle.ones([k * c])  # the sub-batches' statistics, filled in
-        # [N, C, ...] -> [N / k, k C, ...]: channel b C + c is channel c of sub-batch b, whose affine is channel c's
-        y = F.batch_norm(x.reshape([n // k, k * c] + list(x.shape[2:])), means, variances,
-                         weight=paddle.tile(self.weight, [k]), bias=paddle.tile(self.bias, [k]), training=True,
-                         momentum=0.0, epsilon=self._epsilon, data_format='NCDHW').reshape(x.shape)
-        with paddle.no_grad():  # whole-batch statistics: the mean of the means; variance: law of total variance
-            means, variances = means.reshape([k, c]), variances.reshape([k, c])
-            mean = means.mean(axis=0)
-            variance = variances.mean(axis=0) + ((means - mean) ** 2).mean(axis=0)
-            self._mean.set_value(self._momentum * self._mean + (1.0 - self._momentum) * mean)
-            self._variance.set_value(self._momentum * self._variance + (1.0 - self._momentum) * variance)
+        rest = list(x.shape[2:])
+        # [N, C, ...] -> [k, N / k, C, ...] -> [N / k, k C, ...]: channel b C + c is channel c of sub-batch b (clips
+        # b N / k to (b + 1) N / k - 1), whose affine is channel c's
+        grouped = x.reshape([k, n // k, c] + rest).transpose([1, 0, 2, 3, 4, 5]).reshape([n // k, k * c] + rest)
+        y = F.batch_norm(grouped, means, variances, weight=paddle.tile(self.weight, [k]),
+                         bias=paddle.tile(self.bias, [k]), training=True, momentum=0.0, epsilon=self._epsilon,
+                         data_format='NCDHW')
+        y = y.reshape([n // k, k, c] + rest).transpose([1, 0, 2, 3, 4, 5]).reshape(x.shape)
+        with paddle.no_grad():  # the mean of the sub-batches' statistics, as k ranks' BNs averaged
+            mean, variance = means.reshape([k, c]).sum(axis=0), variances.reshape([k, c]).sum(axis=0)
+            if self.defer:  # one move per optimizer step, by the mean over its micro-batches' groups
+                pending = self._pending or [0.0, 0.0, 0]
+                self._pending = [pending[0] + mean, pending[1] + variance, pending[2] + k]
+            else:
+                self.move_statistics(mean / k, variance / k)
         return y
+
+    def move_statistics(self, mean: paddle.Tensor, variance: paddle.Tensor) -> None:
+        """The running statistics' momentum update towards ``mean`` and ``variance``."""
+        self._mean.set_value(self._momentum * self._mean + (1.0 - self._momentum) * mean)
+        self._variance.set_value(self._momentum * self._variance + (1.0 - self._momentum) * variance)
+
+    def flush(self) -> None:
+        """Move the running statistics by the deferred groups' mean statistics (if any)."""
+        if self._pending:
+            total_mean, total_variance, groups = self._pending
+            with paddle.no_grad():
+                self.move_statistics(total_mean / groups, total_variance / groups)
+            self._pending = None
+
+
+def defer_bn_statistics(model: nn.Layer, defer: bool) -> None:
+    """Gradient accumulation: every BN layer of ``model`` keeps its micro-batches' statistics and moves its running
+    statistics once per optimizer step (``flush_bn_statistics``), by their mean, as the ranks of one micro-batch each
+    would (averaged); ``defer`` False: at every forward (what is pending is applied first)."""
+    for layer in model.sublayers():
+        if isinstance(layer, SubBatchNorm3D):
+            layer.flush()
+            layer.defer = defer
+
+
+def flush_bn_statistics(model: nn.Layer) -> None:
+    """After an optimizer step: the deferred statistics of every BN layer of ``model`` into its running ones."""
+    for layer in model.sublayers():
+        if isinstance(layer, SubBatchNorm3D):
+            layer.flush()
 
 
 def set_bn_splits(model: nn.Layer, num_splits: int) -> None:

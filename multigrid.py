@@ -167,7 +167,9 @@ def cycle_iterations(samples: int, batches: Sequence[int]) -> int:
 
 def bn_splits(batch: int, base: int) -> int:
     """Sub-batches a batch's BN statistics are computed over: the most that divide the batch and keep at least
-    ``base`` clips each (1: the whole batch)."""
+    ``base`` clips each (1: the whole batch; ``base`` 0: always 1)."""
+    if base <= 0:
+        return 1
     return max((k for k in range(1, batch // base + 1) if batch % k == 0), default=1)
 
 
@@ -228,7 +230,7 @@ def describe_stage(cfg: AttrDict, plan: Plan, k: int, micro_batch: int, world: i
     return (f'stage {k + 1}/{len(plan.stages)}, epochs {stage_start(plan.stages, k)}-{stage.end_epoch - 1}: '
             f'{stage.frames} frames x {"/".join(str(crop) for _, crop in cycle)} px, global batch '
             f'{"/".join(str(batch * world) for batch, _ in cycle)}, BN statistics over '
-            f'{"/".join(str(batch // bn_splits(batch, cfg.MULTIGRID.bn_base_size)) for batch, _ in cycle)} '
+            f'{"/".join(str(batch // bn_splits(batch, cfg.TRAIN.bn_group)) for batch, _ in cycle)} '
             f'clips, {stage_iterations(cfg, stage, micro_batch, world, num_videos)} iterations per epoch')
 
 

@@ -28,14 +28,14 @@ import distributed
 from atomic import check_output_folder, size_text
 from checkpoint import (RunFolder, agree_on_resume, check_mid_epoch, check_resumable, checkpoints_at_once,
                         claim_save_dir, load_checkpoint, load_weights, remove_old_checkpoints, save_checkpoint)
-from config_utils import AttrDict, log_config, parse_args, setup_logging
+from config_utils import AttrDict, default_config, log_config, parse_args, setup_logging
 from errors import STOPPED, ConfigError, DivergedError, exit_on_user_error
 from kinetics_dataset import KineticsDataset, clip_bytes, model_inputs
 from lr_policy import EpochLR, apply_step, build_optimizer
 from metrics import Meter, topk_errors
 from mixup import MixUp, soft_cross_entropy
 from model import build_model, freeze, model_summary
-from model_utils import autocast, precise_bn, set_bn_splits
+from model_utils import autocast, defer_bn_statistics, flush_bn_statistics, precise_bn, set_bn_splits
 from multigrid import (Plan, ShortCycleBatchSampler, Stage, bn_splits, describe_stage, expected_epoch_seconds,
                        is_multigrid, log_plan, stage_at, stage_batches, stage_index, stage_iterations, stage_shape,
                        stage_start, training_plan)
@@ -273,18 +273,20 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
     done."""
     cfg, t, world = run.cfg, run.cfg.TRAIN, run.world
     train, model, optimizer, scaler = data.train, trainee.parallel, trainee.optimizer, trainee.scaler
-    loader, multigrid = train.loader, is_multigrid(cfg)
+    loader = train.loader
     train.sampler.set_epoch(epoch)
     train.sampler.skip = first  # a resumed epoch starts at its first batch not trained on
     train.set.set_epoch(epoch)
     model.train()
+    # with accumulation, BN running statistics move once per optimizer step, as a rank's would
+    defer_bn_statistics(trainee.model, t.accumulate_steps > 1)
     epoch_start = tick = run_start = time.perf_counter()
     optimizer.clear_grad()
     for it, (*clips, labels, _) in enumerate(loader, start=first):
         reader_time = time.perf_counter() - tick
         paddle.seed(iteration_seed(run.seed, epoch, it))
-        if multigrid:  # BN statistics over MULTIGRID.bn_base_size clips, whatever this iteration's batch
-            set_bn_splits(trainee.model, bn_splits(labels.shape[0], cfg.MULTIGRID.bn_base_size))
+        # BN statistics over TRAIN.bn_group clips, whatever this iteration's batch (a multigrid stage's, a rank's)
+        set_bn_splits(trainee.model, bn_splits(labels.shape[0], t.bn_group))
         inputs, lam = model_inputs(clips, cfg), 1.0
         if trainee.mixer:  # mixes drawn from (seed, epoch, iteration), as dropout's
             inputs, targets, lam = trainee.mixer(inputs, labels, np.random.default_rng([run.seed, epoch, it, 1]))
@@ -307,6 +309,7 @@ def train_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoc
         stepped = (it + 1) % t.accumulate_steps == 0
         if stepped:
             apply_step(optimizer, scaler)
+            flush_bn_statistics(trainee.model)
             trainee.scheduler.step(epoch + (it + 1) / len(loader))
             progress.global_step += 1
         scored = labels if lam >= 0.5 else labels.flip(0)  # a mixed clip's errors: against its larger part
@@ -356,14 +359,14 @@ def end_epoch(run: Run, data: Data, trainee: Trainee, progress: Progress, epoch:
     """After an epoch's steps: the ranks' agreement, BN statistics (precise BN, else averaged over ranks) and
     validation."""
     cfg, world, model = run.cfg, run.world, trainee.model
+    defer_bn_statistics(model, False)  # precise BN and validation: BN as it is
     if world > 1:  # DataParallel averaged every gradient: the trainable parameters must agree exactly
         logger.info('ranks in sync after the steps: max trainable-parameter difference to rank 0 is %.3g',
                     distributed.max_rank_difference(model, world, trainable_only=True))
     v = cfg.VALID
     if v.use_preciseBN and (epoch % v.preciseBN_interval == 0 or last):
         full = data.full()  # the recipe's shape, whatever the stage's
-        if is_multigrid(cfg):
-            set_bn_splits(model, bn_splits(full.cycle[0][0], cfg.MULTIGRID.bn_base_size))
+        set_bn_splits(model, bn_splits(full.cycle[0][0], cfg.TRAIN.bn_group))
         full.sampler.set_epoch(epoch + 1)  # the order the epoch's pass left it at (DistributedBatchSampler's)
         full.set.set_epoch(epoch)
         inputs = (model_inputs(batch[:-2], cfg) for batch in full.loader)  # (*pathways, labels, indices)
@@ -424,6 +427,30 @@ def stopped(run: Run, where: str) -> int:
     return STOPPED
 
 
+def log_batch_plan(cfg: AttrDict, world: int, micro_batch: int) -> None:
+    """What the batch split means for BN and the LR: the BN group, the clips per rank and per optimizer step, and the
+    learning rate the linear scaling rule gives when the batch is not the recipe's (said, never applied)."""
+    t, recipe = cfg.TRAIN, default_config().TRAIN
+    group = micro_batch // bn_splits(micro_batch, t.bn_group)
+    logger.info('BN statistics over %d clips (TRAIN.bn_group %d): each rank\'s micro-batch of %d clips in %d groups; '
+                '%d clips per rank and %d per optimizer step (%d ranks x %d x %d accumulation steps); LR %g for that '
+                'batch (TRAIN.base_lr)', group, t.bn_group, micro_batch, micro_batch // group,
+                micro_batch * t.accumulate_steps, t.batch_size, world, micro_batch, t.accumulate_steps, t.base_lr)
+    if t.bn_group and group != t.bn_group:
+        why = (f'each rank\'s micro-batch of {micro_batch} clips is smaller than TRAIN.bn_group {t.bn_group}'
+               if micro_batch < t.bn_group else f'{micro_batch} clips do not split into groups of {t.bn_group}')
+        logger.warning('%s: BN normalises over %d clips, not the recipe\'s %d (%d ranks x %d accumulation steps split '
+                       'TRAIN.batch_size %d); fewer ranks or accumulation steps, or a TRAIN.batch_size that gives each '
+                       'rank a multiple of %d clips, keep it. On GPUs paddle.nn.SyncBatchNorm could normalise across '
+                       'ranks; it is not used (it has no CPU kernel, and a group across ranks changes what a GPU '
+                       'computes)', why, group, t.bn_group, world, t.accumulate_steps, t.batch_size, t.bn_group)
+    if t.batch_size != recipe.batch_size and t.base_lr == recipe.base_lr:
+        scaled = t.base_lr * t.batch_size / recipe.batch_size
+        logger.warning('TRAIN.batch_size %d with the recipe\'s TRAIN.base_lr %g, which is for %d clips: the linear '
+                       'scaling rule gives %g (-o TRAIN.base_lr=%g); the LR is not rescaled for you', t.batch_size,
+                       t.base_lr, recipe.batch_size, scaled, scaled)
+
+
 def log_checkpoint_plan(run: Run, trainee: Trainee) -> None:
     """The checkpoints the run will write and keep, and the disk they take at most (a checkpoint: the weights, and
     the optimizer's momentum of each trainable weight)."""
@@ -476,6 +503,7 @@ def main() -> int:
         logger.info('TRAIN.use_amp: no GPU, training in float32')
     logger.info('device %s, rank %d of %d, batch %d = %d ranks x %d x %d accumulation steps', device, rank, world,
                 t.batch_size, world, micro_batch, t.accumulate_steps)
+    log_batch_plan(cfg, world, micro_batch)
     run = Run(cfg, args, rank, world, args.seed, [world, micro_batch, t.accumulate_steps], amp, stop,
               training_plan(cfg), folder)
 

@@ -133,6 +133,8 @@ def test_use_gpu_is_unset_unless_given():
 @pytest.mark.parametrize('argv, message', [
     (['-o', 'TRAIN.bse_lr=0.2'], "unknown key 'TRAIN.bse_lr' (did you mean 'TRAIN.base_lr'?)"),
     (['-o', 'TRIAN.epoch=2'], "unknown section 'TRIAN' (did you mean 'TRAIN'?)"),
+    (['-o', 'MULTIGRID.bn_base_size=8'], "'MULTIGRID.bn_base_size' is now TRAIN.bn_group"),
+    (['-o', 'TRAIN.bn_group=-1'], 'TRAIN.bn_group must be >= 0, got -1'),
     (['-o', 'TRAIN.epoch=two'], "TRAIN.epoch must be int, got 'two'"),
     (['-o', 'TRAIN.epoch=2.5'], 'TRAIN.epoch must be int, got 2.5'),
     (['-o', 'VALID.use_preciseBN=1'], 'VALID.use_preciseBN must be bool, got 1'),

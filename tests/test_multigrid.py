@@ -65,7 +65,7 @@ def test_the_shipped_multigrid_config_trains_pyslowfasts_stages_and_batches():
         cycle = stage_batches(cfg, stage, 8)
         assert cycle == per_rank[stage.frames, stage.crop]
         assert cycle[-1][0] * 8 == 64 * stage.batch_factor  # the global batch of the stage's own shape
-        assert [b // bn_splits(b, cfg.MULTIGRID.bn_base_size) for b, _ in cycle] == [8, 8, 8]
+        assert [b // bn_splits(b, cfg.TRAIN.bn_group) for b, _ in cycle] == [8, 8, 8]
         assert sampling_rates(cfg, stage.frames) == (2, 2 * 32 // stage.frames)
     assert cfg.TEST.target_size == 224 and cfg.MODEL.alpha == 4 and cfg.MODEL.fusion_kernel_size == 7
     assert cfg.VALID.preciseBN_interval == 20
@@ -162,7 +162,7 @@ def test_datasets_at_a_stage_shape(demo_lists, monkeypatch):
     assert valid[0][1].shape == (3, 8, 64, 64)
 
 
-def test_sub_batch_bn_normalises_each_sub_batch_and_keeps_whole_batch_statistics():
+def test_sub_batch_bn_normalises_each_sub_batch_and_keeps_the_statistics_its_ranks_would():
     from model_utils import SubBatchNorm3D, batch_norm, set_bn_splits
     bn = batch_norm(3)
     assert isinstance(bn, SubBatchNorm3D) and isinstance(bn, paddle.nn.BatchNorm3D)
@@ -177,17 +177,27 @@ def test_sub_batch_bn_normalises_each_sub_batch_and_keeps_whole_batch_statistics
     y = bn(x)
     xn = x.numpy()
     expected = np.empty_like(xn)
-    for b in range(3):  # clips b, b + 3: sub-batch b
-        part = xn[b::3]
+    for b in range(3):  # clips 2b, 2b + 1: sub-batch b (a rank's run of a sampler's batch)
+        part = xn[2 * b:2 * b + 2]
         mean, var = part.mean((0, 2, 3, 4), keepdims=True), part.var((0, 2, 3, 4), keepdims=True)
-        expected[b::3] = ((part - mean) / np.sqrt(var + 1e-5) * np.array([1.0, 2.0, 0.5]).reshape(1, 3, 1, 1, 1)
+        expected[2 * b:2 * b + 2] = ((part - mean) / np.sqrt(var + 1e-5) * np.array([1.0, 2.0, 0.5]).reshape(1, 3, 1, 1, 1)
                           + np.array([0.0, 1.0, -1.0]).reshape(1, 3, 1, 1, 1))
     assert np.abs(y.numpy() - expected).max() < 1e-4
     y.sum().backward()
     assert x.grad is not None and bn.weight.grad is not None
-    # running statistics: momentum 0.9 towards the whole batch's mean and (population) variance
-    np.testing.assert_allclose(bn._mean.numpy(), 0.1 * xn.mean((0, 2, 3, 4)), rtol=1e-4)
-    np.testing.assert_allclose(bn._variance.numpy(), 0.9 + 0.1 * xn.var((0, 2, 3, 4)), rtol=1e-4)
+    # running statistics: momentum 0.9 towards the mean of the sub-batches' means and (population) variances ...
+    parts = [xn[2 * b:2 * b + 2] for b in range(3)]
+    np.testing.assert_allclose(bn._mean.numpy(), 0.1 * np.mean([p.mean((0, 2, 3, 4)) for p in parts], 0), rtol=1e-4)
+    np.testing.assert_allclose(bn._variance.numpy(), 0.9 + 0.1 * np.mean([p.var((0, 2, 3, 4)) for p in parts], 0),
+                               rtol=1e-4)
+    # ... which is what 3 ranks' plain BNs, one sub-batch each, hold on average (distributed.average_buffers)
+    ranks = [paddle.nn.BatchNorm3D(3) for _ in range(3)]
+    for rank, part in zip(ranks, parts):
+        rank.train()
+        rank(paddle.to_tensor(part))
+    for name in ('_mean', '_variance'):
+        average = np.mean([getattr(rank, name).numpy() for rank in ranks], 0)
+        assert np.abs(getattr(bn, name).numpy() - average).max() < 1e-6
     bn.eval()  # eval: a plain BN of the running statistics
     plain = paddle.nn.BatchNorm3D(3)
     plain.set_state_dict(bn.state_dict())
@@ -210,7 +220,7 @@ ENV = dict(os.environ, PYTHONWARNINGS='ignore', OMP_NUM_THREADS='1')
 # 3 iterations; stages 2-3 (epochs 3-5) the full 8 x 64, [8@32, 4@45, 2@64]: 6 iterations.
 MULTIGRID = ['TRAIN.lr_policy=steps', 'TRAIN.lr_steps=[0, 3]', 'MULTIGRID.long_cycle=True',
              'MULTIGRID.short_cycle=True', 'MULTIGRID.long_cycle_factors=[[0.5, 0.7071], [1, 1]]',
-             'MULTIGRID.bn_base_size=2']
+             'TRAIN.bn_group=2']
 
 
 @pytest.fixture(scope='module')

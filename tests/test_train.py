@@ -798,3 +798,46 @@ def test_checkpoint_retention_keeps_the_newest_and_every_nth_and_resumes(demo_li
     assert 'resumed from' in more and 'removed slowfast_epoch2' in more
     assert sorted(p.name for p in folder.glob('slowfast_epoch*.pdopt')) == [
         f'slowfast_epoch{e}.pdopt' for e in (1, 3, 4, 5)]
+
+
+@pytest.mark.slow
+def test_one_rank_with_bn_groups_trains_as_two_ranks_of_one_group_each(demo_lists, tmp_path):
+    """TRAIN.bn_group: one rank with batches of 8 clips in 2 BN groups of 4 gives the weights and BN running
+    statistics of two ranks with 4 clips each (clip a * 2 + b of the one rank's batch is rank b's: the sampler deals
+    them so), after 2 epochs of 2 steps; no dropout and no precise BN, which draw per rank."""
+    same = ['-o', 'TRAIN.batch_size=8', '-o', 'TRAIN.bn_group=4', '-o', 'MODEL.dropout_rate=0', '-o',
+            'VALID.use_preciseBN=False']
+    one = run_train(demo_lists, tmp_path / 'one', *same, epochs=2)
+    two = run_multi(demo_lists, tmp_path / 'two', tmp_path / 'logs', *same, epochs=2)
+    assert 'BN statistics over 4 clips (TRAIN.bn_group 4): each rank\'s micro-batch of 8 clips in 2 groups; 8 clips ' \
+           'per rank and 8 per optimizer step (1 ranks x 8 x 1 accumulation steps)' in one
+    assert 'BN statistics over 4 clips (TRAIN.bn_group 4): each rank\'s micro-batch of 4 clips in 1 groups; 4 clips ' \
+           'per rank and 8 per optimizer step (2 ranks x 4 x 1 accumulation steps)' in two
+    a, b = weights(tmp_path / 'one' / 'slowfast_epoch1.pdparams'), weights(tmp_path / 'two' / 'slowfast_epoch1.pdparams')
+    assert set(a) == set(b)
+    worst = max(float(np.abs(a[k] - b[k]).max()) for k in a)
+    assert worst <= 1e-5, worst
+    assert any('_mean' in k for k in a) and any('_variance' in k for k in a)  # the running statistics compared too
+    # one rank, two accumulation steps of 4 clips (one group each; BN statistics move once a step): the same again,
+    # what one rank does for 8 GPUs' 64 clips in 8 accumulation steps
+    acc = run_train(demo_lists, tmp_path / 'acc', *same, '-o', 'TRAIN.accumulate_steps=2', epochs=2)
+    assert 'micro-batch of 4 clips in 1 groups; 8 clips per rank and 8 per optimizer step (1 ranks x 4 x 2 ' \
+           'accumulation steps)' in acc
+    d = weights(tmp_path / 'acc' / 'slowfast_epoch1.pdparams')
+    worst = max(float(np.abs(d[k] - b[k]).max()) for k in d)
+    assert worst <= 1e-5, worst
+    # without the groups, one rank normalises over all 8 clips: not the two ranks' training
+    plain = run_train(demo_lists, tmp_path / 'plain', *same[:2], '-o', 'TRAIN.bn_group=0', *same[4:], epochs=2)
+    c = weights(tmp_path / 'plain' / 'slowfast_epoch1.pdparams')
+    assert max(float(np.abs(c[k] - b[k]).max()) for k in c) > 1e-3
+    assert 'BN statistics over 8 clips (TRAIN.bn_group 0)' in plain
+
+
+@pytest.mark.slow
+def test_a_micro_batch_below_the_bn_group_and_an_unscaled_lr_are_reported(demo_lists, tmp_path):
+    log = run_train(demo_lists, tmp_path / 'ck', '-o', 'TRAIN.batch_size=8', '-o', 'TRAIN.accumulate_steps=2', '-o',
+                    'TRAIN.base_lr=0.1', epochs=1)
+    assert 'each rank\'s micro-batch of 4 clips is smaller than TRAIN.bn_group 8: BN normalises over 4 clips, not ' \
+           'the recipe\'s 8 (1 ranks x 2 accumulation steps split TRAIN.batch_size 8)' in log
+    assert 'TRAIN.batch_size 8 with the recipe\'s TRAIN.base_lr 0.1, which is for 64 clips: the linear scaling rule ' \
+           'gives 0.0125 (-o TRAIN.base_lr=0.0125)' in log

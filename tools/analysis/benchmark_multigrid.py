@@ -50,7 +50,7 @@ STEPS = ['TRAIN.lr_policy=steps', 'TRAIN.lr_steps=[0, 15, 21]']
 # The demo clip is 8 frames of 32 pixels with alpha 4: a stage may halve the frames (4, slow pathway 1 frame), not
 # quarter them. PaddleVideo's crop factors; the batch grows as the clip shrinks (x4, x2, x1).
 MULTIGRID = STEPS + ['MULTIGRID.long_cycle=True', 'MULTIGRID.short_cycle=True',
-                     'MULTIGRID.long_cycle_factors=[[0.5, 0.7071], [0.5, 1], [1, 1]]', 'MULTIGRID.bn_base_size=8']
+                     'MULTIGRID.long_cycle_factors=[[0.5, 0.7071], [0.5, 1], [1, 1]]', 'TRAIN.bn_group=8']
 VARIANTS = {'plain': [], 'steps': STEPS, 'multigrid': MULTIGRID,
             'long_cycle': [o for o in MULTIGRID if o != 'MULTIGRID.short_cycle=True']}
 SEEDS = [1001, 1002, 1003]  # fixed before this tool first ran them: no setting of any variant was chosen on them
@@ -204,7 +204,7 @@ def step_costs(args) -> List[Dict]:
               for batch, crop in stage_batches(cfg, stage, cfg.TRAIN.batch_size)}
     shapes = sorted(shapes, key=lambda s: (-s[0] * s[2] ** 2, s[1]))  # the recipe's first
     cases = [(frames, batch, crop, splits) for frames, batch, crop in shapes
-             for splits in sorted({1, bn_splits(batch, cfg.MULTIGRID.bn_base_size)})]
+             for splits in sorted({1, bn_splits(batch, cfg.TRAIN.bn_group)})]
     seconds = {case: [] for case in cases}
     for _ in range(args.repeats + 1):  # rounds over every shape, so the machine's drift touches them alike
         for frames, batch, crop, splits in cases:
