@@ -65,7 +65,7 @@ class SubBatchNorm3D(nn.BatchNorm3D):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.num_splits = 1
-        self.defer = False  # gradient accumulation: running statistics move once per optimizer step (flush_bn)
+        self.defer = False  # gradient accumulation: running statistics move once per optimizer step (flush)
         self._pending: Optional[List] = None  # [sum of the groups' means, of their variances, groups]
 
     def forward(self, x: paddle.Tensor) -> paddle.Tensor:
