@@ -359,3 +359,27 @@ def test_kinetics_700_2020_comes_from_its_own_layout(archive, tmp_path):
     assert {p for p, _ in archive.gets if p.endswith('.tar.gz')} == {'/kinetics/700_2020/val/part_0.tar.gz',
                                                                       '/kinetics/700_2020/val/part_1.tar.gz'}
     assert read_rows(out / 'lists' / 'val.csv') == expected_list(archive, out, 'val', [[0, 1, 2], [3, 4]])
+
+
+def test_ctrl_c_stops_the_downloads_under_way_at_once_and_keeps_their_parts(archive, tmp_path):
+    big = tar_of({f'va{i:09d}_{10 * i:06d}_{10 * i + 10:06d}.mp4': os.urandom(1 << 20) for i in (0, 1, 2, 3)})
+    for p in (0, 1):
+        archive.files[f'/kinetics/400/val/part_{p}.tar.gz'] = big  # 4 MiB each, served at 640 KiB/s
+        archive.faults[f'/kinetics/400/val/part_{p}.tar.gz'] = 'slow'
+    out = tmp_path / 'k'
+    process = subprocess.Popen(command(archive, out, '--splits', 'val'), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    parts = [out / 'archives' / 'val' / f'part_{p}.tar.gz.part' for p in (0, 1)]
+    deadline = time.time() + 60
+    while not all(p.exists() and p.stat().st_size > 200_000 for p in parts) and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    start = time.time()
+    process.wait(timeout=30)
+    assert process.returncode == 130 and time.time() - start < 5  # not after the parts' 6 s
+    have = [p.stat().st_size for p in parts]
+    assert all(0 < size < len(big) for size in have)  # kept, to resume
+    archive.faults.clear()
+    run(archive, out, '--splits', 'val')
+    for p, size in enumerate(have):  # each part goes on from its byte
+        assert [r for path, r in archive.gets if path == f'/kinetics/400/val/part_{p}.tar.gz'][1:] == [f'bytes={size}-']

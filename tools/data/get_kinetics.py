@@ -34,6 +34,7 @@ import shutil
 import sys
 import json
 import tarfile
+import threading
 import time
 import urllib.request
 import zlib
@@ -82,6 +83,10 @@ class Part(NamedTuple):
     name: str  # the archive's file name
 
 
+class Stopped(Exception):
+    """A download thread told to stop (the run ends on another error)."""
+
+
 class BadArchive(Exception):
     """A part that does not extract (a corrupt or cut stream)."""
 
@@ -105,6 +110,8 @@ class Getter:
         self.lists_dir = args.lists or os.path.join(self.out, 'lists')
         self.failures: List[str] = []  # parts reported by address
         self.stats = collections.defaultdict(lambda: collections.Counter())
+        self.lock = threading.Lock()
+        self.stop = threading.Event()  # set: the download threads stop
 
     # ---- small files --------------------------------------------------------------------------------------------
     def fetch_small(self, url: str, dest: str) -> str:
@@ -163,15 +170,26 @@ class Getter:
                    mininterval=1)
         start = time.time()
         with concurrent.futures.ThreadPoolExecutor(self.args.connections) as pool:
-            futures = {pool.submit(self.download_part, p, bar.update): p for p in todo}
-            for future in concurrent.futures.as_completed(futures):
-                part = futures[future]
-                try:
-                    future.result()
-                except DownloadError as error:
-                    self.failure(part, str(error))
-                    continue
-                self.extract_part(part, keep, retry=True)
+            def progress(count: int) -> None:  # per chunk, in the download threads
+                if self.stop.is_set():
+                    raise Stopped()  # the part stays as it is, for the next run to resume
+                bar.update(count)
+
+            futures = {pool.submit(self.download_part, p, progress): p for p in todo}
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    part = futures[future]
+                    try:
+                        future.result()
+                    except DownloadError as error:
+                        self.failure(part, str(error))
+                        continue
+                    self.extract_part(part, keep, retry=True)
+            except BaseException:  # a full disk, Ctrl-C: no part starts, those under way stop at their next chunk
+                self.stop.set()
+                for future in futures:
+                    future.cancel()
+                raise
         bar.close()
         self.stats[split]['seconds'] += time.time() - start
 
@@ -224,7 +242,8 @@ class Getter:
             progress(os.path.getsize(path))
             return
         download(part.url, path, progress=progress)
-        self.stats[part.split]['bytes'] += os.path.getsize(path)
+        with self.lock:  # several download threads
+            self.stats[part.split]['bytes'] += os.path.getsize(path)
         logger.info('%s: downloaded %s (%s)', part.split, part.name, size_text(os.path.getsize(path)))
 
     def extract_part(self, part: Part, keep: Optional[Set[str]], retry: bool) -> None:
