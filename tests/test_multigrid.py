@@ -209,6 +209,46 @@ def test_sub_batch_bn_normalises_each_sub_batch_and_keeps_the_statistics_its_ran
         bn(x)
 
 
+def test_64_clips_in_8_accumulation_steps_train_as_8_groups_of_8_that_is_as_8_ranks():
+    """The recipe's 64 clips on one rank: 8 accumulation steps of 8 clips (BN statistics deferred to the step) give
+    the gradients and BN running statistics of one batch of 64 in 8 BN groups, which are those of 8 ranks of 8
+    clips each averaged (test_sub_batch_bn..., and tests/test_train.py on real ranks)."""
+    from helpers import TINY
+    from model import build_model
+    from model_utils import defer_bn_statistics, flush_bn_statistics, set_bn_splits
+
+    cfg = parse_config(os.path.join(ROOT, 'slowfast.yaml'), ['MODEL.num_classes=5', 'MODEL.dropout_rate=0'] + TINY)
+    rng = np.random.default_rng(0)
+    clips = [rng.normal(0, 1, (64, 3, t, 64, 64)).astype('float32') for t in (2, 8)]
+    labels = rng.integers(0, 5, (64, 1))
+    results = []
+    for accumulate in (False, True):
+        paddle.seed(0)
+        model = build_model(cfg)
+        model.train()
+        if accumulate:
+            defer_bn_statistics(model, True)
+            for k in range(8):  # micro-batch k: clips 8k..8k+7, one BN group
+                part = slice(8 * k, 8 * k + 8)
+                loss = paddle.nn.functional.cross_entropy(model([paddle.to_tensor(c[part]) for c in clips]),
+                                                          paddle.to_tensor(labels[part]))
+                (loss / 8).backward()
+            flush_bn_statistics(model)
+        else:
+            set_bn_splits(model, 8)
+            loss = paddle.nn.functional.cross_entropy(model([paddle.to_tensor(c) for c in clips]),
+                                                      paddle.to_tensor(labels))
+            loss.backward()
+        grads = {name: p.grad.numpy() for name, p in model.named_parameters() if p.grad is not None}
+        buffers = {k: v.numpy() for k, v in model.state_dict().items() if '_mean' in k or '_variance' in k}
+        results.append((grads, buffers))
+    (g1, b1), (g2, b2) = results
+    assert g1.keys() == g2.keys() and len(g1) > 50 and b1.keys() == b2.keys() and len(b1) > 50
+    assert max(float(np.abs(g1[k] - g2[k]).max()) for k in g1) <= 1e-5
+    assert max(float(np.abs(b1[k] - b2[k]).max()) for k in b1) <= 1e-5
+    assert max(float(np.abs(b1[k]).max()) for k in b1 if '_mean' in k) > 1e-3  # the statistics did move
+
+
 def test_bn_splits_keep_at_least_the_base_size():
     assert [bn_splits(b, 8) for b in (4, 8, 12, 16, 24, 64, 128)] == [1, 1, 1, 2, 3, 8, 16]
 
