@@ -383,3 +383,12 @@ def test_ctrl_c_stops_the_downloads_under_way_at_once_and_keeps_their_parts(arch
     run(archive, out, '--splits', 'val')
     for p, size in enumerate(have):  # each part goes on from its byte
         assert [r for path, r in archive.gets if path == f'/kinetics/400/val/part_{p}.tar.gz'][1:] == [f'bytes={size}-']
+
+
+def test_a_split_none_of_whose_parts_can_be_had_is_named_by_address(archive, tmp_path):
+    for p in (0, 1):
+        archive.faults[f'/kinetics/400/val/part_{p}.tar.gz'] = 'missing'
+    log = run(archive, tmp_path / 'k', '--splits', 'val', expect=9)
+    line = [line for line in log.splitlines() if 'ERROR' in line][-1]
+    assert '2 parts are not here' in line and f'{archive.url}/400/val/part_0.tar.gz: HTTP 404' in line
+    assert 'no lists could be written' in line and 'Traceback' not in log

@@ -554,7 +554,14 @@ def main(argv=None) -> int:
         getter.get_split(split)
     if 'train' in args.splits and getter.dataset.replacement:
         getter.replace_corrupted()
-    written = getter.lists(args.splits)
+    try:
+        written = getter.lists(args.splits)
+    except ListError as error:  # e.g. no video of a split is here because its parts could not be had
+        if not getter.failures:
+            raise
+        raise DownloadError(f'{len(getter.failures)} parts are not here: ' + '; '.join(getter.failures) +
+                            f'; and no lists could be written ({error}). Run the same command again to retry '
+                            'them') from None
     if args.check:
         getter.check(written)
     logger.info('lists in %s\n%s\n%s', getter.lists_dir, getter.report(args.splits, written),
