@@ -12,13 +12,16 @@ the split. Each part is extracted as soon as it is complete, whatever its compre
 tar under a ``.tar.gz`` name), each video written under a temporary name and renamed, and its archive deleted
 (``--keep_archives`` keeps it); a part that does not extract is downloaded once more, then reported by address. For
 the train split of K400 the archive's replacements for corrupted videos supersede them (matched by YouTube id and
-start time). At the end ``make_lists.py kinetics`` writes the lists (class ids in the published checkpoints' order)
-and the tool prints a report per split and the commands that use them.
+start time). ``--resize SHORT_SIDE`` re-encodes each video as its part is extracted (resize_videos.py's code, in
+``--workers`` processes) and keeps only the re-encoded set. At the end ``make_lists.py kinetics`` writes the lists
+(class ids in the published checkpoints' order), ``--check`` decodes every listed video (check_videos.py), and the
+tool prints a report per split and the commands that use them. Exit status 9 names the parts that could not be had
+(everything else is stored and listed); docs/DATA.md has the details.
 
 Layout of ``--out``: ``annotations/{split}.csv``, ``videos/{split}/{youtube_id}_{start:06d}_{end:06d}.mp4``,
 ``lists/`` (``train.csv``, ``val.csv``, ``classes.txt``, ``missing_{split}.csv``; ``--lists DIR`` elsewhere, e.g.
-``data`` where the shipped configs read them), ``archives/`` while parts are
-downloaded, ``.state/`` (what is done). Killed at any moment and run again, it goes on: a verified part is not
+``data`` where the shipped configs read them), ``archives/`` while parts are downloaded, ``replacement/`` (K400
+replacements whose video is not here yet), ``.state/`` (what is done). Killed at any moment and run again, it goes on: a verified part is not
 downloaded again, an extracted one not extracted again, a video is never half-written under its name. Free space is
 checked at start against what the run will write. ``--mirror URL`` replaces ``https://s3.amazonaws.com/kinetics``
 (a local copy with the same layout).
