@@ -117,7 +117,8 @@ def bench_speed(args, folder: str, listing: str) -> List[Dict]:
     model = build_model(cfg)
     weights = os.path.join(folder, 'random.pdparams')
     paddle.save(model.state_dict(), weights)
-    export(model.eval(), cfg, cfg.TEST.target_size, os.path.join(folder, 'export'))
+    model.eval()  # (Paddle 2.6's Layer.eval returns None: not chained)
+    export(model, cfg, cfg.TEST.target_size, os.path.join(folder, 'export'))
     del model
     rows = [normalisation(cfg, batch, args.repeats)]
     for engine, use_inference in (('Paddle Inference (the export)', True), ('Paddle dygraph', False)):
@@ -236,7 +237,8 @@ from kinetics_dataset import model_inputs
 from model import build_model
 cfg = parse_config({config!r}, {overrides!r})
 paddle.set_device('cpu')
-model = build_model(cfg).eval()
+model = build_model(cfg)
+model.eval()
 m = cfg.MODEL
 s = cfg.TEST.target_size
 clips = [paddle.to_tensor(np.zeros([{batch}, 3, t, s, s], np.uint8)) for t in (m.num_frames // m.alpha, m.num_frames)]
