@@ -55,6 +55,8 @@ from errors import ListError, OutputError, exit_on_user_error  # noqa: E402
 from video_io import VIDEO_EXTENSIONS  # noqa: E402
 import check_videos  # noqa: E402  (beside this file)
 import make_lists  # noqa: E402
+sys.path.insert(0, os.path.join(ROOT, 'tools', 'weights'))
+import zoo  # noqa: E402  (imports paddle: before logging is set up, which Paddle 2.6's import would quieten)
 from resize_videos import GOP, resize_one  # noqa: E402
 from video_pool import map_videos  # noqa: E402
 
@@ -499,9 +501,6 @@ ZOO_MODEL = 'pytorchvideo-slowfast-r50'  # README recipe 1's
 def next_commands(written: Dict[str, str]) -> str:
     """What to run next: evaluate a published model on the val list (as its publisher tested it), train on the
     train list. Every line runs as printed from the repository's folder."""
-    sys.path.insert(0, os.path.join(ROOT, 'tools', 'weights'))
-    import zoo
-
     lines = ['next (from the repository\'s folder):']
     if 'val' in written:
         entry = zoo.find(ZOO_MODEL)
