@@ -82,6 +82,19 @@ def write_failure(path: str, error: OSError, written: Optional[int] = None) -> O
     return None
 
 
+@contextmanager
+def stop_when_unwritable(path: str, then: str) -> Iterator[None]:
+    """Writes to ``path`` inside: a failure ``write_failure`` knows (no space, no permission) becomes its OutputError
+    with ``then`` (what the user does next) appended; any other OSError passes as it is."""
+    try:
+        yield
+    except OSError as error:
+        failure = write_failure(path, error)
+        if failure is None:
+            raise
+        raise OutputError(f'{failure}: {then}') from None
+
+
 def _cause(error: OSError, tmp: str) -> OSError:
     """``error``, or when it carries no errno (numpy's ``tofile`` reports a short write as "N requested and M
     written"), the error the file system gives for one more write to ``tmp``: why it stopped."""

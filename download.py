@@ -19,8 +19,8 @@ from typing import Callable, Optional, Type
 
 from tqdm import tqdm
 
-from atomic import write_failure
-from errors import OutputError, UserError
+from atomic import stop_when_unwritable
+from errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -157,18 +157,12 @@ def download(url: str, dest: str, sha256: Optional[str] = None, *, error: Type[E
 def _write(f, data: Optional[bytes], part: str) -> None:
     """``data`` appended to the part file (unbuffered: nothing is left to write when it is closed; None: flushed to
     disk); a full disk is an OutputError that keeps the part for the next run to resume."""
-    try:
+    with stop_when_unwritable(part, 'the part is kept: free some space, then run the same command again to resume'):
         if data is None:
             os.fsync(f.fileno())
         view = memoryview(data or b'')
         while view:  # a raw write may take part of it
             view = view[f.write(view):]
-    except OSError as failure:
-        message = write_failure(part, failure)
-        if message is None:
-            raise
-        raise OutputError(f'{message}: the part is kept: free some space, then run the same command again to '
-                          'resume') from None
 
 
 def _finish(url: str, part: str, dest: str, sha256: Optional[str], error: Type[Exception]) -> str:

@@ -30,12 +30,12 @@ import argparse
 import collections
 import concurrent.futures
 import csv
+import json
 import logging
 import os
 import shlex
 import shutil
 import sys
-import json
 import tarfile
 import threading
 import time
@@ -48,7 +48,7 @@ from tqdm import tqdm
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from atomic import atomic_path, check_output_folder, size_text, write_failure  # noqa: E402
+from atomic import atomic_path, check_output_folder, size_text, stop_when_unwritable  # noqa: E402
 from config_utils import setup_logging  # noqa: E402
 from download import USER_AGENT, DownloadError, download  # noqa: E402
 from errors import ListError, OutputError, exit_on_user_error  # noqa: E402
@@ -480,17 +480,12 @@ def extract(archive: str, dest: str, staging: str, keep: Optional[Set[str]]) -> 
             if keep is not None and name[:11] not in keep:
                 continue
             source, tmp = read(tar.extractfile, member), os.path.join(staging, name)
-            try:
+            with stop_when_unwritable(tmp, f'extracting {archive}; run the command again when there is room (it goes '
+                                      'on where it stopped)'):
                 with open(tmp, 'wb') as target:
                     for block in iter(lambda: read(source.read, CHUNK), b''):
                         target.write(block)
                 os.replace(tmp, os.path.join(dest, name))
-            except OSError as error:
-                failure = write_failure(tmp, error)
-                if failure is None:
-                    raise
-                raise OutputError(f'{failure}: extracting {archive}; run the command again when there is room (it '
-                                  'goes on where it stopped)') from None
             names.append(name)
     return names
 
