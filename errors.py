@@ -18,6 +18,7 @@ Raised where the fault is found (the message names the file, key, line or flag);
             without --resume would mix with its own
     9       tools/data/get_kinetics.py: a download did not give a complete, verified file, or an archive does not
             extract after a second download (named by address; download.DownloadError; zoo.py's are status 4)
+    -       recognizer.py (Python): InputError, a video or frames that cannot be classified (named)
     75      train.py stopped on SIGTERM / SIGINT / SIGUSR1 after writing a checkpoint: run it again with --resume
             (75 is EX_TEMPFAIL of sysexits.h, "try again later")
     130     interrupted (a second Ctrl-C during training, which does not wait for the step)
@@ -72,6 +73,13 @@ class OutputError(UserError):
 class RunFolderError(UserError):
     """A checkpoint folder that belongs to another training run; the message names the folder and the run."""
     status = 8
+
+
+class InputError(UserError, ValueError):
+    """A video given to recognizer.py (the Python API) that cannot be classified: a missing file, one that does not
+    decode, frames of the wrong shape, type or channel order; the message names it. No script exits with it (their
+    videos that do not decode are reported per video, status 1)."""
+    status = 1
 
 
 _USER_ERRORS = {cls.__name__: cls for cls in (UserError, ConfigError, ListError, WeightsError, CheckpointError,

@@ -19,7 +19,7 @@ only, so an epoch's clips do not depend on the number of workers or ranks.
 import logging
 import math
 import multiprocessing
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import paddle
@@ -28,7 +28,7 @@ from config_utils import PATHWAYS, AttrDict
 from errors import ListError, WorkerErrors, checked
 from multigrid import sampling_rates
 from shared_memory import loader_plan
-from video_io import VideoError, VideoReader
+from video_io import VideoError, VideoReader, resize_to, scaled_size
 from video_lists import check_listed_files, read_video_list
 
 logger = logging.getLogger(__name__)
@@ -138,10 +138,12 @@ class DecodeFailures:
         self._flags = multiprocessing.RawArray('b', max(num_videos, 1))
         self._events = multiprocessing.Value('q', 0)
         self.where = where  # 'rank N: ' in the log lines of a run of several ranks
+        self.reasons: Dict[int, str] = {}  # why, for the failures recorded in this process
 
     def record(self, index: int, error: VideoError) -> None:
         first = not self._flags[index]
         self._flags[index] = 1
+        self.reasons.setdefault(index, error.reason)
         with self._events.get_lock():
             self._events.value += 1
         if first:  # the first failure of each video is logged with its reason
@@ -401,19 +403,33 @@ class KineticsMultiViewDataset(VideoDataset, paddle.io.Dataset):
         items = ((list(pathways), view_ids.numpy()) for *pathways, _, view_ids in checked(loader, self.errors))
         return rebatch(items, batch_size)
 
+    def temporal_clips(self, length: int, fps: float) -> List[np.ndarray]:
+        """Source-frame indices of each of the ``num_ensemble_views`` uniformly spaced clips of a video of ``length``
+        frames at ``fps``."""
+        return [clip_frame_indices(length, self.clip_size(fps), self.num_frames, t / self.num_ensemble_views)
+                for t in range(self.num_ensemble_views)]
+
     def decode(self, path: str) -> 'DecodedVideo':
         """``path``'s frames that its views need, each decoded and resized once; VideoError when it does not
         decode."""
         clips = []
 
         def sample(length: int, fps: float) -> np.ndarray:
-            clips[:] = [clip_frame_indices(length, self.clip_size(fps), self.num_frames, t / self.num_ensemble_views)
-                        for t in range(self.num_ensemble_views)]
+            clips[:] = self.temporal_clips(length, fps)
             return np.unique(np.concatenate(clips))
 
         with self.open_video(path, self.target_fps) as video:
             union, frames = video.read_sampled(sample, self.target_size)  # [U, H, W, 3]
         return DecodedVideo(frames, union, clips)
+
+    def frames_decoded(self, frames: np.ndarray, fps: float) -> 'DecodedVideo':
+        """A video decoded by the caller, BGR uint8 ``[T, H, W, 3]`` at ``fps``, as ``decode`` gives a file: the frames
+        its views need, resized as a decode resizes them (``video_io.resize_to`` to ``scaled_size``)."""
+        clips = self.temporal_clips(len(frames), fps)
+        union = np.unique(np.concatenate(clips))
+        size = scaled_size(frames.shape[1], frames.shape[2], self.target_size)
+        return DecodedVideo(np.stack([resize_to(np.ascontiguousarray(frames[i]), size) for i in union]), union,
+                            clips)
 
     def cut_views(self, decoded: 'DecodedVideo', first: int, count: int) -> Iterator[Tuple[np.ndarray, ...]]:
         """Views ``first`` to ``first + count - 1`` of a decoded video as uint8 pathways, in the original's clip order

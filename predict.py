@@ -27,8 +27,8 @@ from atomic import check_output_file, check_output_folder, write_json, write_npy
 from config_utils import build_parser, log_config, parse_args, setup_logging, str2bool
 from errors import exit_on_user_error
 from kinetics_dataset import KineticsMultiViewDataset, model_inputs
-from scoring import build_scoring_model, score_videos, scoring_source
-from timeline import SlidingWindowDataset, annotate_video, make_timeline, plot_timeline, smooth, span_frames
+from scoring import build_scoring_model, ranked, score_videos, scoring_source
+from timeline import SlidingWindowDataset, annotate_video, plot_timeline, span_frames, video_timeline
 from video_io import VideoError
 from video_lists import collect_inputs, file_stems, read_label_map
 
@@ -154,7 +154,7 @@ def check_outputs(args, save_path: str) -> None:
 
 def video_entry(video_id: str, probs: np.ndarray, names: Optional[List[str]]) -> Dict:
     """result.json's entry of one video from its mean probabilities ``[K]`` (logged as the original did)."""
-    top5 = np.argsort(-probs, kind='stable')[:5]
+    top5 = ranked(probs, 5)
     entry = {'video_id': video_id, 'top1_values': float(probs[top5[0]]), 'top1_indices': int(top5[0]),
              'top5_values': [float(probs[k]) for k in top5], 'top5_indices': [int(k) for k in top5]}
     if names:
@@ -182,15 +182,12 @@ def write_timelines(args, cfg, dataset: SlidingWindowDataset, ids: Sequence[str]
         if layout is None or not done[rows].all():
             results.append(error_entry(video_id))
             continue
-        window_probs, times = smooth(probs[rows], args.smooth), layout.times()
-        duration = layout.num_frames / layout.fps
-        timeline = make_timeline(window_probs, times, duration, names, args.top_k, args.threshold)
+        timeline, window_probs = video_timeline(video_id, layout, probs[rows], names, args.stride, args.smooth,
+                                                dataset.num_views, args.top_k, args.threshold)
+        times = layout.times()
         base = place(os.path.join(args.timeline, stem))
-        write_json(base + '.json', {
-            'video_id': video_id, 'fps': layout.fps, 'num_frames': layout.num_frames, 'duration': duration,
-            'window_seconds': layout.window / layout.fps, 'stride': args.stride, 'smooth': args.smooth,
-            'views_per_window': dataset.num_views, 'threshold': args.threshold, **timeline})
-        plot_timeline(window_probs, times, duration, timeline['segments'], names, video_id, base + '.png')
+        write_json(base + '.json', timeline)
+        plot_timeline(window_probs, times, timeline['duration'], timeline['segments'], names, video_id, base + '.png')
         entry = dict(video_entry(video_id, probs[rows].mean(axis=0), names), timeline=base + '.json',
                      timeline_png=base + '.png', segments=len(timeline['segments']))
         if args.annotate:

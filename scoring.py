@@ -63,6 +63,11 @@ def build_scoring_model(cfg: AttrDict, weights: Optional[str], size: int, device
     return build_eval_model(cfg, weights, allow_pickle), weights
 
 
+def ranked(probs: np.ndarray, k: int) -> np.ndarray:
+    """The ``k`` classes of highest probability in ``probs [K]``, best first (ties: the lower index first)."""
+    return np.argsort(-probs, kind='stable')[:k]
+
+
 def ensemble_scores(model, batches, to_inputs, num_videos: int, num_views: int, num_classes: int,
                     progress: Optional[object] = None, features: Optional[str] = None
                     ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:

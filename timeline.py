@@ -274,6 +274,20 @@ def make_timeline(probs: np.ndarray, times: np.ndarray, duration: float, names: 
     return {'windows': windows, 'segments': segments}
 
 
+def video_timeline(video_id: str, layout: WindowLayout, probs: np.ndarray, names: Optional[Sequence[str]],
+                   stride: str, smooth_size: int, views: int, top_k: int, threshold: float) -> Tuple[Dict, np.ndarray]:
+    """One video's timeline as predict.py --timeline writes it (``<name>.json``) from its windows' mean view
+    probabilities ``probs [W, K]`` (``smooth``-ed over ``smooth_size`` windows, then ``make_timeline``): the video's
+    ``fps``, ``num_frames``, ``duration`` and the settings, ``windows`` and ``segments``; and the smoothed
+    probabilities ``[W, K]`` it was made of."""
+    window_probs = smooth(probs, smooth_size)
+    duration = layout.num_frames / layout.fps
+    timeline = make_timeline(window_probs, layout.times(), duration, names, top_k, threshold)
+    return {'video_id': video_id, 'fps': layout.fps, 'num_frames': layout.num_frames, 'duration': duration,
+            'window_seconds': layout.window / layout.fps, 'stride': stride, 'smooth': smooth_size,
+            'views_per_window': views, 'threshold': threshold, **timeline}, window_probs
+
+
 def plot_timeline(probs: np.ndarray, times: np.ndarray, duration: float, segments: List[Dict],
                   names: Optional[Sequence[str]], title: str, path: str, max_classes: int = 12) -> None:
     """The timeline picture: the segments as coloured bars over time, and below them the probability of the classes

@@ -63,6 +63,8 @@ def check_listed_files(samples: Sequence[Tuple[str, int]], source: str, path_pre
     likely ``DATA.path_prefix`` or the list is wrong: ListError naming how many, the first as resolved and the
     prefix. When fewer are missing, a warning with the count (they are then skipped or substituted as undecodable)."""
     paths = list(dict.fromkeys(path for path, _ in samples))
+    if not paths:  # recognizer.py's views of videos given one at a time
+        return
     threads = min(32, len(paths))
     with ThreadPoolExecutor(max_workers=threads) as pool:  # a share each (one task per path costs more than a stat)
         shares = list(pool.map(lambda share: [p for p in share if not os.path.isfile(p)],

@@ -13,10 +13,10 @@ import pytest
 from helpers import (ROOT, TINY, assert_same_weights, caffe2_name, parse_printed, pyslowfast_name, random_state,
                      torch_layout, write_published)
 from config_utils import STAGE_DEPTHS, parse_config
-from convert_weights import FAMILY
 from convert_weights import main as convert_main
 from errors import exit_on_user_error
 from scoring import build_eval_model
+from weight_conversion import FAMILY
 
 TINY_5 = ['MODEL.num_classes=5'] + TINY + ['TEST.target_size=96', 'INFER.target_size=96']  # as the tiny_cfg fixture
 WIDTHS = ['MODEL.width_per_group=8', 'MODEL.beta=4', 'MODEL.num_classes=5']  # a shipped model, narrow

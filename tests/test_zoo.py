@@ -18,7 +18,7 @@ from helpers import (ROOT, TINY, assert_same_weights, parse_printed, random_stat
                      write_published)
 from config_utils import parse_config
 
-import zoo  # noqa: E402 (tools/weights is on sys.path through helpers)
+import model_zoo as zoo  # noqa: E402
 
 
 class Files(BaseHTTPRequestHandler):

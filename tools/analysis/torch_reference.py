@@ -10,7 +10,7 @@ import types
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'weights'))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def _ensure_torchvision() -> None:
@@ -65,8 +65,8 @@ def run_reference(model: torch.nn.Module, clips) -> torch.Tensor:
 
 
 def reference_to_paddle(state: dict) -> dict:
-    """A pytorchvideo state dict in this project's names and layouts, through tools/weights/convert_weights.py."""
-    from convert_weights import to_project_names
+    """A pytorchvideo state dict in this project's names and layouts, through weight_conversion.py."""
+    from weight_conversion import to_project_names
 
     return to_project_names('pytorchvideo', {k: v.detach().cpu().numpy() for k, v in state.items()})[0]
 

@@ -52,11 +52,10 @@ from atomic import atomic_path, check_output_folder, size_text, stop_when_unwrit
 from config_utils import setup_logging  # noqa: E402
 from download import USER_AGENT, DownloadError, download  # noqa: E402
 from errors import ListError, OutputError, exit_on_user_error  # noqa: E402
+import model_zoo  # noqa: E402  (imports paddle: before logging is set up, which Paddle 2.6's import would quieten)
 from video_io import VIDEO_EXTENSIONS  # noqa: E402
 import check_videos  # noqa: E402  (beside this file)
 import make_lists  # noqa: E402
-sys.path.insert(0, os.path.join(ROOT, 'tools', 'weights'))
-import zoo  # noqa: E402  (imports paddle: before logging is set up, which Paddle 2.6's import would quieten)
 from resize_videos import GOP, resize_one  # noqa: E402
 from video_pool import map_videos  # noqa: E402
 
@@ -498,9 +497,9 @@ def next_commands(written: Dict[str, str]) -> str:
     train list. Every line runs as printed from the repository's folder."""
     lines = ['next (from the repository\'s folder):']
     if 'val' in written:
-        entry = zoo.find(ZOO_MODEL)
+        entry = model_zoo.find(ZOO_MODEL)
         weights = os.path.join('weights', entry.name)
-        protocol = ''.join(f' -o {o}' for o in zoo.protocol_overrides(entry))
+        protocol = ''.join(f' -o {o}' for o in model_zoo.protocol_overrides(entry))
         lines += [f'    python tools/weights/zoo.py get {entry.name} --out weights',
                   f'    python eval.py --config {entry.config} --weights {weights}{protocol} '
                   f'-o TEST.filelist={shlex.quote(os.path.abspath(written["val"]))}']
