@@ -18,27 +18,27 @@ import sys as _sys
 dependencies = ['paddle', 'numpy', 'cv2', 'av', 'yaml', 'tqdm', 'matplotlib']
 
 _HERE = _os.path.dirname(_os.path.abspath(__file__))
-if _HERE not in _sys.path:  # paddle.hub takes the folder off sys.path after importing this file
-    _sys.path.insert(0, _HERE)
+_sys.path.insert(0, _HERE)  # paddle.hub takes its own entry of the folder off sys.path after importing this file
+
+
+def _check_own_modules() -> None:
+    """The repository's modules are flat (model.py, config_utils.py, ...): a module of one of their names imported
+    from elsewhere before this file would be used in their place. RuntimeError naming it (paddle.hub replaces an
+    ImportError's message with its own)."""
+    for name in sorted(_os.path.splitext(f)[0] for f in _os.listdir(_HERE) if f.endswith('.py')):
+        found = getattr(_sys.modules.get(name), '__file__', None)
+        if found and _os.path.dirname(_os.path.abspath(found)) != _HERE:
+            raise RuntimeError(f'the module {name!r} was imported from {found}, not from this repository ({_HERE}): '
+                              f'its modules have flat names; load the hub entry in a process that has not imported '
+                              f'another {name!r} (or rename that one)')
+
+
+_check_own_modules()  # before the imports below, which would take a foreign module of one of those names
 
 import checkpoint as _checkpoint  # noqa: E402
 import config_utils as _config_utils  # noqa: E402
 import model as _model  # noqa: E402
 import model_zoo as _zoo  # noqa: E402
-
-
-def _check_own_modules() -> None:
-    """The repository's modules are flat (model.py, config_utils.py, ...): a module of one of their names imported
-    from elsewhere before this file would be used in their place. ImportError naming it."""
-    for name in sorted(_os.path.splitext(f)[0] for f in _os.listdir(_HERE) if f.endswith('.py')):
-        found = getattr(_sys.modules.get(name), '__file__', None)
-        if found and _os.path.dirname(_os.path.abspath(found)) != _HERE:
-            raise ImportError(f'the module {name!r} was imported from {found}, not from this repository ({_HERE}): '
-                              f'its modules have flat names; load the hub entry in a process that has not imported '
-                              f'another {name!r} (or rename that one)')
-
-
-_check_own_modules()
 
 
 def _describe(config: str, default: str) -> str:

@@ -228,6 +228,10 @@ def parse_config_copy(cfg: AttrDict, overrides: Sequence[str]) -> AttrDict:
 def checked_frames(video, channels: Optional[str]) -> np.ndarray:
     """Frames given as an array (or a list of equal frames), as contiguous-or-not BGR uint8 ``[T, H, W, 3]``;
     InputError naming what is wrong."""
+    if not isinstance(video, (np.ndarray, list, tuple)):
+        raise InputError(f'expected a video file (a path) or frames (an array [T, H, W, 3]), got '
+                         f'{type(video).__name__}')
+    channels = channels.lower() if isinstance(channels, str) else channels
     if channels not in ('rgb', 'bgr'):
         raise InputError("frames need their channel order: channels='rgb' (PIL, imageio, decord, torchvision) or "
                          f"channels='bgr' (OpenCV), got {channels!r}")
