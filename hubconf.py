@@ -1,5 +1,6 @@
 """paddle.hub entry points: the networks of the SlowFast family, with the published Kinetics-400 weights.
 
+    import numpy   # before paddle, on Paddle 2.6.2 (README, Install)
     import paddle
     paddle.hub.list('path/to/this/repository', source='local')
     model = paddle.hub.load('path/to/this/repository', 'slowfast_r50', source='local', pretrained=True)
@@ -27,7 +28,7 @@ def _check_own_modules() -> None:
     ImportError's message with its own)."""
     for name in sorted(_os.path.splitext(f)[0] for f in _os.listdir(_HERE) if f.endswith('.py')):
         found = getattr(_sys.modules.get(name), '__file__', None)
-        if found and _os.path.dirname(_os.path.abspath(found)) != _HERE:
+        if found and _os.path.realpath(found) != _os.path.realpath(_os.path.join(_HERE, name + '.py')):
             raise RuntimeError(f'the module {name!r} was imported from {found}, not from this repository ({_HERE}): '
                               f'its modules have flat names; load the hub entry in a process that has not imported '
                               f'another {name!r} (or rename that one)')

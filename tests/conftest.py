@@ -121,3 +121,21 @@ def trained_demo(tmp_path_factory):
     top1 = json.loads((root / 'eval' / 'eval_result.json').read_text())['top1']
     assert top1 >= 0.9, f'the demo network reached a multi-view top-1 of {top1} only'
     return {'data': str(data), 'weights': str(weights), 'flags': flags, 'top1': top1}
+
+
+@pytest.fixture(scope='session')
+def published(tmp_path_factory):
+    """``{'root', 'state'}``: the SlowFast R50 8x8 recipe's network (seeded, a sharper head) written as PySlowFast's
+    Caffe2 ``root/SLOWFAST_8x8_R50.pkl`` and PaddleVideo's ``root/SlowFast_8x8.pdparams``, as published files are
+    (for the zoo's and the hub's loads; no weights can be downloaded here)."""
+    from helpers import write_published
+    from model import build_model
+
+    root = tmp_path_factory.mktemp('published')
+    cfg = parse_config(os.path.join(ROOT, 'configs', 'slowfast_r50_8x8.yaml'))
+    paddle.seed(7)
+    state = {k: v.numpy() for k, v in build_model(cfg).state_dict().items()}
+    state['head.projection.weight'] = state['head.projection.weight'] * 50
+    write_published('caffe2', state, root / 'SLOWFAST_8x8_R50.pkl')
+    write_published('paddlevideo', state, root / 'SlowFast_8x8.pdparams')
+    return dict(root=root, state=state)

@@ -217,6 +217,22 @@ def test_a_config_by_its_repository_path_from_any_folder_and_a_parsed_config(set
     assert np.abs(Recognizer(cfg, network, views=(2, 3)).probabilities(video) - rec.probabilities(video)).max() < 1e-6
 
 
+def test_the_exported_model_scores_as_the_network_it_was_exported_from(setup, tmp_path):
+    """With INFER.use_inference and no weights: the Paddle Inference export (tools/deploy/export_model.py), within
+    1e-4 of the dygraph network's probabilities and features."""
+    from helpers import tool_path
+
+    flags = [a for o in setup['overrides'] for a in ('-o', o)]
+    run([sys.executable, tool_path('export_model.py'), '--config', os.path.join(ROOT, 'slowfast.yaml'), '--weights',
+         setup['weights'], '--save_dir', str(tmp_path / 'inference'), '--size', '72'] + flags)
+    dygraph = Recognizer('slowfast.yaml', setup['weights'], setup['overrides'], views=(2, 3), use_gpu=False)
+    exported = Recognizer('slowfast.yaml', None, setup['overrides'] + [
+        'INFER.use_inference=True', f'INFER.model_dir={tmp_path / "inference"}'], views=(2, 3), use_gpu=False)
+    for path in setup['files'][:3]:
+        assert np.abs(exported.probabilities(path) - dygraph.probabilities(path)).max() <= 1e-4
+        assert np.abs(exported.features(path) - dygraph.features(path)).max() <= 1e-4
+
+
 @needs_ffmpeg
 def test_a_file_re_muxed_by_the_ffmpeg_tool_scores_as_its_decoded_frames(setup, real_world):
     """Files cut and re-muxed by the ffmpeg tool (tests/videos.py): the path scores as the frames that tool decodes."""
@@ -226,3 +242,45 @@ def test_a_file_re_muxed_by_the_ffmpeg_tool_scores_as_its_decoded_frames(setup, 
         with rec.views.open_video(path, 30) as video:
             fps = video.fps
         assert np.abs(rec.probabilities(path) - rec.probabilities(frames, channels='bgr', fps=fps)).max() <= 1e-5, name
+
+
+@pytest.mark.slow
+def test_the_from_python_section_of_evaluation_md_runs_as_written(setup, published, tmp_path_factory):
+    """docs/EVALUATION.md's "From Python" code blocks, one after the other as one script, in a folder holding the
+    repository's files, a.mp4 (a colour demo clip) and long.mp4 (10 s), the demo's weights where run_demo.sh writes
+    them (the demo network as initialised, 4 classes) and a cache holding the zoo's converted 8x8 file (the recipe's
+    network as initialised): the script runs, prints the top-5 of the Kinetics names, the segments and the hub's
+    list, and writes the timeline picture; no download is tried (the cache answers)."""
+    import re
+    import shutil
+
+    import model_zoo
+    from test_readme import scratch_repository
+
+    text = open(os.path.join(ROOT, 'docs', 'EVALUATION.md')).read()
+    section = text.split('## From Python', 1)[1].split('\n## ', 1)[0]
+    blocks = re.findall(r'```python\n(.*?)```', section, re.S)
+    assert len(blocks) == 4
+    work = scratch_repository(tmp_path_factory.mktemp('from_python'))
+    shutil.copy(setup['files'][0], work / 'a.mp4')
+    shutil.copy(setup['videos']['mp4'], work / 'long.mp4')
+    (work / 'data' / 'demo').mkdir(parents=True)
+    (work / 'data' / 'demo' / 'classes.txt').write_text('\n'.join(NAMES) + '\n')
+    (work / 'output' / 'demo' / 'checkpoints').mkdir(parents=True)
+    demo = build_model(parse_config(os.path.join(ROOT, 'configs', 'slowfast_demo.yaml'), ['MODEL.num_classes=4']))
+    paddle.save(demo.state_dict(), str(work / 'output' / 'demo' / 'checkpoints' / 'slowfast_epoch16.pdparams'))
+    cache = tmp_path_factory.mktemp('cache')
+    model_zoo.get(model_zoo.find('pyslowfast-slowfast-8x8-r50'), str(cache),
+                  file=str(published['root'] / 'SLOWFAST_8x8_R50.pkl'))
+    (work / 'from_python.py').write_text('\n'.join(blocks))
+    result = subprocess.run([sys.executable, 'from_python.py'], cwd=work, capture_output=True, text=True, timeout=1800,
+                            env=dict(ENV, OMP_NUM_THREADS='2', SLOWFAST_CACHE=str(cache)))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    kinetics = open(os.path.join(ROOT, 'kinetics400_labels.txt')).read().splitlines()
+    lines = result.stdout.splitlines()
+    top5 = [line.split(None, 1) for line in lines[:5]]
+    assert [label in kinetics for _, label in top5] == [True] * 5 and 0 < float(top5[0][0]) <= 1
+    assert lines[5].startswith('[Prediction(label=') and any(name in lines[5] for name in NAMES)
+    assert "'slowfast_r50'" in result.stdout and 'pyslowfast-slowfast-8x8-r50 (default)' in result.stdout
+    assert open(work / 'long.png', 'rb').read(8) == b'\x89PNG\r\n\x1a\n'
+    assert os.listdir(cache) == ['pyslowfast-slowfast-8x8-r50.pdparams']  # no download was started
