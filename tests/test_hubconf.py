@@ -11,6 +11,7 @@ import paddle
 import pytest
 
 from helpers import ROOT
+from test_zoo import server  # noqa: F401 (the fixture: a server of files on 127.0.0.1)
 from config_utils import parse_config
 from errors import WeightsError
 from model import build_model
@@ -71,6 +72,26 @@ def test_pretrained_converts_the_publisher_s_file_once_then_the_cache_answers(pu
     with pytest.raises(WeightsError, match='nothing-listens-here.pkl.*--file'):
         paddle.hub.load(ROOT, 'slowfast_r50', source='local', pretrained=True, cache_dir=str(tmp_path / 'empty'),
                         url=UNREACHABLE)
+
+
+@pytest.mark.slow
+def test_pretrained_downloads_verifies_and_converts_through_the_zoo(published, tmp_path, server):
+    """From a server (a mirror of the publisher's address, on 127.0.0.1): the download is verified against the
+    SHA-256 given, converted into the cache, and loaded; a wrong checksum stops it with nothing converted."""
+    pkl = published['root'] / 'SLOWFAST_8x8_R50.pkl'
+    server.files['SLOWFAST_8x8_R50.pkl'] = pkl.read_bytes()
+    digest = model_zoo.sha256_of(str(pkl))
+    cache = tmp_path / 'cache'
+    with pytest.raises(WeightsError, match='SHA-256'):
+        paddle.hub.load(ROOT, 'slowfast_r50', source='local', pretrained=True, cache_dir=str(cache),
+                        url=f'{server.url}/ok/SLOWFAST_8x8_R50.pkl', sha256='0' * 64)
+    assert not (cache / 'pyslowfast-slowfast-8x8-r50.pdparams').exists()
+    network = paddle.hub.load(ROOT, 'slowfast_r50', source='local', pretrained=True, cache_dir=str(cache),
+                              url=f'{server.url}/ok/SLOWFAST_8x8_R50.pkl', sha256=digest)
+    assert [path for path, _ in server.requests].count('/ok/SLOWFAST_8x8_R50.pkl') == 2
+    assert (cache / 'downloads' / 'SLOWFAST_8x8_R50.pkl').read_bytes() == pkl.read_bytes()
+    for key, value in network.state_dict().items():
+        assert np.array_equal(value.numpy(), published['state'][key]), key
 
 
 @pytest.mark.slow
