@@ -17,9 +17,9 @@ from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 from atomic import check_output_folder
 from config_utils import parse_config
-from weight_conversion import UnreadableCheckpoint, convert_file
 from download import download as fetch, sha256_of
 from errors import WeightsError
+from weight_conversion import UnreadableCheckpoint, convert_file
 
 logger = logging.getLogger('zoo')
 
