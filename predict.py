@@ -28,7 +28,7 @@ from config_utils import build_parser, log_config, parse_args, setup_logging, st
 from errors import exit_on_user_error
 from kinetics_dataset import KineticsMultiViewDataset, model_inputs
 from scoring import build_scoring_model, ranked, score_videos, scoring_source
-from timeline import SlidingWindowDataset, annotate_video, plot_timeline, span_frames, video_timeline
+from timeline import SlidingWindowDataset, annotate_video, checked_duration, plot_timeline, video_timeline
 from video_io import VideoError
 from video_lists import collect_inputs, file_stems, read_label_map
 
@@ -38,10 +38,9 @@ logger = logging.getLogger('predict')
 def duration(text: str) -> str:
     """argparse type of ``--stride`` and ``--window``: seconds (``2``, ``2.5s``) or frames (``16f``)."""
     try:
-        span_frames(text, 1.0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'expected seconds (2.5 or 2.5s) or frames (16f), got {text!r}') from None
-    return text
+        return checked_duration(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def positive(text: str) -> int:

@@ -37,7 +37,7 @@ from errors import InputError, WeightsError
 from kinetics_dataset import KineticsMultiViewDataset, model_inputs
 from model import VideoNetwork
 from scoring import build_scoring_model, ensemble_scores, ranked
-from timeline import SlidingWindowDataset, plot_timeline, span_frames, video_timeline
+from timeline import SlidingWindowDataset, checked_duration, plot_timeline, video_timeline
 from video_io import VideoError
 from video_lists import NO_LABEL, read_label_map
 
@@ -155,9 +155,8 @@ class Recognizer:
                features: Optional[str]) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         decoded = self._decode(video, channels, fps)
         views = self.views.cut_views(decoded, 0, self.num_views)
-        sums, counts, found = ensemble_scores(self.model, batches_of(views, self.batch_size),
-                                              lambda clips: model_inputs(clips, self.cfg), 1, self.num_views,
-                                              self.cfg.MODEL.num_classes, features=features)
+        sums, counts, found = ensemble_scores(self.model, batches_of(views, self.batch_size), self._inputs, 1,
+                                              self.num_views, self.cfg.MODEL.num_classes, features=features)
         assert counts[0] == self.num_views, (counts, self.num_views)
         return sums[0] / self.num_views, found
 
@@ -166,11 +165,8 @@ class Recognizer:
             if channels is not None or fps is not None:
                 raise InputError(f'{os.fspath(video)}: channels and fps describe frames given as an array; a file\'s '
                                  'come from the file')
-            path = os.fspath(video)
-            if os.path.isdir(path):
-                raise InputError(f'{path}: a folder, not a video (predict.py --video takes folders)')
             try:
-                return self.views.decode(path)
+                return self.views.decode(video_file(video))
             except VideoError as error:
                 raise InputError(f'cannot classify {error.path}: {error.reason}') from None
         frames = checked_frames(video, channels)
@@ -178,6 +174,10 @@ class Recognizer:
         if not (np.isfinite(fps) and fps > 0):
             raise InputError(f'fps must be a positive number, got {fps}')
         return self.views.frames_decoded(frames, fps)
+
+    def _inputs(self, pathways: List[paddle.Tensor]) -> List[paddle.Tensor]:
+        """A batch's uint8 pathways as the network's normalised input (eval.py's and predict.py's)."""
+        return model_inputs(pathways, self.cfg)
 
     # ---- a long video ----------------------------------------------------------------------------------------------
 
@@ -190,20 +190,17 @@ class Recognizer:
         predict.py writes to ``<name>.json`` (``windows`` with their top-``top_k``, ``segments`` of one top-1 at
         least ``threshold``, ``fps``, ``duration``, ...) plus ``probabilities``, every window's ``[W, K]``; with
         ``picture``, the timeline picture is written there (.png). The video is decoded once, forward."""
-        path = os.fspath(path)
         for name, value in (('stride', stride), ('window', window)):
             if value is not None:
                 try:
-                    span_frames(value, 1.0)
-                except ValueError:
-                    raise ValueError(f'{name}: expected seconds (2.5 or 2.5s) or frames (16f), got {value!r}') from None
-        if not os.path.isfile(path):
-            raise InputError(f'cannot classify {path}: ' + ('a folder, not a video' if os.path.isdir(path)
-                                                           else 'file not found'))
+                    checked_duration(value)
+                except ValueError as error:
+                    raise ValueError(f'{name}: {error}') from None
+        path = video_file(path)
         dataset = SlidingWindowDataset(self.cfg, [(path, NO_LABEL)], stride, window, clips, crops, source=path)
         sums, counts, _ = ensemble_scores(self.model, dataset.view_batches(self.batch_size, self.num_workers),
-                                          lambda pathways: model_inputs(pathways, self.cfg), dataset.num_rows,
-                                          dataset.num_views, self.cfg.MODEL.num_classes)
+                                          self._inputs, dataset.num_rows, dataset.num_views,
+                                          self.cfg.MODEL.num_classes)
         layout = dataset.layouts[0]
         if layout is None or dataset.failures.flags()[0] or (counts != dataset.num_views).any():
             reason = dataset.failures.reasons.get(0, 'it did not decode to its end (the reason is logged above)')
@@ -225,9 +222,19 @@ def parse_config_copy(cfg: AttrDict, overrides: Sequence[str]) -> AttrDict:
     return cfg
 
 
+def video_file(video: Union[str, os.PathLike]) -> str:
+    """The path of a video file; InputError naming a folder or a missing file."""
+    path = os.fspath(video)
+    if os.path.isdir(path):
+        raise InputError(f'cannot classify {path}: a folder, not a video (predict.py --video takes folders)')
+    if not os.path.isfile(path):
+        raise InputError(f'cannot classify {path}: file not found')
+    return path
+
+
 def checked_frames(video, channels: Optional[str]) -> np.ndarray:
-    """Frames given as an array (or a list of equal frames), as contiguous-or-not BGR uint8 ``[T, H, W, 3]``;
-    InputError naming what is wrong."""
+    """Frames given as an array (or a list of equal frames) as BGR uint8 ``[T, H, W, 3]`` (a view of them, not a
+    copy); InputError naming what is wrong."""
     if not isinstance(video, (np.ndarray, list, tuple)):
         raise InputError(f'expected a video file (a path) or frames (an array [T, H, W, 3]), got '
                          f'{type(video).__name__}')

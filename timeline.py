@@ -41,6 +41,16 @@ def span_frames(span: str, fps: float) -> float:
     return value if frames else value * fps
 
 
+def checked_duration(text: str) -> str:
+    """``text`` when ``span_frames`` reads it (``--stride``, ``--window``); ValueError saying what a duration is
+    otherwise."""
+    try:
+        span_frames(text, 1.0)
+    except ValueError:
+        raise ValueError(f'expected seconds (2.5 or 2.5s) or frames (16f), got {text!r}') from None
+    return text
+
+
 class WindowLayout(NamedTuple):
     """Where one video's windows are: ``starts`` (first source frame of each), ``window`` (source frames each spans),
     the video's ``num_frames`` and ``fps``."""
