@@ -32,6 +32,7 @@ import paddle
 
 import distributed
 import model_zoo
+from atomic import check_output_file
 from config_utils import AttrDict, apply_override, check_config, parse_config
 from errors import InputError, WeightsError
 from kinetics_dataset import KineticsMultiViewDataset, model_inputs
@@ -197,6 +198,8 @@ class Recognizer:
                 except ValueError as error:
                     raise ValueError(f'{name}: {error}') from None
         path = video_file(path)
+        if picture:
+            check_output_file(picture, 'picture')  # before the work, not after it
         dataset = SlidingWindowDataset(self.cfg, [(path, NO_LABEL)], stride, window, clips, crops, source=path)
         sums, counts, _ = ensemble_scores(self.model, dataset.view_batches(self.batch_size, self.num_workers),
                                           self._inputs, dataset.num_rows, dataset.num_views,

@@ -13,7 +13,7 @@ import pytest
 
 from helpers import ROOT, TINY, needs_ffmpeg
 from config_utils import parse_config
-from errors import InputError, WeightsError
+from errors import InputError, OutputError, WeightsError
 from model import build_model
 from recognizer import Recognizer, config_path
 from videos import decoded_frames, public_sample
@@ -162,6 +162,10 @@ def test_what_cannot_be_classified_raises_an_input_error_naming_it(setup, tmp_pa
             rec.timeline(path)
     with pytest.raises(ValueError, match='stride'):
         rec.timeline(v['mp4'], stride='fast')
+    (tmp_path / 'a_file').write_text('')
+    for picture, words in ((tmp_path, 'is a folder'), (tmp_path / 'a_file' / 't.png', 'a_file')):
+        with pytest.raises(OutputError, match=words):  # before any window is scored
+            rec.timeline(v['mp4'], picture=str(picture))
     with pytest.raises(WeightsError, match='give weights'):
         Recognizer('slowfast.yaml', None, setup['overrides'], use_gpu=False)
     with pytest.raises(WeightsError, match='not found'):
